@@ -77,3 +77,13 @@ class AgentInfo(Message):
     instance_id: str
     model: str = ""
     status: Literal["up", "draining"] = "up"
+
+
+class Turn(Message):
+    """One message of a conversation, as kept in history and memory."""
+
+    role: Literal["user", "assistant", "system", "summary"]
+    content: str
+    created_at: float = 0.0
+    agent: str | None = None
+    speaker: str | None = None

@@ -1,0 +1,1 @@
+"""The agent runtime every agent service uses: an agent folder only says what makes it itself."""
