@@ -85,10 +85,18 @@ class Costs(Protocol):
 
 
 class ResponseCache(Protocol):
-    async def get(self, agent: str, model: str, messages: list[dict[str, Any]]) -> str | None: ...
+    async def get(
+        self, agent: str, model: str, messages: list[dict[str, Any]], *, tenant_id: str = ...
+    ) -> str | None: ...
 
     async def put(
-        self, agent: str, model: str, messages: list[dict[str, Any]], reply: str
+        self,
+        agent: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        reply: str,
+        *,
+        tenant_id: str = ...,
     ) -> None: ...
 
 

@@ -1,0 +1,37 @@
+"""Short-term continuity: the recent turns of each session, in a Redis list."""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+
+from chatbus.contracts.chat import Turn
+
+
+def history_key(tenant_id: str, session_id: str) -> str:
+    """The Redis key of a session's recent turns (the memory service deletes it on forget)."""
+    return f"chatbus:{tenant_id}:history:{session_id}"
+
+
+class RedisHistory:
+    """Keeps the last ``keep`` turns of each session; sessions expire after ``ttl_s`` idle."""
+
+    def __init__(self, redis: aioredis.Redis, *, keep: int = 50, ttl_s: int = 7 * 86400) -> None:
+        self.redis = redis
+        self.keep = keep
+        self.ttl_s = ttl_s
+
+    async def recent(self, tenant_id: str, session_id: str, n: int) -> list[Turn]:
+        if n <= 0:
+            return []
+        raw = await self.redis.lrange(history_key(tenant_id, session_id), -n, -1)
+        return [Turn.model_validate_json(r) for r in raw]
+
+    async def append(self, tenant_id: str, session_id: str, turns: list[Turn]) -> None:
+        if not turns:
+            return
+        key = history_key(tenant_id, session_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *[t.to_bytes() for t in turns])
+            pipe.ltrim(key, -self.keep, -1)
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()

@@ -1,0 +1,186 @@
+"""Talking to an OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp, offline model).
+
+We speak the wire protocol with one shared aiohttp session instead of the ``openai`` SDK: at
+1,000+ messages/s on two cores the SDK's ~2.7 ms of CPU per call would be the largest single
+cost of the pipeline (measured: a plain aiohttp POST costs ~0.2 ms). The request and response
+shapes are exactly the SDK's, so every OpenAI-compatible server works.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from chatbus.agent.ports import Completion, ToolCall
+from chatbus.contracts.chat import Usage
+from chatbus.offline_llm import AGENT_HEADER
+
+log = logging.getLogger("chatbus.agent.llm")
+
+OnDelta = Callable[[str], Awaitable[None]]
+
+
+class LLMError(Exception):
+    """A failed LLM call. ``retryable`` for 429, 5xx, timeouts and connection errors."""
+
+    def __init__(self, kind: str, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.message = message
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in {"rate_limited", "server", "timeout", "connection"}
+
+
+def _error_for(status: int, text: str) -> LLMError:
+    try:
+        detail = json.loads(text).get("error", {})
+        message = detail.get("message") if isinstance(detail, dict) else str(detail)
+    except (ValueError, AttributeError):
+        message = text[:200]
+    if status == 429:
+        return LLMError("rate_limited", f"LLM rate limited: {message}", status)
+    if status >= 500:
+        return LLMError("server", f"LLM server error {status}: {message}", status)
+    return LLMError("client", f"LLM refused the request ({status}): {message}", status)
+
+
+class OpenAIChat:
+    """The :class:`~chatbus.agent.ports.LLM` port over HTTP, one connection pool per service."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout_s: float = 60.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
+        self._session = session
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        model: str,
+        temperature: float,
+        agent: str,
+        tools: list[dict[str, Any]] | None = None,
+        on_delta: OnDelta | None = None,
+    ) -> Completion:
+        body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
+        if tools:
+            body["tools"] = tools
+        if on_delta is not None:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        headers = {**self.headers, AGENT_HEADER: agent}
+        try:
+            async with self.session.post(self.url, json=body, headers=headers) as resp:
+                if resp.status != 200:
+                    raise _error_for(resp.status, await resp.text())
+                if on_delta is not None:
+                    return await _read_stream(resp, model, on_delta)
+                data = await resp.json(content_type=None)
+        except TimeoutError as e:
+            raise LLMError("timeout", f"LLM did not answer within {self.timeout.total}s") from e
+        except aiohttp.ClientError as e:
+            raise LLMError("connection", f"cannot reach the LLM: {type(e).__name__}") from e
+        return _parse_completion(data, model)
+
+
+def _parse_completion(data: dict[str, Any], model: str) -> Completion:
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+    except (KeyError, IndexError, TypeError) as e:
+        raise LLMError("server", "LLM answered without a choice") from e
+    calls = [
+        ToolCall(
+            id=c.get("id", ""),
+            name=c["function"]["name"],
+            arguments=c["function"].get("arguments") or "{}",
+        )
+        for c in message.get("tool_calls") or []
+    ]
+    return Completion(
+        content=message.get("content") or "",
+        model=data.get("model") or model,
+        usage=_usage(data.get("usage")),
+        tool_calls=calls,
+        finish_reason=choice.get("finish_reason") or "stop",
+    )
+
+
+def _usage(raw: Any) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(
+        prompt_tokens=int(raw.get("prompt_tokens") or 0),
+        completion_tokens=int(raw.get("completion_tokens") or 0),
+    )
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, model: str, on_delta: OnDelta) -> Completion:
+    parts: list[str] = []
+    calls: dict[int, dict[str, str]] = {}
+    usage: Usage | None = None
+    finish = "stop"
+    async for raw_line in resp.content:
+        line = raw_line.strip()
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            break
+        try:
+            chunk = json.loads(payload)
+        except ValueError:
+            continue
+        usage = _usage(chunk.get("usage")) or usage
+        model = chunk.get("model") or model
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta") or {}
+            if text := delta.get("content"):
+                parts.append(text)
+                await on_delta(text)
+            for tc in delta.get("tool_calls") or []:
+                slot = calls.setdefault(int(tc.get("index", 0)), {"id": "", "name": "", "args": ""})
+                fn = tc.get("function") or {}
+                slot["id"] = tc.get("id") or slot["id"]
+                slot["name"] += fn.get("name") or ""
+                slot["args"] += fn.get("arguments") or ""
+            finish = choice.get("finish_reason") or finish
+    tool_calls = [
+        ToolCall(id=c["id"], name=c["name"], arguments=c["args"] or "{}")
+        for _, c in sorted(calls.items())
+    ]
+    return Completion(
+        content="".join(parts),
+        model=model,
+        usage=usage,
+        tool_calls=tool_calls,
+        finish_reason=finish,
+    )

@@ -1,0 +1,203 @@
+"""``run_agent(spec)``: everything an agent service does besides being itself.
+
+Subscribes the agent's subject in a queue group (replicas share the load, no message is
+handled twice), answers discovery pings, streams chunks, and wires the ports to NATS, Redis
+and the LLM.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from pydantic import create_model
+
+from chatbus import offline_llm
+from chatbus.agent.handler import AgentConfig, AgentDeps, answer
+from chatbus.agent.history import RedisHistory
+from chatbus.agent.llm import LLMError, OpenAIChat
+from chatbus.agent.resilience import ResilientLLM
+from chatbus.agent.settings import AgentSettings
+from chatbus.agent.spec import AgentSpec
+from chatbus.contracts.chat import AgentInfo, AgentPing, ChatChunk, ChatReply, ChatRequest
+from chatbus.errors import RemoteError
+from chatbus.metrics import Metrics
+from chatbus.runtime import Runtime, run
+from chatbus.telemetry import logging_context
+
+log = logging.getLogger("chatbus.agent")
+
+
+async def llm_endpoint(rt: Runtime, settings: AgentSettings) -> tuple[str, str | None]:
+    """The OpenAI-compatible base URL and key; the built-in offline model when neither is set."""
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    if settings.openai_base_url:
+        return settings.openai_base_url, key
+    if key:
+        return "https://api.openai.com/v1", key
+    runner, url = await offline_llm.start(offline_llm.OfflineLLM(record=False))
+    rt.stack.push_async_callback(runner.cleanup)
+    log.warning(
+        "no OPENAI_API_KEY or OPENAI_BASE_URL: answering with the built-in OFFLINE "
+        "model at %s (not a real LLM)",
+        url,
+    )
+    return url, None
+
+
+async def build_deps(
+    rt: Runtime, spec: AgentSpec, settings: AgentSettings, metrics: Metrics
+) -> AgentDeps:
+    base_url, key = await llm_endpoint(rt, settings)
+    chat = OpenAIChat(base_url, key, timeout_s=settings.llm_timeout_s)
+    rt.stack.push_async_callback(chat.close)
+    if key:
+        rt.redactor.add(key)
+
+    def on_llm_failure(model: str, e: LLMError) -> None:
+        metrics.llm_errors.labels(model, e.kind).inc()
+
+    config = AgentConfig(
+        model=settings.model or spec.model,
+        temperature=settings.temperature if settings.temperature is not None else spec.temperature,
+        history_turns=settings.history_turns,
+        memory_k=settings.memory_k,
+        context_budget=settings.context_budget_tokens,
+        cache_enabled=settings.cache_enabled,
+        max_tool_steps=settings.max_tool_steps,
+    )
+    if settings.cheap_model or settings.fallback_model:
+        from dataclasses import replace
+
+        spec = replace(
+            spec,
+            cheap_model=settings.cheap_model or spec.cheap_model,
+            fallback_model=settings.fallback_model or spec.fallback_model,
+        )
+    redis = rt.redis()
+    deps = AgentDeps(
+        spec=spec,
+        config=config,
+        llm=ResilientLLM(chat, retries=settings.llm_retries, on_failure=on_llm_failure),
+        history=RedisHistory(redis),
+    )
+    await attach_services(rt, deps, settings)
+    return deps
+
+
+async def attach_services(rt: Runtime, deps: AgentDeps, settings: AgentSettings) -> None:
+    """Memory, costs, response cache and token counting, each when enabled."""
+    from chatbus.tokens import TokenCounter
+
+    deps.tokens = TokenCounter()
+    if settings.memory_enabled:
+        from chatbus.memory_client import BusMemory
+
+        deps.memory = BusMemory(rt.bus, threshold=settings.memory_threshold)
+    if settings.cost_enabled:
+        from chatbus.cost_client import BusCosts
+
+        deps.costs = BusCosts(rt.bus)
+    if settings.cache_enabled:
+        from chatbus.agent.response_cache import RedisResponseCache
+
+        deps.cache = RedisResponseCache(rt.redis(), ttl_s=settings.cache_ttl_s)
+
+
+def chunk_publisher(rt: Runtime, req: ChatRequest) -> Callable[[str], Awaitable[None]] | None:
+    if not req.stream_inbox:
+        return None
+    inbox = req.stream_inbox
+    index = 0
+
+    async def publish(delta: str) -> None:
+        nonlocal index
+        await rt.bus.publish(
+            ChatChunk(request_id=req.request_id, index=index, delta=delta, agent=req.agent), inbox
+        )
+        index += 1
+
+    return publish
+
+
+def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
+    async def wire(rt: Runtime) -> None:
+        settings = rt.settings
+        assert isinstance(settings, AgentSettings)
+        metrics = Metrics(rt.registry, settings.service_name)
+        deps = await build_deps(rt, spec, settings, metrics)
+        instance_id = uuid.uuid4().hex[:12]
+
+        async def on_chat(req: ChatRequest) -> ChatReply:
+            with logging_context(
+                request_id=req.request_id,
+                agent=spec.id,
+                session=req.session_id,
+                tenant=req.tenant_id,
+            ):
+                if settings.log_content:
+                    log.info("message received", extra={"fields": {"content": req.message}})
+                started = time.perf_counter()
+                publish = chunk_publisher(rt, req)
+                outcome = "ok"
+                try:
+                    reply = await answer(req, deps, publish)
+                    if reply.degraded:
+                        outcome = f"degraded_{reply.degraded}"
+                    return reply
+                except RemoteError as e:
+                    outcome = e.code
+                    raise
+                finally:
+                    if publish is not None and req.stream_inbox:
+                        await rt.bus.publish(
+                            ChatChunk(
+                                request_id=req.request_id, index=-1, agent=spec.id, done=True
+                            ),
+                            req.stream_inbox,
+                        )
+                    elapsed = time.perf_counter() - started
+                    metrics.messages.labels(spec.id, outcome).inc()
+                    metrics.request_latency.labels(f"agent.{spec.id}").observe(elapsed)
+                    log.info(
+                        "answered",
+                        extra={"fields": {"outcome": outcome, "ms": round(elapsed * 1000, 1)}},
+                    )
+
+        async def on_ping(ping: AgentPing) -> AgentInfo:
+            return AgentInfo(
+                id=spec.id,
+                label=spec.label,
+                description=spec.description,
+                instance_id=instance_id,
+                model=deps.config.model,
+                status="draining" if rt.draining else "up",
+            )
+
+        await rt.bus.subscribe(
+            ChatRequest.subject_for(spec.id),
+            ChatRequest,
+            on_chat,
+            queue=f"agent.{spec.id}",
+            max_in_flight=settings.max_in_flight,
+        )
+        await rt.bus.subscribe(AgentPing.subject, AgentPing, on_ping)
+        log.info("agent %s ready (model %s)", spec.id, deps.config.model)
+
+    return wire
+
+
+def run_agent(spec: AgentSpec, port: int = 8081) -> None:
+    """Entry point of an agent service: read settings once, then serve until SIGTERM.
+
+    ``port`` and the service name are defaults; ``PORT`` and ``SERVICE_NAME`` override them.
+    """
+    settings_cls = create_model(
+        f"{spec.id.title()}Settings",
+        __base__=AgentSettings,
+        service_name=(str, f"agent-{spec.id}"),
+        port=(int, port),
+    )
+    run(settings_cls(), make_wire(spec))
