@@ -1,0 +1,155 @@
+"""The agent handler with small fakes of its ports: what reaches the LLM, what is remembered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from chatbus.agent.handler import AgentConfig, AgentDeps, answer
+from chatbus.agent.llm import LLMError
+from chatbus.agent.ports import Authorization, Completion
+from chatbus.agent.resilience import Breaker, ResilientLLM
+from chatbus.agent.spec import AgentSpec
+from chatbus.contracts.chat import ChatRequest, Turn, Usage
+from chatbus.errors import RemoteError
+
+SPEC = AgentSpec(id="helper", label="Helper", description="d", system_prompt="You are Helper.",
+                 fallback_model="backup-model")
+
+
+class ScriptedLLM:
+    def __init__(self, *results: Completion | LLMError) -> None:
+        self.results = list(results)
+        self.calls: list[dict[str, Any]] = []
+
+    async def complete(self, messages: list[dict[str, Any]], **kw: Any) -> Completion:
+        self.calls.append({"messages": messages, **kw})
+        result = self.results.pop(0) if self.results else Completion("ok", kw["model"])
+        if isinstance(result, LLMError):
+            raise result
+        return result
+
+
+class MemHistory:
+    def __init__(self) -> None:
+        self.turns: dict[tuple[str, str], list[Turn]] = {}
+
+    async def recent(self, tenant_id: str, session_id: str, n: int) -> list[Turn]:
+        return self.turns.get((tenant_id, session_id), [])[-n:]
+
+    async def append(self, tenant_id: str, session_id: str, turns: list[Turn]) -> None:
+        self.turns.setdefault((tenant_id, session_id), []).extend(turns)
+
+
+class RecallingMemory:
+    def __init__(self, recalled: list[Turn]) -> None:
+        self.recalled = recalled
+        self.remembered: list[Turn] = []
+
+    async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]:
+        return self.recalled[:k]
+
+    async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
+        self.remembered.extend(turns)
+
+
+class Budget:
+    def __init__(self, decision: str, model: str = "cheap") -> None:
+        self.decision = decision
+        self.model = model
+        self.recorded: list[tuple[str, Usage]] = []
+
+    async def authorize(self, req: ChatRequest, *, model: str, cheap_model: str | None,
+                        prompt_tokens: int) -> Authorization:
+        return Authorization(decision=self.decision, model=self.model)  # type: ignore[arg-type]
+
+    async def record(self, req: ChatRequest, auth: Authorization, *, model: str, usage: Usage,
+                     cached: bool, counted: bool) -> None:
+        self.recorded.append((model, usage))
+
+
+def deps(llm: ScriptedLLM, **kw: Any) -> AgentDeps:
+    return AgentDeps(spec=SPEC, config=AgentConfig(model="main-model", temperature=0.1),
+                     llm=ResilientLLM(llm, base_delay_s=0.0), history=MemHistory(), **kw)
+
+
+def req(message: str, session: str = "s1") -> ChatRequest:
+    return ChatRequest(request_id="r1", agent="helper", session_id=session, message=message)
+
+
+async def test_prompt_has_system_history_and_new_message() -> None:
+    llm = ScriptedLLM(Completion("first answer", "main-model", Usage(prompt_tokens=5,
+                                                                     completion_tokens=2)))
+    d = deps(llm)
+    await answer(req("my name is Ada"), d)
+    reply = await answer(req("what is my name?"), d)
+    sent = llm.calls[1]["messages"]
+    assert sent[0] == {"role": "system", "content": "You are Helper."}
+    assert {"role": "user", "content": "my name is Ada"} in sent
+    assert {"role": "assistant", "content": "first answer"} in sent
+    assert sent[-1] == {"role": "user", "content": "what is my name?"}
+    assert reply.agent == "helper" and reply.session_id == "s1"
+
+
+async def test_recalled_turns_enter_the_prompt_once() -> None:
+    memory = RecallingMemory([Turn(role="user", content="my order is 4471"),
+                              Turn(role="user", content="my order is 4471")])
+    llm = ScriptedLLM()
+    await answer(req("where is my order?"), deps(llm, memory=memory))
+    system_text = " ".join(m["content"] for m in llm.calls[0]["messages"] if m["role"] == "system")
+    assert system_text.count("my order is 4471") == 1
+    assert [t.content for t in memory.remembered] == ["where is my order?", "ok"]
+
+
+async def test_retryable_errors_are_retried_then_fallback_model_answers() -> None:
+    llm = ScriptedLLM(LLMError("server", "503"), LLMError("rate_limited", "429"),
+                      LLMError("timeout", "slow"), Completion("from backup", "backup-model"))
+    reply = await answer(req("hi"), deps(llm))
+    assert reply.reply == "from backup"
+    assert [c["model"] for c in llm.calls] == ["main-model"] * 3 + ["backup-model"]
+
+
+async def test_all_models_failing_is_an_upstream_error() -> None:
+    llm = ScriptedLLM(*[LLMError("server", "boom")] * 6)
+    with pytest.raises(RemoteError) as e:
+        await answer(req("hi"), deps(llm))
+    assert e.value.code == "upstream"
+
+
+async def test_client_error_is_not_retried() -> None:
+    llm = ScriptedLLM(LLMError("client", "bad request", 400))
+    with pytest.raises(RemoteError):
+        await answer(req("hi"), deps(llm))
+    assert len(llm.calls) == 1
+
+
+def test_breaker_opens_after_threshold_and_half_opens_after_reset() -> None:
+    now = [0.0]
+    b = Breaker(threshold=2, reset_s=10, clock=lambda: now[0])
+    b.failure()
+    assert b.allows()
+    b.failure()
+    assert not b.allows()
+    now[0] = 10.0
+    assert b.allows()
+    b.success()
+    assert b.failures == 0 and b.allows()
+
+
+async def test_hard_budget_answers_with_template_and_no_llm_call() -> None:
+    llm = ScriptedLLM()
+    costs = Budget("deny")
+    reply = await answer(req("hi"), deps(llm, costs=costs))
+    assert reply.degraded == "budget"
+    assert reply.reply == SPEC.budget_reply
+    assert llm.calls == []
+
+
+async def test_soft_budget_switches_to_the_cheaper_model() -> None:
+    llm = ScriptedLLM()
+    costs = Budget("downgrade", model="cheap")
+    reply = await answer(req("hi"), deps(llm, costs=costs))
+    assert llm.calls[0]["model"] == "cheap"
+    assert reply.model == "cheap"
+    assert costs.recorded[0][0] == "cheap"
