@@ -1,0 +1,118 @@
+"""Cost: token counting, spend authorization, usage events and usage reports.
+
+``CountTokens`` / ``AuthorizeSpend`` / ``ReportUsage`` are request/reply to the cost service.
+``UsageRecorded`` is an event on the JetStream stream ``COST``; its ``Nats-Msg-Id`` is its
+``event_id`` so a retried publish counts once.
+
+Money on the wire is USD as a float (reports, reasons); the cost service keeps it as integer
+nano-dollars internally so sums are exact.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from chatbus.contracts.base import Message
+
+COST_STREAM = "COST"
+
+Decision = Literal["allow", "downgrade", "deny"]
+GroupBy = Literal["day", "agent", "model", "user", "session"]
+GROUP_BY: tuple[str, ...] = ("day", "agent", "model", "user", "session")
+
+
+class CountTokens(Message):
+    """Count the tokens of a text or of chat messages in ``model``'s encoding."""
+
+    subject: ClassVar[str] = "cost.count.v1"
+
+    model: str
+    text: str | None = None
+    messages: list[dict[str, Any]] | None = None
+
+
+class TokenCount(Message):
+    tokens: int
+    encoding: str
+    # False when the model is unknown and the default encoding was used (counts approximate).
+    known_model: bool = True
+
+
+class AuthorizeSpend(Message):
+    """Before an LLM call: may this request spend, and on which model?"""
+
+    subject: ClassVar[str] = "cost.authorize.v1"
+
+    request_id: str
+    tenant_id: str = "default"
+    user_id: str | None = None
+    agent: str
+    session_id: str = ""
+    model: str
+    cheap_model: str | None = None
+    prompt_tokens: int = Field(ge=0)
+    # Expected completion length for the estimate; the service's default when None.
+    max_completion_tokens: int | None = Field(default=None, ge=0)
+
+
+class SpendDecision(Message):
+    decision: Decision
+    model: str
+    reservation_id: str | None = None
+    reason: str = ""
+    estimate_usd: float = 0.0
+
+
+class UsageRecorded(Message):
+    """One LLM call (or cache hit) that happened. Published by agents to stream ``COST``."""
+
+    subject: ClassVar[str] = "cost.usage.recorded.v1"
+
+    event_id: str = Field(min_length=1, max_length=300)
+    request_id: str
+    tenant_id: str = "default"
+    user_id: str | None = None
+    agent: str = Field(min_length=1)
+    session_id: str = ""
+    model: str = Field(min_length=1)
+    prompt_tokens: int = Field(ge=0, le=100_000_000)
+    completion_tokens: int = Field(ge=0, le=100_000_000)
+    cached: bool = False
+    # True when the provider sent no usage and the agent counted the tokens itself.
+    counted: bool = False
+    reservation_id: str | None = None
+    ts: float = Field(gt=0)  # unix seconds when the call finished; it picks the day bucket
+
+
+class ReportUsage(Message):
+    """Usage between two dates (inclusive, UTC), grouped by one dimension."""
+
+    subject: ClassVar[str] = "cost.report.v1"
+
+    tenant_id: str = "default"
+    # Every tenant, ignoring tenant_id (admins only; the gateway decides who may ask).
+    all_tenants: bool = False
+    from_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    to_date: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+    group_by: GroupBy = "day"
+
+
+class UsageRow(Message):
+    key: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    requests: int = 0
+    cache_hits: int = 0
+
+
+class UsageReport(Message):
+    tenant_id: str | None = None  # None when the report covers every tenant
+    from_date: str
+    to_date: str
+    group_by: GroupBy
+    rows: list[UsageRow] = Field(default_factory=list)
+    total: UsageRow = Field(default_factory=lambda: UsageRow(key="total"))

@@ -1,0 +1,197 @@
+"""The cost service as seen by agents, the gateway and the CLI (``chatbus.agent.ports.Costs``).
+
+``authorize`` asks the cost service before an LLM call. When the service is not running or
+does not answer in time the call is allowed (reason ``"cost service unavailable"``) and a
+warning is logged: an outage of accounting must not take the chatbots down (fail open). Budgets
+are therefore not enforced while the cost service is down; usage is still published to the
+``COST`` stream and counted when it comes back.
+
+``record`` publishes a :class:`UsageRecorded` event to JetStream with ``Nats-Msg-Id`` = the event
+id (request id + reservation or step), so a retried publish counts once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from nats.js import api
+
+from chatbus.agent.ports import Authorization
+from chatbus.bus import Bus
+from chatbus.contracts.chat import ChatRequest, Usage
+from chatbus.contracts.cost import (
+    COST_STREAM,
+    AuthorizeSpend,
+    CountTokens,
+    GroupBy,
+    ReportUsage,
+    SpendDecision,
+    TokenCount,
+    UsageRecorded,
+    UsageReport,
+)
+from chatbus.errors import BusError, BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.jetstream import ensure_stream
+
+log = logging.getLogger("chatbus.cost_client")
+
+UNAVAILABLE = "cost service unavailable"
+
+
+async def ensure_cost_stream(bus: Bus, max_age_s: float = 90 * 86400) -> None:
+    """Create (or update) the ``COST`` stream that carries usage events."""
+    await ensure_stream(
+        bus,
+        COST_STREAM,
+        [UsageRecorded.subject],
+        max_age=max_age_s,
+        storage=api.StorageType.FILE,
+        duplicate_window=600.0,
+    )
+
+
+def event_id_for(request_id: str, auth: Authorization, *, cached: bool, step: int | None) -> str:
+    """The id that makes one LLM call's usage count once, however often it is published."""
+    if step is not None:
+        return f"{request_id}:{step}"
+    if auth.reservation_id:
+        return f"{request_id}:{auth.reservation_id}"
+    return f"{request_id}:{'cache' if cached else auth.model}"
+
+
+class BusCosts:
+    """Talks to the cost service over NATS. Implements ``chatbus.agent.ports.Costs``."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        timeout_s: float = 2.0,
+        max_completion_tokens: int | None = None,
+    ) -> None:
+        self.bus = bus
+        self.timeout_s = timeout_s
+        self.max_completion_tokens = max_completion_tokens
+        self._stream_ready = False
+
+    async def authorize(
+        self, req: ChatRequest, *, model: str, cheap_model: str | None, prompt_tokens: int
+    ) -> Authorization:
+        """Reserve the estimated cost of a call; allow, downgrade to ``cheap_model`` or deny."""
+        ask = AuthorizeSpend(
+            request_id=req.request_id,
+            tenant_id=req.tenant_id,
+            user_id=req.user_id,
+            agent=req.agent,
+            session_id=req.session_id,
+            model=model,
+            cheap_model=cheap_model,
+            prompt_tokens=prompt_tokens,
+            max_completion_tokens=self.max_completion_tokens,
+        )
+        try:
+            got = await self.bus.request(ask, SpendDecision, timeout=self.timeout_s)
+        except (NoResponders, RequestTimeout, BusUnavailable) as e:
+            log.warning("authorize %s: %s (%s); allowing", req.request_id, UNAVAILABLE, e)
+            return Authorization(decision="allow", model=model, reason=UNAVAILABLE)
+        except RemoteError as e:
+            log.warning("authorize %s refused by cost service: %s; allowing", req.request_id, e)
+            return Authorization(decision="allow", model=model, reason=f"{UNAVAILABLE}: {e}")
+        return Authorization(
+            decision=got.decision,
+            model=got.model,
+            reservation_id=got.reservation_id,
+            reason=got.reason,
+        )
+
+    async def record(
+        self,
+        req: ChatRequest,
+        auth: Authorization,
+        *,
+        model: str,
+        usage: Usage,
+        cached: bool,
+        counted: bool,
+        step: int | None = None,
+    ) -> None:
+        """Publish the usage of one LLM call (or cache hit); settles its reservation.
+
+        ``step`` numbers the calls of one request when there is no reservation to tell them
+        apart. A publish that fails is logged, never raised: the user already has the answer.
+        """
+        event = UsageRecorded(
+            event_id=event_id_for(req.request_id, auth, cached=cached, step=step),
+            request_id=req.request_id,
+            tenant_id=req.tenant_id,
+            user_id=req.user_id,
+            agent=req.agent,
+            session_id=req.session_id,
+            model=model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cached=cached,
+            counted=counted,
+            reservation_id=auth.reservation_id,
+            ts=time.time(),
+        )
+        await self.publish_usage(event)
+
+    async def publish_usage(self, event: UsageRecorded) -> None:
+        """Publish one usage event durably (creating the stream when it does not exist yet)."""
+        for attempt in (1, 2):
+            try:
+                await self.bus.js_publish(event, msg_id=event.event_id)
+                return
+            except Exception as e:
+                if attempt == 1 and not self._stream_ready:
+                    try:
+                        await ensure_cost_stream(self.bus)
+                        self._stream_ready = True
+                        continue
+                    except Exception:
+                        log.debug("cannot create the COST stream", exc_info=True)
+                log.error("usage event %s not recorded: %s", event.event_id, e)
+                return
+
+    async def count(
+        self,
+        model: str,
+        *,
+        text: str | None = None,
+        messages: list[dict[str, Any]] | None = None,
+    ) -> TokenCount:
+        """Ask the cost service to count tokens (the agent counts locally with TokenCounter)."""
+        return await self.bus.request(
+            CountTokens(model=model, text=text, messages=messages),
+            TokenCount,
+            timeout=self.timeout_s,
+        )
+
+    async def report(
+        self,
+        *,
+        tenant_id: str | None,
+        from_date: str,
+        to_date: str,
+        group_by: GroupBy = "day",
+        timeout_s: float = 10.0,
+    ) -> UsageReport:
+        """Usage between two ISO dates (inclusive); ``tenant_id=None`` for every tenant.
+
+        Raises :class:`~chatbus.errors.BusError` subclasses when the cost service is down and
+        :class:`~chatbus.errors.RemoteError` (code ``invalid``) for a bad range.
+        """
+        ask = ReportUsage(
+            tenant_id=tenant_id or "default",
+            all_tenants=tenant_id is None,
+            from_date=from_date,
+            to_date=to_date,
+            group_by=group_by,
+        )
+        return await self.bus.request(ask, UsageReport, timeout=timeout_s)
+
+
+__all__ = ["UNAVAILABLE", "BusCosts", "BusError", "ensure_cost_stream", "event_id_for"]
