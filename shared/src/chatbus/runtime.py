@@ -10,6 +10,7 @@ drains the connection.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -144,9 +145,8 @@ async def serve(
             stack=stack,
             redactor=redactor,
         )
-        http.router.add_get("/health", lambda r: _health(rt, r))
-        http.router.add_get("/ready", lambda r: _ready(rt, r))
-        http.router.add_get("/metrics", lambda r: _metrics(rt, r))
+        for path, view in (("/health", _health), ("/ready", _ready), ("/metrics", _metrics)):
+            http.router.add_get(path, functools.partial(view, rt))
         await wire(rt)
 
         runner = web.AppRunner(http, access_log=None, handle_signals=False, shutdown_timeout=15)

@@ -14,12 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from chatbus.agent.ports import Completion, ToolCall
+from chatbus.bus import trace_headers
 from chatbus.contracts.chat import Usage
 from chatbus.offline_llm import AGENT_HEADER
 
 log = logging.getLogger("chatbus.agent.llm")
+tracer = trace.get_tracer("chatbus.agent.llm")
 
 OnDelta = Callable[[str], Awaitable[None]]
 
@@ -96,7 +100,27 @@ class OpenAIChat:
         if on_delta is not None:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        headers = {**self.headers, AGENT_HEADER: agent}
+        headers = trace_headers({**self.headers, AGENT_HEADER: agent})
+        with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT) as span:
+            span.set_attributes(
+                {
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": model,
+                    "chatbus.agent": agent,
+                    "chatbus.stream": on_delta is not None,
+                }
+            )
+            result = await self._post(body, headers, on_delta)
+            span.set_attribute("gen_ai.response.model", result.model)
+            if result.usage is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+            return result
+
+    async def _post(
+        self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta | None
+    ) -> Completion:
+        model = str(body["model"])
         try:
             async with self.session.post(self.url, json=body, headers=headers) as resp:
                 if resp.status != 200:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from opentelemetry import trace
 from pydantic import create_model
 
 from chatbus import offline_llm
@@ -142,10 +143,23 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
                 started = time.perf_counter()
                 publish = chunk_publisher(rt, req)
                 outcome = "ok"
+                span = trace.get_current_span()
+                span.set_attribute("chatbus.agent", spec.id)
+                span.set_attribute("chatbus.session_id", req.session_id)
                 try:
                     reply = await answer(req, deps, publish)
                     if reply.degraded:
                         outcome = f"degraded_{reply.degraded}"
+                    span.set_attributes(
+                        {
+                            "gen_ai.request.model": reply.model,
+                            "gen_ai.usage.input_tokens": reply.usage.prompt_tokens,
+                            "gen_ai.usage.output_tokens": reply.usage.completion_tokens,
+                            "chatbus.cache_hit": reply.cached,
+                            "chatbus.handoff_from": reply.handoff_from or "",
+                            "chatbus.degraded": reply.degraded or "",
+                        }
+                    )
                     return reply
                 except RemoteError as e:
                     outcome = e.code
