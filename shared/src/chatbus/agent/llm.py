@@ -100,8 +100,8 @@ class OpenAIChat:
         if on_delta is not None:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
-        headers = trace_headers({**self.headers, AGENT_HEADER: agent})
         with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT) as span:
+            headers = trace_headers({**self.headers, AGENT_HEADER: agent})
             span.set_attributes(
                 {
                     "gen_ai.system": "openai",
