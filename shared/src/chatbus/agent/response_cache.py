@@ -1,0 +1,115 @@
+"""Replies cached in Redis: the same question to the same agent and model is paid for once.
+
+The key is the sha256 of the tenant, agent, model and the canonical JSON of the final prompt
+(the messages exactly as they would go to the LLM, after history and memory were added). Any
+difference in the prompt, including history, is a different entry; tenants never share entries.
+Entries expire after ``ttl_s`` (default 5 minutes). Turning the cache off for an agent is the
+agent's config (``cache_enabled``): the runtime then never calls it, or uses :class:`NoCache`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("chatbus.agent.response_cache")
+
+MAX_REPLY_BYTES = 256 * 1024
+
+
+def cache_key(tenant_id: str, agent: str, model: str, messages: list[dict[str, Any]]) -> str:
+    """sha256 hex of what makes two prompts the same."""
+    canonical = json.dumps(
+        [tenant_id, agent, model, messages],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class RedisResponseCache:
+    """Implements ``chatbus.agent.ports.ResponseCache`` on Redis with a TTL per entry.
+
+    Redis errors are logged and treated as a miss (get) or ignored (put): the cache saves
+    money, it must never fail a chat.
+    """
+
+    def __init__(
+        self, redis: aioredis.Redis, ttl_s: float = 300, prefix: str = "chatbus:cache:resp:"
+    ) -> None:
+        if ttl_s <= 0:
+            raise ValueError(f"cache ttl must be > 0 seconds, got {ttl_s}")
+        self.redis = redis
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.prefix = prefix
+
+    def key(self, agent: str, model: str, messages: list[dict[str, Any]], tenant_id: str) -> str:
+        return self.prefix + cache_key(tenant_id, agent, model, messages)
+
+    async def get(
+        self,
+        agent: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        tenant_id: str = "default",
+    ) -> str | None:
+        """The cached reply for this exact prompt, or None."""
+        try:
+            raw = await self.redis.get(self.key(agent, model, messages, tenant_id))
+        except RedisError as e:
+            log.warning("response cache unavailable (miss): %s", e)
+            return None
+        if raw is None:
+            return None
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    async def put(
+        self,
+        agent: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        reply: str,
+        *,
+        tenant_id: str = "default",
+    ) -> None:
+        """Remember ``reply`` for this exact prompt for ``ttl_s`` seconds (empty replies not)."""
+        data = reply.encode()
+        if not data or len(data) > MAX_REPLY_BYTES:
+            return
+        try:
+            await self.redis.set(self.key(agent, model, messages, tenant_id), data, px=self.ttl_ms)
+        except RedisError as e:
+            log.warning("response cache unavailable (not stored): %s", e)
+
+
+class NoCache:
+    """A ``ResponseCache`` that never hits (an agent with the cache turned off)."""
+
+    async def get(
+        self,
+        agent: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        *,
+        tenant_id: str = "default",
+    ) -> str | None:
+        return None
+
+    async def put(
+        self,
+        agent: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        reply: str,
+        *,
+        tenant_id: str = "default",
+    ) -> None:
+        return None
