@@ -152,10 +152,11 @@ def service_factory(tmp_path: Path, nats_url: str, redis_url: str) -> Iterator[S
 class ServiceFactory:
     """Builds :class:`ServiceProcess` objects wired to the test session's NATS and Redis."""
 
-    def __init__(self, tmp: Path, nats_url: str, redis_url: str) -> None:
+    def __init__(self, tmp: Path, nats_url: str, redis_url: str, **env: str) -> None:
         self.tmp = tmp
         self.nats_url = nats_url
         self.redis_url = redis_url
+        self.env = env  # added to every service's environment
         self.started: list[ServiceProcess] = []
 
     def make(self, module: str, **env: str) -> ServiceProcess:

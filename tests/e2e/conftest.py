@@ -1,0 +1,92 @@
+"""The whole system as processes: gateway, both agents, memory and cost, like `chatbus up`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from chatbus import offline_llm
+from chatbus.offline_llm import OfflineLLM
+from chatbus.otlp_sink import SpanSink
+from chatbus.testing import ServiceFactory, ServiceProcess
+
+
+@dataclass
+class Stack:
+    llm: OfflineLLM
+    llm_url: str
+    factory: ServiceFactory
+    gateway: ServiceProcess
+    support: ServiceProcess
+    sales: ServiceProcess
+    http: aiohttp.ClientSession
+    spans: SpanSink
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def agent_env(self) -> dict[str, str]:
+        return {
+            "OPENAI_BASE_URL": self.llm_url,
+            "OPENAI_API_KEY": "sk-test-e2e-secret",
+            "HISTORY_TURNS": "4",
+            "LOG_CONTENT": "false",
+        }
+
+    async def chat(
+        self, agent: str, message: str, session: str, **extra: object
+    ) -> tuple[int, dict[str, object]]:
+        body = {"message": message, "session_id": session, **extra}
+        async with self.http.post(f"{self.url}/api/chat/{agent}", json=body) as r:
+            return r.status, await r.json()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, redis_url: str
+) -> AsyncIterator[Stack]:
+    llm = OfflineLLM()
+    runner, llm_url = await offline_llm.start(llm)
+    sink = SpanSink()
+    sink_runner = web.AppRunner(sink.app())
+    await sink_runner.setup()
+    site = web.TCPSite(sink_runner, "127.0.0.1", 0)
+    await site.start()
+    otlp = f"http://127.0.0.1:{sink_runner.addresses[0][1]}"
+    factory = ServiceFactory(
+        tmp_path_factory.mktemp("stack"),
+        nats_url,
+        redis_url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
+    common = {"OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "sk-test-e2e-secret"}
+    agent_env = {**common, "HISTORY_TURNS": "4"}
+    try:
+        await asyncio.gather(
+            factory.start("chatbus_cost"), factory.start("chatbus_memory", **common)
+        )
+        support, sales = await asyncio.gather(
+            factory.start("agent_support", **agent_env), factory.start("agent_sales", **agent_env)
+        )
+        gateway = await factory.start(
+            "chatbus_gateway",
+            CHATBUS_AUTH="off",
+            RATE_IP_PER_MIN="0",
+            RATE_SESSION_PER_MIN="0",
+            RATE_USER_PER_MIN="0",
+        )
+        async with aiohttp.ClientSession() as http:
+            yield Stack(llm, llm_url, factory, gateway, support, sales, http, sink)
+    finally:
+        for p in reversed(factory.started):
+            p.stop()
+        await runner.cleanup()
+        await sink_runner.cleanup()
