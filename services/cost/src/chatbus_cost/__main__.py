@@ -52,6 +52,8 @@ class CostSettings(ServiceSettings):
     redis_prefix: str = "chatbus:cost:"
     usage_durable: str = "cost-usage"
     usage_concurrency: int = Field(default=16, ge=1, le=512)
+    # An event taken but not acked (the service died) is redelivered after this long.
+    usage_ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     stream_max_age_days: float = Field(default=90.0, gt=0)
 
 
@@ -92,6 +94,7 @@ async def wire(
         concurrency=settings.usage_concurrency,
         batch=64,
         backoff=(0.5, 1.0, 2.0, 4.0),
+        ack_wait=settings.usage_ack_wait_s,
     )
     rt.bus.spawn(consume(rt.bus, spec, UsageRecorded, service.record))
 
