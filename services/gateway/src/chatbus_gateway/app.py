@@ -1,0 +1,64 @@
+"""Wiring: build the gateway's dependencies once and install its routes and middlewares."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+from aiohttp import web
+
+from chatbus.cost_client import BusCosts
+from chatbus.metrics import Metrics
+from chatbus.runtime import Runtime
+from chatbus_gateway.agents import setup_agent_routes
+from chatbus_gateway.chat_routes import setup_chat_routes
+from chatbus_gateway.deps import DEPS, GatewayDeps
+from chatbus_gateway.middleware import drain_middleware, error_middleware
+from chatbus_gateway.openapi import setup_openapi
+from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
+from chatbus_gateway.settings import GatewaySettings
+from chatbus_gateway.usage_routes import setup_usage_routes
+
+log = logging.getLogger("chatbus.gateway")
+
+
+def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
+    """Install the gateway on ``app`` (the runtime's app, which already serves probes)."""
+    app[DEPS] = deps
+    app[PIPELINE] = ChatPipeline(deps)
+    app.middlewares.append(error_middleware(deps.metrics))
+    app.middlewares.append(drain_middleware(deps.is_draining, deps.inflight))
+    setup_chat_routes(app)
+    setup_agent_routes(app)
+    setup_openapi(app)
+    return app
+
+
+def create_app(settings: GatewaySettings, deps: GatewayDeps) -> web.Application:
+    """A fresh application serving the gateway API (no probes: ``serve`` adds those)."""
+    return setup_gateway(web.Application(), deps)
+
+
+async def wire(rt: Runtime) -> None:
+    settings = rt.settings
+    assert isinstance(settings, GatewaySettings)
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s))
+    rt.stack.push_async_callback(http.close)
+    deps = GatewayDeps(
+        settings=settings,
+        bus=rt.bus,
+        redis=rt.redis(),
+        metrics=Metrics(rt.registry, settings.service_name),
+        http=http,
+        is_draining=lambda: rt.draining,
+    )
+    setup_gateway(rt.http, deps)
+    setup_usage_routes(rt.http, BusCosts(rt.bus))
+
+    async def finish_in_flight() -> None:
+        # bus.drain() waits for this before closing the connection in-flight requests use.
+        await rt.bus.closing.wait()
+        log.info("draining: %d requests in flight", deps.inflight.count)
+        await deps.inflight.idle.wait()
+
+    rt.bus.spawn(finish_in_flight())

@@ -1,0 +1,100 @@
+"""The native chat API: ``POST /api/chat/{agent_id}`` (JSON, SSE, or an async job)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from aiohttp import web
+from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
+
+from chatbus_gateway.body import read_model
+from chatbus_gateway.deps import DEPS
+from chatbus_gateway.dispatch import check_agent_id
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.pipeline import PIPELINE
+from chatbus_gateway.schemas import ChatIn, ChatOut
+from chatbus_gateway.sse import open_sse, send_event
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_for(request: web.Request) -> str:
+    """The caller's ``X-Request-Id`` when it is a sane token, else a fresh one."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def wants_stream(request: web.Request) -> bool:
+    return "text/event-stream" in request.headers.get("Accept", "")
+
+
+def tenant_of(request: web.Request) -> str:
+    return str(request.get("tenant_id") or "default")
+
+
+async def chat(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    agent = check_agent_id(request.match_info["agent_id"])
+    mode = request.query.get("mode", "sync")
+    if mode not in ("sync", "async"):
+        raise ApiError(422, "mode: must be 'sync' or 'async'", param="mode")
+    body = await read_model(request, ChatIn, deps.settings.max_body_bytes)
+    if len(body.message) > deps.settings.max_message_chars:
+        raise ApiError(
+            422,
+            f"message: longer than {deps.settings.max_message_chars} characters",
+            param="message",
+        )
+    req = ChatRequest(
+        request_id=request_id_for(request),
+        agent=agent,
+        session_id=body.session_id,
+        message=body.message,
+        user_id=body.user_id,
+        tenant_id=tenant_of(request),
+    )
+    if mode == "async":
+        return await submit_job(request, req, body.callback_url)
+    if body.callback_url is not None:
+        raise ApiError(422, "callback_url: only allowed with ?mode=async", param="callback_url")
+    pipeline = request.app[PIPELINE]
+    if wants_stream(request):
+        return await _stream(request, req)
+    reply = await pipeline.reply(request, req)
+    return web.json_response(
+        ChatOut.of(reply, req.request_id), headers={"X-Request-Id": req.request_id}
+    )
+
+
+async def _stream(request: web.Request, req: ChatRequest) -> web.StreamResponse:
+    """SSE: ``chunk`` events ``{index, delta}``, then ``done`` (the JSON reply) or ``error``."""
+    items = request.app[PIPELINE].stream(request, req)
+    try:
+        first = await anext(items)  # errors before the first chunk are plain JSON answers
+        resp = await open_sse(request, {"X-Request-Id": req.request_id})
+        item: ChatChunk | ChatReply | None = first
+        try:
+            while item is not None:
+                if isinstance(item, ChatReply):
+                    await send_event(resp, ChatOut.of(item, req.request_id), "done")
+                    break
+                if item.delta:
+                    await send_event(resp, {"index": item.index, "delta": item.delta}, "chunk")
+                item = await anext(items, None)
+        except ApiError as e:
+            await send_event(resp, e.body(), "error")
+        await resp.write_eof()
+        return resp
+    finally:
+        await items.aclose()
+
+
+async def submit_job(
+    request: web.Request, req: ChatRequest, callback_url: str | None
+) -> web.Response:
+    raise ApiError(422, "mode: async jobs are not available yet", param="mode")
+
+
+def setup_chat_routes(app: web.Application) -> None:
+    app.router.add_post("/api/chat/{agent_id}", chat)

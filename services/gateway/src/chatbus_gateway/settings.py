@@ -1,0 +1,65 @@
+"""Gateway settings: read once in ``main()`` from the environment, then passed down."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from chatbus.settings import ServiceSettings
+from pydantic import AliasChoices, Field, SecretStr
+
+
+class GatewaySettings(ServiceSettings):
+    """Everything the gateway can be tuned with. A limit of 0 switches that limit off."""
+
+    service_name: str = "gateway"
+
+    # -- auth -------------------------------------------------------------------------------
+    # "off" is for local development only: every caller is the "default" tenant and admin.
+    auth: Literal["on", "off"] = Field(
+        default="off", validation_alias=AliasChoices("CHATBUS_AUTH", "auth")
+    )
+    admin_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CHATBUS_ADMIN_KEY", "admin_key")
+    )
+    # How long a looked-up API key is trusted before Redis is asked again (revocation delay).
+    key_cache_s: float = Field(default=5.0, ge=0)
+    # Trust X-Forwarded-For for the client IP (only behind a proxy that sets it).
+    trust_forwarded_for: bool = False
+
+    # Prefix of every Redis key the gateway writes (replicas that share limits share it).
+    redis_prefix: str = "gw:"
+
+    # -- requests ---------------------------------------------------------------------------
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_message_chars: int = Field(default=8000, ge=1)
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    # How long GET /api/agents collects introductions from running agents.
+    agents_window_s: float = Field(default=0.2, gt=0, le=5)
+
+    # -- rate limits (per minute; 0 = unlimited) --------------------------------------------
+    rate_ip_per_min: int = Field(default=30, ge=0)
+    rate_key_per_min: int = Field(default=600, ge=0)
+    rate_user_per_min: int = Field(default=60, ge=0)
+    rate_session_per_min: int = Field(default=30, ge=0)
+    tokens_key_per_min: int = Field(default=200_000, ge=0)
+
+    # -- per-session order, idempotency -----------------------------------------------------
+    # A turn held longer than this (a crashed gateway) is skipped so the session moves on.
+    session_turn_timeout_s: float = Field(default=60.0, gt=0)
+    idempotency_ttl_s: int = Field(default=86400, ge=1)
+
+    # -- async jobs -------------------------------------------------------------------------
+    jobs_stream: str = "GATEWAY_JOBS"
+    job_ttl_s: int = Field(default=86400, ge=1)
+    job_max_deliver: int = Field(default=5, ge=1)
+    job_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    job_concurrency: int = Field(default=16, ge=1)
+    callback_timeout_s: float = Field(default=5.0, gt=0)
+
+    def check_production(self) -> None:
+        if self.app_env == "production" and self.auth != "on":
+            raise ValueError("CHATBUS_AUTH must be 'on' in production")
+
+    @property
+    def auth_on(self) -> bool:
+        return self.auth == "on"
