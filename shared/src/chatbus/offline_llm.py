@@ -298,11 +298,12 @@ async def start(
 
 
 def main() -> None:
-    """``python -m chatbus.offline_llm [PORT]``: serve the offline model."""
+    """``python -m chatbus.offline_llm [PORT] [LATENCY_MS]``: serve the offline model."""
     import sys
 
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8099
-    llm = OfflineLLM(record=False)
+    latency_ms = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    llm = OfflineLLM(record=False, latency_s=latency_ms / 1000)
     print(f"chatbus offline model on http://127.0.0.1:{port}/v1 — not a real LLM", flush=True)  # noqa: T201
     web.run_app(llm.app(), host="127.0.0.1", port=port, print=None, access_log=None)
 

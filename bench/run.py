@@ -1,0 +1,262 @@
+"""Throughput and added latency of the chat path: gateway -> NATS -> agent -> fake LLM.
+
+    ./dev bench            # full run (about 2 minutes)
+    ./dev bench --quick    # a short smoke run
+
+Starts its own nats-server, redis-server, the offline model (in its own process, with 0 ms and
+50 ms latency), one support agent and the gateway, then drives POST /api/chat/support with N
+concurrent chats (each chat its own session). Reports msg/s, p50/p99 latency, CPU per message
+(all processes: gateway, agent, NATS, Redis, fake LLM) and the latency the platform adds over
+calling the fake LLM directly. Memory and cost services are off by default (--full turns
+them on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from chatbus.servers import ServerProcess, free_port, start_nats, start_redis
+
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (OSError, IndexError):
+            pass
+    return total / CLK
+
+
+@dataclass
+class Result:
+    label: str
+    concurrency: int
+    count: int
+    errors: int
+    seconds: float
+    latencies: list[float]
+    cpu: float
+
+    def pct(self, q: float) -> float:
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds
+
+
+async def drive(
+    url: str,
+    body_for,
+    concurrency: int,
+    seconds: float,  # type: ignore[no-untyped-def]
+    pids: list[int],
+    label: str,
+) -> Result:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(connector=connector) as http:
+
+        async def worker(w: int) -> None:
+            nonlocal errors
+            i = 0
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with http.post(url, json=body_for(w, i)) as r:
+                    await r.read()
+                    if r.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - started)
+                i += 1
+
+        # warm up connections and caches
+        await asyncio.gather(*(http.post(url, json=body_for(w, -1)) for w in range(concurrency)))
+        cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+        await asyncio.gather(*(worker(w) for w in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+        cpu = cpu_seconds(pids) - cpu0
+    return Result(label, concurrency, len(latencies), errors, elapsed, latencies, cpu)
+
+
+class Stack:
+    def __init__(self, tmp: Path, latency_ms: float, full: bool) -> None:
+        self.tmp = tmp
+        self.servers: list[ServerProcess] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.latency_ms = latency_ms
+        self.full = full
+
+    def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+        log = (self.tmp / f"{name}.log").open("ab")
+        p = subprocess.Popen(
+            [sys.executable, *args], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.procs.append(p)
+        return p
+
+    async def wait(self, url: str) -> None:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(url) as r:
+                        if r.status == 200:
+                            return
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.05)  # polling child processes for readiness
+        raise SystemExit(f"{url} never became ready; logs in {self.tmp}")
+
+    async def start(self) -> tuple[str, str]:
+        nats = start_nats(self.tmp / "nats")
+        redis = start_redis()
+        self.servers += [nats, redis]
+        llm_port = free_port()
+        self.spawn(["-m", "chatbus.offline_llm", str(llm_port), str(self.latency_ms)], {}, "llm")
+        await self.wait(f"http://127.0.0.1:{llm_port}/health")
+        llm_url = f"http://127.0.0.1:{llm_port}/v1"
+        base = {
+            "NATS_URL": nats.url,
+            "REDIS_URL": redis.url,
+            "HOST": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+            "DATA_DIR": str(self.tmp / "data"),
+            "OPENAI_BASE_URL": llm_url,
+            "OPENAI_API_KEY": "bench",
+        }
+        flags = (
+            {}
+            if self.full
+            else {"MEMORY_ENABLED": "false", "COST_ENABLED": "false", "CACHE_ENABLED": "false"}
+        )
+        if self.full:
+            for module in ("chatbus_cost", "chatbus_memory"):
+                port = free_port()
+                self.spawn(["-m", module], {**base, "PORT": str(port)}, module)
+                await self.wait(f"http://127.0.0.1:{port}/ready")
+        agent_port, gw_port = free_port(), free_port()
+        self.spawn(["-m", "agent_support"], {**base, **flags, "PORT": str(agent_port)}, "agent")
+        await self.wait(f"http://127.0.0.1:{agent_port}/ready")
+        self.spawn(
+            ["-m", "chatbus_gateway"],
+            {
+                **base,
+                "PORT": str(gw_port),
+                "CHATBUS_AUTH": "off",
+                "RATE_IP_PER_MIN": "0",
+                "RATE_KEY_PER_MIN": "0",
+                "RATE_USER_PER_MIN": "0",
+                "RATE_SESSION_PER_MIN": "0",
+                "TOKENS_KEY_PER_MIN": "0",
+            },
+            "gateway",
+        )
+        await self.wait(f"http://127.0.0.1:{gw_port}/ready")
+        return f"http://127.0.0.1:{gw_port}", llm_url
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs] + [s.proc.pid for s in self.servers]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for s in self.servers:
+            s.stop()
+
+
+def chat_body(w: int, i: int) -> dict[str, str]:
+    return {"message": f"Hello, this is message {i} of chat {w}", "session_id": f"bench-{w}"}
+
+
+def llm_body(w: int, i: int) -> dict[str, object]:
+    return {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a support agent."},
+            {"role": "user", "content": f"Hello, this is message {i} of chat {w}"},
+        ],
+    }
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="3 s per point instead of 10 s")
+    ap.add_argument("--full", action="store_true", help="memory and cost services on")
+    ap.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 50.0])
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 64])
+    args = ap.parse_args()
+    seconds = 3.0 if args.quick else 10.0
+    rows: list[Result] = []
+    for latency in args.latency_ms:
+        with tempfile.TemporaryDirectory(prefix="chatbus-bench-") as tmp:
+            stack = Stack(Path(tmp), latency, args.full)
+            try:
+                gateway, llm_url = await stack.start()
+                for c in args.concurrency:
+                    direct = await drive(
+                        f"{llm_url}/chat/completions",
+                        llm_body,
+                        c,
+                        seconds,
+                        stack.pids(),
+                        f"LLM direct, {latency:g} ms",
+                    )
+                    through = await drive(
+                        f"{gateway}/api/chat/support",
+                        chat_body,
+                        c,
+                        seconds,
+                        stack.pids(),
+                        f"via chatbus, {latency:g} ms",
+                    )
+                    rows += [direct, through]
+                    print(
+                        f"  {through.label} c={c}: {through.rate:,.0f} msg/s, p50 "
+                        f"{through.pct(0.5):.2f} ms (direct {direct.pct(0.5):.2f} ms)",
+                        flush=True,
+                    )
+            finally:
+                stack.stop()
+    print(
+        f"\nchatbus bench ({'full: memory+cost on' if args.full else 'core path'}), "
+        f"{os.cpu_count()} cores, {seconds:g} s per point\n"
+    )
+    print("| path | concurrency | msg/s | p50 ms | p99 ms | errors | CPU ms/msg (all processes) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        cpu_ms = r.cpu / r.count * 1000 if r.count else float("nan")
+        print(
+            f"| {r.label} | {r.concurrency} | {r.rate:,.0f} | {r.pct(0.5):.2f} | "
+            f"{r.pct(0.99):.2f} | {r.errors} | {cpu_ms:.2f} |"
+        )
+    for i in range(0, len(rows), 2):
+        direct, through = rows[i], rows[i + 1]
+        print(
+            f"added p50 at {through.label} c={through.concurrency}: "
+            f"{through.pct(0.5) - direct.pct(0.5):.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
