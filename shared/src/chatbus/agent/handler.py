@@ -1,4 +1,10 @@
-"""The agent handler: one ChatRequest in, one ChatReply out, through the ports only."""
+"""The agent handler: one ChatRequest in, one ChatReply out, through the ports only.
+
+Follow the session's route (another agent may own the conversation), recall, assemble the
+prompt, check the budget and the cache, then loop LLM -> tool calls -> results -> LLM until a
+final answer (at most ``max_tool_steps`` LLM calls), handing off when the LLM calls a
+``transfer_to_<agent>`` tool; finally remember.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +12,32 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
+from chatbus.agent.handoff import Router, follow_route, transfer, transfer_definitions
+from chatbus.agent.handoff import transfer_target as _target
 from chatbus.agent.llm import LLMError
-from chatbus.agent.ports import Authorization, Costs, History, Memory, ResponseCache, Tokens
+from chatbus.agent.ports import (
+    Authorization,
+    Completion,
+    Costs,
+    History,
+    Memory,
+    ResponseCache,
+    Tokens,
+    ToolCall,
+)
 from chatbus.agent.prompt import build_messages
 from chatbus.agent.resilience import ResilientLLM
 from chatbus.agent.spec import AgentSpec
+from chatbus.agent.tools import (
+    PublishEvent,
+    RecordStore,
+    Tool,
+    ToolContext,
+    assistant_tool_calls,
+    run_tool_call,
+)
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn, Usage
 from chatbus.errors import RemoteError
 
@@ -32,6 +57,19 @@ class AgentConfig:
     context_budget: int = 3500
     cache_enabled: bool = True
     max_tool_steps: int = 6
+    # Per message: how many times it may be handed from agent to agent.
+    max_handoffs: int = 3
+    handoff_timeout_s: float = 25.0
+    step_limit_reply: str = (
+        "I'm sorry — I could not finish working on this request. Please try again, or "
+        "rephrase it more simply."
+    )
+
+
+class Notes(Protocol):
+    """Facts about the customer that other agents' events left (the handler shows them)."""
+
+    async def for_request(self, req: ChatRequest) -> list[str]: ...
 
 
 @dataclass
@@ -44,6 +82,10 @@ class AgentDeps:
     costs: Costs | None = None
     cache: ResponseCache | None = None
     tokens: Tokens | None = None
+    router: Router | None = None
+    records: RecordStore | None = None
+    notes: Notes | None = None
+    publish_event: PublishEvent | None = None
 
 
 def fit(
@@ -64,13 +106,20 @@ def fit(
 
 
 async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = None) -> ChatReply:
-    """Answer ``req``: recall, assemble the prompt, check the budget, call the LLM, remember."""
+    """Answer ``req``: route, recall, assemble the prompt, budget, LLM and tools, remember."""
     spec, cfg = deps.spec, deps.config
+    notice = None
+    if deps.router is not None:
+        followed = await follow_route(deps.router, req, spec.id, cfg.max_handoffs)
+        if followed.reply is not None:
+            return followed.reply
+        notice = followed.notice
     recent = await deps.history.recent(req.tenant_id, req.session_id, cfg.history_turns)
     recalled: list[Turn] = []
     if deps.memory is not None and cfg.memory_k > 0:
         recalled = await deps.memory.recall(req, k=cfg.memory_k, scope=spec.memory_scope)
     system, history, new = build_messages(spec.system_prompt, recalled, recent, req.message)
+    system.extend(await _context(req, deps, notice))
     model = cfg.model
     messages = fit(deps, system, history, new, model)
 
@@ -102,34 +151,113 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
                 req, deps, cached, model, Usage(), auth, cached=True, on_delta=on_delta
             )
 
-    started = time.perf_counter()
-    try:
-        completion = await deps.llm.complete(
-            messages,
-            model=model,
-            temperature=cfg.temperature,
-            agent=spec.id,
-            on_delta=on_delta,
-            fallback_model=spec.fallback_model,
+    run = _Run(req, deps, model, on_delta)
+    outcome = await run.converse(messages)
+    if isinstance(outcome, ChatReply):  # handed off: the target answered and remembered
+        if deps.costs is not None and run.calls:
+            await deps.costs.record(
+                req, auth, model=run.model, usage=run.usage, cached=False, counted=run.counted
+            )
+        return outcome
+    if outcome is None:
+        log.warning("no final answer within %d LLM calls", cfg.max_tool_steps)
+        text = cfg.step_limit_reply
+        return await _finish(
+            req, deps, text, run.model, run.usage, auth, degraded="tool_steps", on_delta=on_delta
         )
-    except LLMError as e:
-        if e.kind in {"connection", "unavailable"}:
-            raise RemoteError("unavailable", e.message) from e
-        raise RemoteError("upstream", e.message) from e
-    log.debug("llm answered in %.1f ms", (time.perf_counter() - started) * 1000)
+    if deps.cache is not None and cfg.cache_enabled and outcome and run.calls == 1:
+        # Only answers that needed no tool: a tool's result (or effect) must not be replayed.
+        await deps.cache.put(spec.id, model, messages, outcome, tenant_id=req.tenant_id)
+    return await _finish(req, deps, outcome, run.model, run.usage, auth, counted=run.counted)
 
-    counted = completion.usage is None
-    usage = completion.usage or Usage(
-        prompt_tokens=deps.tokens.count_messages(messages, completion.model) if deps.tokens else 0,
-        completion_tokens=(
-            deps.tokens.count_text(completion.content, completion.model) if deps.tokens else 0
-        ),
-    )
-    if deps.cache is not None and cfg.cache_enabled and completion.content:
-        await deps.cache.put(spec.id, model, messages, completion.content, tenant_id=req.tenant_id)
-    return await _finish(
-        req, deps, completion.content, completion.model, usage, auth, counted=counted
-    )
+
+async def _context(req: ChatRequest, deps: AgentDeps, notice: str | None) -> list[dict[str, Any]]:
+    extra = []
+    if deps.notes is not None and (notes := await deps.notes.for_request(req)):
+        lines = "\n".join(f"- {n}" for n in notes)
+        extra.append({"role": "system", "content": f"What we know about this customer:\n{lines}"})
+    if notice:
+        extra.append({"role": "system", "content": notice})
+    return extra
+
+
+class _Run:
+    """One message's conversation with the LLM: calls, tool results, summed usage."""
+
+    def __init__(self, req: ChatRequest, deps: AgentDeps, model: str, on_delta: Any) -> None:
+        self.req, self.deps, self.model, self.on_delta = req, deps, model, on_delta
+        spec = deps.spec
+        self.tools: dict[str, Tool] = {t.name: t for t in spec.tools}
+        self.handoffs = spec.handoffs if deps.router is not None else ()
+        self.definitions = [t.definition() for t in spec.tools] + transfer_definitions(
+            spec.id, self.handoffs
+        )
+        self.ctx = ToolContext(req, spec.id, deps.records, deps.publish_event)
+        self.usage = Usage()
+        self.calls = 0
+        self.counted = False
+
+    async def converse(self, messages: list[dict[str, Any]]) -> str | ChatReply | None:
+        """The final text, the reply of the agent it handed off to, or None past the limit."""
+        convo = list(messages)
+        for step in range(self.deps.config.max_tool_steps):
+            completion = await self._complete(convo)
+            if not completion.tool_calls:
+                return completion.content
+            for i, call in enumerate(completion.tool_calls):
+                call.id = call.id or f"call_{step}_{i}"
+            convo.append(assistant_tool_calls(completion))
+            for call in completion.tool_calls:
+                result = await self._call(call)
+                if isinstance(result, ChatReply):
+                    return result
+                convo.append({"role": "tool", "tool_call_id": call.id, "content": result})
+        return None
+
+    async def _call(self, call: ToolCall) -> str | ChatReply:
+        target = _target(call.name, self.handoffs)
+        if target is None or self.deps.router is None:
+            return await run_tool_call(self.tools, call, self.ctx)
+        cfg = self.deps.config
+        return await transfer(
+            self.deps.router, self.req, self.deps.spec.id, call, target, cfg.max_handoffs
+        )
+
+    async def _complete(self, convo: list[dict[str, Any]]) -> Completion:
+        deps, spec = self.deps, self.deps.spec
+        started = time.perf_counter()
+        try:
+            completion = await deps.llm.complete(
+                convo,
+                model=self.model,
+                temperature=deps.config.temperature,
+                agent=spec.id,
+                tools=self.definitions or None,
+                on_delta=self.on_delta,
+                fallback_model=spec.fallback_model,
+            )
+        except LLMError as e:
+            if e.kind in {"connection", "unavailable"}:
+                raise RemoteError("unavailable", e.message) from e
+            raise RemoteError("upstream", e.message) from e
+        log.debug("llm answered in %.1f ms", (time.perf_counter() - started) * 1000)
+        self.calls += 1
+        self.model = completion.model
+        usage = completion.usage
+        if usage is None:
+            self.counted = True
+            tokens = deps.tokens
+            usage = Usage(
+                prompt_tokens=tokens.count_messages(convo, completion.model) if tokens else 0,
+                completion_tokens=(
+                    tokens.count_text(completion.content, completion.model) if tokens else 0
+                ),
+            )
+        self.usage = Usage(
+            prompt_tokens=self.usage.prompt_tokens + usage.prompt_tokens,
+            completion_tokens=self.usage.completion_tokens + usage.completion_tokens,
+        )
+        return completion
 
 
 async def _finish(
@@ -153,7 +281,7 @@ async def _finish(
     await deps.history.append(req.tenant_id, req.session_id, turns)
     if deps.memory is not None:
         await deps.memory.remember(req, turns)
-    if deps.costs is not None and degraded is None:
+    if deps.costs is not None and degraded != "budget":
         await deps.costs.record(req, auth, model=model, usage=usage, cached=cached, counted=counted)
     if on_delta is not None and (cached or degraded):
         await on_delta(text)  # nothing was streamed: send the whole reply as one chunk
