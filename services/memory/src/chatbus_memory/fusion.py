@@ -1,0 +1,68 @@
+"""Hybrid ranking: dense (cosine) and BM25 candidate lists fused into one.
+
+Two fusions are available: weighted reciprocal-rank fusion, and a convex combination of the
+normalised scores. Both are tuned on ``bench/memory/eval_recall.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from chatbus_memory.store import Candidates
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    method: Literal["rrf", "convex"] = "rrf"
+    rrf_k: float = 60.0
+    dense_weight: float = 1.0
+    sparse_weight: float = 1.0
+    # convex: score = alpha * cosine + (1 - alpha) * bm25 / max(bm25)
+    alpha: float = 0.5
+    # candidates fetched from each list
+    depth: int = 50
+    # a turn covering this share of the query's BM25 terms passes the similarity threshold
+    lexical_pass: float = 0.67
+
+
+@dataclass
+class Ranked:
+    id: str
+    payload: dict[str, Any]
+    score: float
+    similarity: float
+    coverage: float
+
+
+def fuse(cands: Candidates, query_terms: list[int], params: FusionParams) -> list[Ranked]:
+    """Every candidate once, best first, with its fused score, cosine and term coverage."""
+    cos: dict[str, float] = dict(cands.cosine)
+    for h in cands.dense:
+        cos[h.id] = h.score
+    out: dict[str, Ranked] = {}
+    for h in (*cands.dense, *cands.sparse):
+        if h.id not in out:
+            out[h.id] = Ranked(h.id, h.payload, 0.0, cos.get(h.id, 0.0), 0.0)
+    terms = set(query_terms)
+    if params.method == "rrf":
+        for rank, h in enumerate(cands.dense):
+            out[h.id].score += params.dense_weight / (params.rrf_k + rank + 1)
+        for rank, h in enumerate(cands.sparse):
+            out[h.id].score += params.sparse_weight / (params.rrf_k + rank + 1)
+    else:
+        max_bm25 = max((h.score for h in cands.sparse), default=0.0) or 1.0
+        for r in out.values():
+            r.score = params.alpha * r.similarity if cands.dense else 0.0
+        for h in cands.sparse:
+            out[h.id].score += (1 - params.alpha) * h.score / max_bm25
+    for h in cands.sparse:
+        if terms and h.sparse_indices is not None:
+            out[h.id].coverage = len(terms.intersection(h.sparse_indices)) / len(terms)
+    return sorted(out.values(), key=lambda r: r.score, reverse=True)
+
+
+def passes(r: Ranked, threshold: float, params: FusionParams, *, dense_used: bool) -> bool:
+    if threshold <= 0 or not dense_used:
+        return True
+    return r.similarity >= threshold or r.coverage >= params.lexical_pass

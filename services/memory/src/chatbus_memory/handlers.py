@@ -1,0 +1,142 @@
+"""Bus handlers of the memory service: one per message, each a thin call into the engine.
+
+Forgetting also clears what lives outside the vector store: the agent runtime's short-term
+history list in Redis, the user's session set, and the cached embeddings of the texts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from chatbus.contracts.memory import (
+    Forget,
+    Forgotten,
+    GetHistory,
+    GetStats,
+    History,
+    Imported,
+    ImportTurns,
+    MemoryStats,
+    SearchMemory,
+    SearchResult,
+    TurnStored,
+)
+
+from chatbus_memory.embedder import CachedEmbedder
+from chatbus_memory.engine import Engine, Incoming
+from chatbus_memory.store import where
+
+log = logging.getLogger("chatbus.memory")
+
+
+def history_key(tenant_id: str, session_id: str) -> str:
+    """The agent runtime's Redis list of a session's recent turns."""
+    return f"chatbus:{tenant_id}:history:{session_id}"
+
+
+def user_sessions_key(tenant_id: str, user_id: str) -> str:
+    """A Redis set of the sessions the memory service has seen for a user."""
+    return f"chatbus:{tenant_id}:memory:user-sessions:{user_id}"
+
+
+def import_turn_id(index: int, role: str, content: str, created_at: float) -> str:
+    digest = hashlib.sha256(f"{role}\x00{created_at}\x00{content}".encode()).hexdigest()[:24]
+    return f"import:{index}:{digest}"
+
+
+@dataclass
+class Handlers:
+    engine: Engine
+    redis: Any  # redis.asyncio.Redis
+    cache: CachedEmbedder | None = None
+
+    async def _note_users(self, items: list[Incoming]) -> None:
+        pairs = {(i.tenant_id, i.user_id, i.session_id) for i in items if i.user_id}
+        if not pairs:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for tenant_id, user_id, session_id in pairs:
+                pipe.sadd(user_sessions_key(tenant_id, user_id), session_id)
+            await pipe.execute()
+
+    async def store_events(self, events: list[TurnStored]) -> list[Incoming]:
+        """Store a batch of turn events (from the JetStream consumer)."""
+        items = [Incoming(e.tenant_id, e.session_id, e.event_id, e.turn, e.user_id) for e in events]
+        await self._note_users(items)
+        await self.engine.store_turns(items)
+        return items
+
+    async def search(self, q: SearchMemory) -> SearchResult:
+        return SearchResult(hits=await self.engine.search(q))
+
+    async def history(self, q: GetHistory) -> History:
+        turns = await self.engine.history(q.tenant_id, q.session_id, q.limit, q.before)
+        return History(session_id=q.session_id, turns=turns)
+
+    async def import_turns(self, q: ImportTurns) -> Imported:
+        n = len(q.turns)
+        base = time.time() - n * 1e-3
+        items = []
+        for i, t in enumerate(q.turns):
+            turn_id = import_turn_id(i, t.role, t.content, t.created_at)
+            turn = t if t.created_at else t.model_copy(update={"created_at": base + i * 1e-3})
+            items.append(Incoming(q.tenant_id, q.session_id, turn_id, turn, q.user_id))
+        await self._note_users(items)
+        chunks = 0
+        # embed in slices so one huge import neither blocks others long nor holds all vectors
+        for start in range(0, n, 256):
+            chunks += await self.engine.store_turns(items[start : start + 256], enforce_caps=False)
+        await self.engine.enforce_cap(q.tenant_id, q.session_id)
+        return Imported(session_id=q.session_id, imported=n, chunks=chunks)
+
+    async def forget(self, q: Forget) -> Forgotten:
+        if q.session_id is not None:
+            deleted = await self._forget_session(q.tenant_id, q.session_id)
+            return Forgotten(sessions=[q.session_id], deleted=deleted)
+        assert q.user_id is not None
+        key = user_sessions_key(q.tenant_id, q.user_id)
+        members = await self.redis.smembers(key)
+        known = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
+        mine = where(q.tenant_id, user_id=q.user_id)
+        rows = await self.engine.store.payloads(mine, ["session_id"])
+        sessions = sorted(known | {str(r["session_id"]) for r in rows if "session_id" in r})
+        deleted = 0
+        for session_id in sessions:
+            deleted += await self._forget_session(q.tenant_id, session_id)
+        # anything left under the user (another writer raced us) goes too
+        deleted += await self.engine.store.delete(where(q.tenant_id, user_id=q.user_id))
+        await self.redis.delete(key)
+        log.info("forgot user: %d sessions, %d points", len(sessions), deleted)
+        return Forgotten(sessions=sessions, deleted=deleted)
+
+    async def _forget_session(self, tenant_id: str, session_id: str) -> int:
+        w = where(tenant_id, session_id=session_id)
+        async with self.engine.session_lock(tenant_id, session_id):
+            if self.cache is not None:
+                payloads = await self.engine.store.payloads(w, ["text", "speaker"])
+                texts = self.engine.indexed_texts(payloads)
+                if texts:
+                    await self.cache.forget(texts)
+            deleted = await self.engine.store.delete(w)
+        await self.redis.delete(history_key(tenant_id, session_id))
+        return deleted
+
+    async def stats(self, q: GetStats) -> MemoryStats:
+        tenant = await self.engine.counts(q.tenant_id)
+        out = MemoryStats(
+            points=tenant["points"],
+            turns=tenant["turns"],
+            summaries=tenant["summaries"],
+            store=self.engine.store.name,
+            embedder=self.engine.embedder.model,
+            dims=self.engine.embedder.dims,
+        )
+        if q.session_id is not None:
+            s = await self.engine.counts(q.tenant_id, q.session_id)
+            out.session_turns = s["turns"]
+            out.session_summaries = s["summaries"]
+        return out

@@ -1,0 +1,140 @@
+"""Wiring: settings -> embedder, vector store, engine, handlers, bus subscriptions."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from chatbus.contracts.memory import (
+    MEMORY_STREAM,
+    Forget,
+    GetHistory,
+    GetStats,
+    ImportTurns,
+    SearchMemory,
+    TurnsIndexed,
+    TurnStored,
+)
+from chatbus.jetstream import ConsumerSpec, consume_batches, ensure_dlq
+from chatbus.memory_client import ensure_memory_stream
+from chatbus.runtime import Runtime
+
+from chatbus_memory.embedder import CachedEmbedder, Embedder, LocalEmbedder, OpenAIEmbedder
+from chatbus_memory.engine import Caps, Engine
+from chatbus_memory.handlers import Handlers
+from chatbus_memory.settings import MemorySettings
+from chatbus_memory.store import VectorStore
+from chatbus_memory.summarize import ExtractiveSummarizer, LLMSummarizer, Summarizer
+from chatbus_memory.text import Chunker, SparseEncoder
+
+log = logging.getLogger("chatbus.memory")
+
+QUEUE = "memory"
+DURABLE = "memory-store"
+
+
+def secret(s: Any) -> str | None:
+    return s.get_secret_value() if s is not None else None
+
+
+async def make_embedder(settings: MemorySettings) -> Embedder:
+    if settings.embeddings == "openai":
+        emb = OpenAIEmbedder(
+            model=settings.embedding_model,
+            dims=1536,
+            base_url=settings.openai_base_url,
+            api_key=secret(settings.openai_api_key),
+            batch_size=max(settings.embed_batch, 64),
+        )
+        await emb.probe()
+        return emb
+    return LocalEmbedder(batch_size=settings.embed_batch)
+
+
+def make_store(settings: MemorySettings, model: str, dims: int) -> VectorStore:
+    slug = re.sub(r"[^a-zA-Z0-9]+", "-", model).strip("-").lower()
+    if settings.qdrant_url:
+        from qdrant_client import AsyncQdrantClient
+
+        from chatbus_memory.store_qdrant import QdrantStore
+
+        client = AsyncQdrantClient(url=settings.qdrant_url, api_key=secret(settings.qdrant_api_key))
+        return QdrantStore(client, f"{settings.qdrant_collection}_{slug}_{dims}")
+    from chatbus_memory.store_edge import EdgeStore
+
+    return EdgeStore(settings.data_dir / "memory" / f"{slug}-{dims}")
+
+
+def make_summarizer(settings: MemorySettings) -> Summarizer:
+    if settings.summary_llm and (settings.openai_base_url or settings.openai_api_key):
+        return LLMSummarizer(
+            base_url=settings.openai_base_url,
+            api_key=secret(settings.openai_api_key),
+            model=settings.summary_model,
+            timeout=settings.summary_timeout_s,
+        )
+    return ExtractiveSummarizer()
+
+
+async def build(settings: MemorySettings, redis: Any) -> tuple[Engine, Handlers]:
+    """Everything but the bus. The caller closes ``engine.store``."""
+    embedder = await make_embedder(settings)
+    cache = CachedEmbedder(embedder, redis, ttl_s=settings.embed_cache_ttl_s)
+    store = make_store(settings, embedder.model, embedder.dims)
+    await store.open(embedder.dims)
+    engine = Engine(
+        store=store,
+        embedder=cache,
+        sparse=SparseEncoder(k=settings.bm25_k, b=settings.bm25_b, avg_len=settings.bm25_avg_len),
+        chunker=Chunker(settings.memory_chunk_tokens, settings.memory_chunk_max_tokens),
+        summarizer=make_summarizer(settings),
+        caps=Caps(settings.memory_session_cap, settings.memory_summary_batch),
+        fusion=settings.fusion(),
+        threshold=settings.memory_threshold,
+        index_speaker=settings.memory_index_speaker,
+    )
+    return engine, Handlers(engine, redis, cache)
+
+
+async def wire(settings: MemorySettings, rt: Runtime) -> None:
+    redis = rt.redis()
+    engine, handlers = await build(settings, redis)
+    rt.stack.push_async_callback(engine.store.close)
+    rt.add_ready_check("vector_store", engine.store.ping)
+    bus = rt.bus
+
+    await bus.subscribe(SearchMemory.subject, SearchMemory, handlers.search, queue=QUEUE)
+    await bus.subscribe(GetHistory.subject, GetHistory, handlers.history, queue=QUEUE)
+    await bus.subscribe(Forget.subject, Forget, handlers.forget, queue=QUEUE)
+    await bus.subscribe(GetStats.subject, GetStats, handlers.stats, queue=QUEUE)
+    await bus.subscribe(ImportTurns.subject, ImportTurns, handlers.import_turns, queue=QUEUE)
+
+    await ensure_memory_stream(bus, max_age_s=settings.memory_stream_max_age_s)
+    await ensure_dlq(bus)
+
+    async def on_batch(events: list[TurnStored]) -> None:
+        items = await handlers.store_events(events)
+        try:
+            notice = TurnsIndexed(
+                event_ids=[i.turn_id for i in items],
+                sessions=sorted({i.session_id for i in items}),
+            )
+            await bus.publish(notice)
+        except Exception:  # a notice is a courtesy; the turns are stored
+            log.warning("could not publish %s", TurnsIndexed.subject, exc_info=True)
+
+    spec = ConsumerSpec(
+        stream=MEMORY_STREAM,
+        durable=DURABLE,
+        subject=TurnStored.subject,
+        batch=settings.memory_consumer_batch,
+        ack_wait=60.0,
+    )
+    bus.spawn(consume_batches(bus, spec, TurnStored, on_batch))
+    log.info(
+        "memory: store %s, embedder %s (%d dims)",
+        engine.store.name,
+        engine.embedder.model,
+        engine.embedder.dims,
+    )

@@ -1,0 +1,66 @@
+"""The memory service's settings, read once in ``main()``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from chatbus.settings import ServiceSettings
+from pydantic import Field, SecretStr
+
+from chatbus_memory.fusion import FusionParams
+
+
+class MemorySettings(ServiceSettings):
+    service_name: str = "memory"
+    port: int = Field(default=8083, ge=0, le=65535)
+
+    # Vector store: a Qdrant server when set, else the embedded engine under data_dir.
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    qdrant_collection: str = "chatbus_memory"
+
+    # Embeddings: all-MiniLM-L6-v2 on onnxruntime (offline), or an OpenAI-compatible API.
+    embeddings: Literal["local", "openai"] = "local"
+    embedding_model: str = "text-embedding-3-small"
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    embed_batch: int = Field(default=32, ge=1, le=2048)
+    embed_cache_ttl_s: int = Field(default=7 * 86400, ge=0)
+
+    # Summaries of turns past the cap: by this model when an LLM endpoint or key is set.
+    summary_model: str = "gpt-4o-mini"
+    summary_llm: bool = True
+    summary_timeout_s: float = 20.0
+
+    # Caps and chunking.
+    memory_session_cap: int = Field(default=2000, ge=2)
+    memory_summary_batch: int = Field(default=100, ge=1)
+    memory_chunk_tokens: int = Field(default=160, ge=32, le=256)
+    memory_chunk_max_tokens: int = Field(default=200, ge=32, le=256)
+    memory_consumer_batch: int = Field(default=64, ge=1, le=1024)
+    memory_stream_max_age_s: float = Field(default=7 * 86400, gt=0)
+
+    # Recall (tuned on bench/memory/eval_recall.py).
+    memory_threshold: float = 0.3
+    memory_fusion: Literal["rrf", "convex"] = "rrf"
+    memory_rrf_k: float = 60.0
+    memory_dense_weight: float = 1.0
+    memory_sparse_weight: float = 1.0
+    memory_alpha: float = 0.5
+    memory_depth: int = Field(default=50, ge=1, le=1000)
+    memory_lexical_pass: float = 0.67
+    memory_index_speaker: bool = True
+    bm25_k: float = 1.2
+    bm25_b: float = 0.75
+    bm25_avg_len: float = 20.0
+
+    def fusion(self) -> FusionParams:
+        return FusionParams(
+            method=self.memory_fusion,
+            rrf_k=self.memory_rrf_k,
+            dense_weight=self.memory_dense_weight,
+            sparse_weight=self.memory_sparse_weight,
+            alpha=self.memory_alpha,
+            depth=self.memory_depth,
+            lexical_pass=self.memory_lexical_pass,
+        )

@@ -1,0 +1,173 @@
+"""The memory service seen from an agent or the gateway: :class:`BusMemory`.
+
+It implements the agent's ``Memory`` port (``recall`` / ``remember``) over the bus, plus the
+calls the gateway makes (history, search, forget, import). Recall never breaks a chat: when the
+memory service is down or slow it logs a warning and returns nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import nats.js.errors
+from nats.js import api
+
+from chatbus.bus import Bus
+from chatbus.contracts.chat import ChatRequest, Turn
+from chatbus.contracts.memory import (
+    MEMORY_STREAM,
+    Forget,
+    Forgotten,
+    GetHistory,
+    GetStats,
+    History,
+    Imported,
+    ImportTurns,
+    MemoryStats,
+    Scope,
+    SearchMemory,
+    SearchMode,
+    SearchResult,
+    TurnStored,
+)
+from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.jetstream import ensure_stream
+
+log = logging.getLogger("chatbus.memory")
+
+
+async def ensure_memory_stream(bus: Bus, *, max_age_s: float = 7 * 86400) -> None:
+    """Create the ``MEMORY`` stream (work-queue: a turn event is removed once stored).
+
+    The memory service creates it at start; a publisher creates it too when it publishes first.
+    """
+    await ensure_stream(
+        bus,
+        MEMORY_STREAM,
+        [TurnStored.subject],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+        max_age=max_age_s,
+        duplicate_window=120.0,
+    )
+
+
+def turn_event_id(request_id: str, index: int) -> str:
+    """The idempotency key of the ``index``-th turn remembered for a request."""
+    return f"{request_id}:{index}"
+
+
+class BusMemory:
+    """Long-term memory over the bus (the ``Memory`` port of the agent runtime)."""
+
+    def __init__(self, bus: Bus, *, threshold: float = 0.3, timeout: float = 2.0) -> None:
+        self.bus = bus
+        self.threshold = threshold
+        self.timeout = timeout
+
+    # -- the agent's port -------------------------------------------------------------------
+
+    async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]:
+        """Earlier turns relevant to ``req.message`` (best first); ``[]`` if memory is down.
+
+        ``scope`` is ``"session"`` or ``"user"`` (all sessions of ``req.user_id`` in the
+        tenant; the session alone when the request has no user).
+        """
+        use_user = scope == "user" and req.user_id is not None
+        try:
+            result = await self.search(
+                req.tenant_id,
+                query=req.message,
+                session_id=req.session_id,
+                user_id=req.user_id,
+                scope="user" if use_user else "session",
+                k=k,
+                threshold=self.threshold,
+            )
+        except (NoResponders, RequestTimeout, BusUnavailable) as e:
+            log.warning("memory recall skipped: %s: %s", type(e).__name__, e)
+            return []
+        except RemoteError as e:
+            log.warning("memory recall failed: %s", e)
+            return []
+        return [hit.turn for hit in result.hits]
+
+    async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
+        """Publish each turn to the memory stream; retries of a request store nothing twice."""
+        for index, turn in enumerate(turns):
+            if not turn.content.strip():
+                continue
+            event_id = turn_event_id(req.request_id, index)
+            event = TurnStored(
+                event_id=event_id,
+                tenant_id=req.tenant_id,
+                session_id=req.session_id,
+                user_id=req.user_id,
+                turn=turn,
+            )
+            try:
+                await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
+            except nats.js.errors.NoStreamResponseError:
+                # nobody created the stream yet (memory service never started): do it, retry
+                await ensure_memory_stream(self.bus)
+                await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
+
+    # -- what the gateway uses --------------------------------------------------------------
+
+    async def search(
+        self,
+        tenant_id: str,
+        *,
+        query: str,
+        session_id: str | None = None,
+        user_id: str | None = None,
+        scope: Scope = "session",
+        k: int = 5,
+        threshold: float | None = None,
+        mode: SearchMode = "hybrid",
+    ) -> SearchResult:
+        """Scored earlier turns; raises the bus errors (``NoResponders``, ...) to the caller."""
+        msg = SearchMemory(
+            tenant_id=tenant_id,
+            session_id=session_id,
+            user_id=user_id,
+            scope=scope,
+            query=query,
+            k=k,
+            threshold=threshold,
+            mode=mode,
+        )
+        return await self.bus.request(msg, SearchResult, timeout=self.timeout)
+
+    async def history(
+        self, tenant_id: str, session_id: str, limit: int = 50, before: float | None = None
+    ) -> list[Turn]:
+        """The last ``limit`` stored turns of a session, oldest first."""
+        msg = GetHistory(tenant_id=tenant_id, session_id=session_id, limit=limit, before=before)
+        reply = await self.bus.request(msg, History, timeout=self.timeout)
+        return reply.turns
+
+    async def forget_session(self, tenant_id: str, session_id: str) -> Forgotten:
+        msg = Forget(tenant_id=tenant_id, session_id=session_id)
+        return await self.bus.request(msg, Forgotten, timeout=max(self.timeout, 10.0))
+
+    async def forget_user(self, tenant_id: str, user_id: str) -> Forgotten:
+        msg = Forget(tenant_id=tenant_id, user_id=user_id)
+        return await self.bus.request(msg, Forgotten, timeout=max(self.timeout, 30.0))
+
+    async def import_turns(
+        self,
+        tenant_id: str,
+        session_id: str,
+        turns: list[Turn],
+        *,
+        user_id: str | None = None,
+        timeout: float = 120.0,
+    ) -> Imported:
+        """Store a past transcript now (embedding is done when this returns)."""
+        msg = ImportTurns(tenant_id=tenant_id, session_id=session_id, user_id=user_id, turns=turns)
+        return await self.bus.request(msg, Imported, timeout=timeout)
+
+    async def stats(self, tenant_id: str = "default", session_id: str | None = None) -> MemoryStats:
+        msg = GetStats(tenant_id=tenant_id, session_id=session_id)
+        return await self.bus.request(msg, MemoryStats, timeout=self.timeout)

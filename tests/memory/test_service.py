@@ -1,0 +1,232 @@
+"""The memory service over the real bus: store through JetStream, recall, isolation, forget."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from chatbus.bus import Bus
+from chatbus.contracts.chat import ChatRequest, Turn
+from chatbus.contracts.memory import GetHistory, ImportTurns, SearchMemory, TurnStored
+from chatbus.errors import RemoteError
+from chatbus.jetstream import list_dead_letters
+from chatbus.memory_client import BusMemory, turn_event_id
+from chatbus.runtime import Runtime
+
+from .conftest import Indexed, memory_settings, running_memory
+
+FILLER = [
+    "Can you recommend a good book for the weekend?",
+    "I think the weather will be rainy tomorrow.",
+    "How do I reset my password on the website?",
+    "My sister is visiting next month.",
+    "What time does the support line open?",
+    "I had pasta for dinner yesterday.",
+    "Could you explain how shipping costs are calculated?",
+    "The train was late again this morning.",
+    "I am thinking about learning to play the guitar.",
+    "Do you have any tips for sleeping better?",
+]
+
+
+@pytest_asyncio.fixture(scope="module")
+async def memory_rt(
+    nats_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Runtime]:
+    settings = memory_settings(nats_url, redis_url, tmp_path_factory.mktemp("memory"))
+    async with running_memory(settings) as rt:
+        yield rt
+
+
+@pytest.fixture
+def memory(bus: Bus, memory_rt: Runtime) -> BusMemory:
+    return BusMemory(bus, threshold=0.3, timeout=10)
+
+
+def request(session: str, message: str, *, user: str | None = None, tenant: str = "default"):
+    return ChatRequest(
+        request_id=uuid.uuid4().hex,
+        agent="support",
+        session_id=session,
+        message=message,
+        user_id=user,
+        tenant_id=tenant,
+    )
+
+
+async def say(
+    memory: BusMemory, indexed: Indexed, session: str, pairs: list[tuple[str, str]], **kw: str
+) -> None:
+    """Remember user/assistant exchanges the way the agent runtime does, and wait until stored."""
+    ids: list[str] = []
+    for user_text, reply in pairs:
+        req = request(session, user_text, **kw)
+        turns = [Turn(role="user", content=user_text), Turn(role="assistant", content=reply)]
+        await memory.remember(req, turns)
+        ids += [turn_event_id(req.request_id, i) for i in range(len(turns))]
+    await indexed.wait_for(ids)
+
+
+async def test_recalls_facts_fifty_turns_later(memory: BusMemory, indexed: Indexed) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    pairs = [
+        ("Hi! My order number is 4471 and it has not arrived.", "Sorry to hear that, checking."),
+        ("Also, my dog is called Biscuit and he chewed the box.", "Poor box! Noted."),
+    ]
+    pairs += [(FILLER[i % len(FILLER)], f"Sure, answer number {i}.") for i in range(25)]
+    await say(memory, indexed, session, pairs)
+
+    recalled = await memory.recall(request(session, "What was my order number?"), k=5, scope="session")
+    assert any("4471" in t.content for t in recalled)
+    recalled = await memory.recall(request(session, "What's my dog's name?"), k=5, scope="session")
+    assert any("Biscuit" in t.content for t in recalled)
+    assert len(recalled) <= 5
+
+
+async def test_history_is_in_order(memory: BusMemory, indexed: Indexed) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    await say(memory, indexed, session, [(f"question {i}", f"answer {i}") for i in range(6)])
+    turns = await memory.history("default", session, limit=4)
+    assert [t.content for t in turns] == ["question 4", "answer 4", "question 5", "answer 5"]
+    older = await memory.history("default", session, limit=50, before=turns[0].created_at)
+    assert [t.content for t in older][-2:] == ["question 3", "answer 3"]
+    assert len(older) == 8
+
+
+async def test_unknown_session_is_empty_not_an_error(memory: BusMemory) -> None:
+    assert await memory.history("default", "never-seen") == []
+    result = await memory.search("default", query="anything at all", session_id="never-seen")
+    assert result.hits == []
+
+
+async def test_sessions_users_and_tenants_are_isolated(memory: BusMemory, indexed: Indexed) -> None:
+    u = uuid.uuid4().hex[:8]
+    fact = "My locker code is 9182."
+    # same session id in two tenants; another user of the same tenant; the user's other session
+    await say(memory, indexed, f"a-{u}", [(fact, "ok")], user=f"alice-{u}", tenant=f"t1-{u}")
+    await say(memory, indexed, f"a-{u}", [("My locker code is 5555.", "ok")], tenant=f"t2-{u}")
+    await say(memory, indexed, f"b-{u}", [("My locker code is 7777.", "ok")], user=f"bob-{u}", tenant=f"t1-{u}")
+    await say(memory, indexed, f"a2-{u}", [("I like tea.", "ok")], user=f"alice-{u}", tenant=f"t1-{u}")
+
+    q = "what is my locker code?"
+    in_t2 = await memory.recall(request(f"a-{u}", q, tenant=f"t2-{u}"), k=5, scope="session")
+    assert [t.content for t in in_t2 if "locker" in t.content] == ["My locker code is 5555."]
+
+    # alice, from her second session, with user scope: her own code only
+    req = request(f"a2-{u}", q, user=f"alice-{u}", tenant=f"t1-{u}")
+    mine = [t.content for t in await memory.recall(req, k=5, scope="user")]
+    assert fact in mine
+    assert not any("7777" in c or "5555" in c for c in mine)
+    # session scope from the second session does not see the first
+    only_here = [t.content for t in await memory.recall(req, k=5, scope="session")]
+    assert fact not in only_here
+
+
+async def test_forget_session_leaves_no_trace(
+    memory: BusMemory, indexed: Indexed, redis: aioredis.Redis
+) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    await say(memory, indexed, session, [("My passport number is X123.", "Stored.")])
+    history_key = f"chatbus:default:history:{session}"
+    await redis.rpush(history_key, b"{}")
+    cache_keys = [
+        f"chatbus:embcache:all-MiniLM-L6-v2-int8:{hashlib.sha256(t.encode()).hexdigest()}"
+        for t in ("My passport number is X123.", "Stored.")
+    ]
+    assert await redis.exists(*cache_keys) == 2
+
+    gone = await memory.forget_session("default", session)
+    assert gone.deleted == 2
+    assert await memory.history("default", session) == []
+    hits = await memory.search("default", query="passport number", session_id=session, threshold=0)
+    assert hits.hits == []
+    assert not await redis.exists(history_key)
+    assert await redis.exists(*cache_keys) == 0
+
+
+async def test_forget_user_removes_all_their_sessions_only(
+    memory: BusMemory, indexed: Indexed
+) -> None:
+    u = uuid.uuid4().hex[:8]
+    await say(memory, indexed, f"x1-{u}", [("I was born in Porto.", "Nice.")], user=f"carol-{u}")
+    await say(memory, indexed, f"x2-{u}", [("My bike is red.", "Cool.")], user=f"carol-{u}")
+    await say(memory, indexed, f"y1-{u}", [("My bike is blue.", "Cool.")], user=f"dave-{u}")
+
+    gone = await memory.forget_user("default", f"carol-{u}")
+    assert sorted(gone.sessions) == [f"x1-{u}", f"x2-{u}"]
+    assert gone.deleted == 4
+    for s in (f"x1-{u}", f"x2-{u}"):
+        assert await memory.history("default", s) == []
+    q = "what colour is my bike"
+    found = await memory.search("default", query=q, user_id=f"carol-{u}", scope="user", threshold=0)
+    assert found.hits == []
+    assert len(await memory.history("default", f"y1-{u}")) == 2
+
+
+async def test_import_is_idempotent_and_long_turns_are_chunked(memory: BusMemory) -> None:
+    session = f"imp-{uuid.uuid4().hex[:8]}"
+    long = " ".join(
+        f"Paragraph {i} of the travel diary describes hills, rivers and small villages."
+        for i in range(60)
+    )
+    turns = [
+        Turn(role="user", content="I am planning a trip to Japan in April.", speaker="Ann"),
+        Turn(role="assistant", content="Great, cherry blossom season!"),
+        Turn(role="user", content=long + " The hotel booking reference is QX-7781."),
+    ]
+    first = await memory.import_turns("default", session, turns)
+    again = await memory.import_turns("default", session, turns)
+    assert first.imported == again.imported == 3
+    assert first.chunks > 3  # the long turn became several chunks
+    stats = await memory.stats("default", session)
+    assert stats.session_turns == 3
+
+    history = await memory.history("default", session)
+    assert [t.content for t in history] == [t.content for t in turns]
+    assert history[0].speaker == "Ann"
+    hits = await memory.search("default", query="hotel booking reference", session_id=session)
+    assert "QX-7781" in hits.hits[0].turn.content
+    assert len(hits.hits[0].turn.content) < len(turns[2].content)  # the chunk, not all of it
+
+
+async def test_bad_requests_get_error_replies_and_service_keeps_running(
+    bus: Bus, memory: BusMemory
+) -> None:
+    resp = await bus.nc.request(SearchMemory.subject, b'{"query": 5, "k": "x"}', timeout=5)
+    assert b"invalid" in resp.data
+    resp = await bus.nc.request(GetHistory.subject, b"not json", timeout=5)
+    assert b"invalid" in resp.data
+    empty = ImportTurns.model_construct(
+        session_id="s", tenant_id="default", turns=[Turn(role="user", content="  ")]
+    )
+    with pytest.raises(RemoteError) as err:
+        await bus.request(empty, ImportTurns, timeout=5)
+    assert err.value.code == "invalid"
+    assert await memory.history("default", "still-alive") == []
+
+
+async def test_malformed_turn_event_is_parked_and_consuming_goes_on(
+    bus: Bus, memory: BusMemory, indexed: Indexed
+) -> None:
+    await bus.js.publish(TurnStored.subject, b'{"session_id": 12}')
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    await say(memory, indexed, session, [("still storing after bad input", "yes")])
+    parked = await list_dead_letters(bus)
+    assert any(p.subject == TurnStored.subject and b'"session_id": 12' in p.data for p in parked)
+    assert len(await memory.history("default", session)) == 2
+
+
+async def test_concurrent_searches(memory: BusMemory, indexed: Indexed) -> None:
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    await say(memory, indexed, session, [(f"fact {i}: the code word is alpha{i}", "ok") for i in range(5)])
+    results = await asyncio.gather(
+        *(memory.search("default", query=f"code word alpha{i}", session_id=session) for i in range(20))
+    )
+    assert all(r.hits for r in results)
