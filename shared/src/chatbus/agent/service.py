@@ -16,6 +16,7 @@ from opentelemetry import trace
 from pydantic import create_model
 
 from chatbus import offline_llm
+from chatbus.agent.events import attach_collaboration
 from chatbus.agent.handler import AgentConfig, AgentDeps, answer
 from chatbus.agent.history import RedisHistory
 from chatbus.agent.llm import LLMError, OpenAIChat
@@ -129,6 +130,7 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
         assert isinstance(settings, AgentSettings)
         metrics = Metrics(rt.registry, settings.service_name)
         deps = await build_deps(rt, spec, settings, metrics)
+        await attach_collaboration(rt, deps, metrics)  # handoffs, tool records, events
         instance_id = uuid.uuid4().hex[:12]
 
         async def on_chat(req: ChatRequest) -> ChatReply:
