@@ -65,7 +65,9 @@ def test_hello_world_ids_match_the_published_ones(counter: TokenCounter) -> None
     assert counter.encode("hello world", "gpt-4o-mini") == [24912, 2375]
 
 
-@pytest.mark.parametrize(("model", "encoding"), [("gpt-4", "cl100k_base"), ("gpt-4o", "o200k_base")])
+@pytest.mark.parametrize(
+    ("model", "encoding"), [("gpt-4", "cl100k_base"), ("gpt-4o", "o200k_base")]
+)
 @pytest.mark.parametrize("text", STRINGS)
 def test_counts_equal_tiktoken(counter: TokenCounter, model: str, encoding: str, text: str) -> None:
     expected = len(tiktoken.get_encoding(encoding).encode(text, disallowed_special=()))
@@ -103,7 +105,12 @@ def test_unknown_model_uses_the_default_encoding_and_is_flagged(
 
 def test_tool_calls_and_content_parts_are_counted(counter: TokenCounter) -> None:
     enc = tiktoken.get_encoding("o200k_base")
-    parts = [{"role": "user", "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}]}]
+    parts = [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi "}, {"type": "text", "text": "there"}],
+        }
+    ]
     assert counter.count_messages(parts, "gpt-4o") == 3 + 3 + len(enc.encode("user")) + len(
         enc.encode("hi there")
     )
