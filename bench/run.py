@@ -50,6 +50,7 @@ class Result:
     seconds: float
     latencies: list[float]
     cpu: float
+    per_process: dict[int, float]
 
     def pct(self, q: float) -> float:
         xs = sorted(self.latencies)
@@ -88,11 +89,14 @@ async def drive(
 
         # warm up connections and caches
         await asyncio.gather(*(http.post(url, json=body_for(w, -1)) for w in range(concurrency)))
-        cpu0, t0 = cpu_seconds(pids), time.perf_counter()
+        before = {p: cpu_seconds([p]) for p in pids}
+        latencies.clear()
+        t0 = time.perf_counter()
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
         elapsed = time.perf_counter() - t0
-        cpu = cpu_seconds(pids) - cpu0
-    return Result(label, concurrency, len(latencies), errors, elapsed, latencies, cpu)
+        per = {p: cpu_seconds([p]) - before[p] for p in pids}
+    return Result(label, concurrency, len(latencies), errors, elapsed, latencies,
+                  sum(per.values()), per)
 
 
 class Stack:
@@ -100,6 +104,7 @@ class Stack:
         self.tmp = tmp
         self.servers: list[ServerProcess] = []
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.names: dict[int, str] = {}
         self.latency_ms = latency_ms
         self.full = full
 
@@ -109,6 +114,7 @@ class Stack:
             [sys.executable, *args], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
         )
         self.procs.append(p)
+        self.names[p.pid] = name
         return p
 
     async def wait(self, url: str) -> None:
@@ -127,6 +133,7 @@ class Stack:
         nats = start_nats(self.tmp / "nats")
         redis = start_redis()
         self.servers += [nats, redis]
+        self.names[nats.proc.pid], self.names[redis.proc.pid] = "nats", "redis"
         llm_port = free_port()
         self.spawn(["-m", "chatbus.offline_llm", str(llm_port), str(self.latency_ms)], {}, "llm")
         await self.wait(f"http://127.0.0.1:{llm_port}/health")
@@ -231,9 +238,14 @@ async def main() -> None:
                         f"via chatbus, {latency:g} ms",
                     )
                     rows += [direct, through]
+                    split = ", ".join(
+                        f"{stack.names.get(p, p)} {v / max(through.count, 1) * 1000:.2f}"
+                        for p, v in through.per_process.items()
+                    )
                     print(
                         f"  {through.label} c={c}: {through.rate:,.0f} msg/s, p50 "
-                        f"{through.pct(0.5):.2f} ms (direct {direct.pct(0.5):.2f} ms)",
+                        f"{through.pct(0.5):.2f} ms (direct {direct.pct(0.5):.2f} ms); "
+                        f"CPU ms/msg: {split}",
                         flush=True,
                     )
             finally:
