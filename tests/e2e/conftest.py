@@ -70,8 +70,13 @@ async def stack(
     common = {"OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "sk-test-e2e-secret"}
     agent_env = {**common, "HISTORY_TURNS": "4"}
     try:
+        budgets = (
+            '{"budgets": [{"scope": "user", "id": "broke-user", "period": "daily",'
+            ' "unit": "tokens", "hard": 1}]}'
+        )
         await asyncio.gather(
-            factory.start("chatbus_cost"), factory.start("chatbus_memory", **common)
+            factory.start("chatbus_cost", BUDGETS_JSON=budgets),
+            factory.start("chatbus_memory", **common),
         )
         support, sales = await asyncio.gather(
             factory.start("agent_support", **agent_env), factory.start("agent_sales", **agent_env)
