@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from chatbus.runtime import run
-
 from chatbus_gateway.app import wire
 from chatbus_gateway.settings import GatewaySettings
 

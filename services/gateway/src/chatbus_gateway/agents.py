@@ -7,10 +7,10 @@ from typing import Any
 
 import nats.errors
 from aiohttp import web
-from chatbus.bus import Bus, trace_headers
-from chatbus.contracts.chat import AgentInfo, AgentPing
 from pydantic import ValidationError
 
+from chatbus.bus import Bus, trace_headers
+from chatbus.contracts.chat import AgentInfo, AgentPing
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.errors import ApiError
 

@@ -11,11 +11,17 @@ from chatbus.cost_client import BusCosts
 from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime
 from chatbus_gateway.agents import setup_agent_routes
+from chatbus_gateway.auth import auth_middleware
 from chatbus_gateway.chat_routes import setup_chat_routes
 from chatbus_gateway.deps import DEPS, GatewayDeps
+from chatbus_gateway.idempotency import Idempotency
+from chatbus_gateway.keys import KeyStore
+from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
 from chatbus_gateway.middleware import drain_middleware, error_middleware
 from chatbus_gateway.openapi import setup_openapi
 from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
+from chatbus_gateway.ratelimit import RateLimiter
+from chatbus_gateway.session_order import SessionOrder
 from chatbus_gateway.settings import GatewaySettings
 from chatbus_gateway.usage_routes import setup_usage_routes
 
@@ -24,10 +30,20 @@ log = logging.getLogger("chatbus.gateway")
 
 def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     """Install the gateway on ``app`` (the runtime's app, which already serves probes)."""
+    s = deps.settings
+    limits = HttpLimits(RateLimiter(deps.redis, s.redis_prefix), s, deps.metrics)
+    order = SessionOrder(deps.redis, deps.bus, s.redis_prefix, s.session_turn_timeout_s)
+    pending_s = s.request_timeout_s + s.session_turn_timeout_s + 5
+    idem = Idempotency(deps.redis, deps.bus, s.redis_prefix, s.idempotency_ttl_s, pending_s)
+    keys = KeyStore(deps.redis, s.redis_prefix, s.key_cache_s)
     app[DEPS] = deps
-    app[PIPELINE] = ChatPipeline(deps)
+    app[PIPELINE] = ChatPipeline(deps, limits, order, idem)
+    # Outermost first: errors -> refuse while draining -> who is calling -> rate limits.
     app.middlewares.append(error_middleware(deps.metrics))
     app.middlewares.append(drain_middleware(deps.is_draining, deps.inflight))
+    app.middlewares.append(auth_middleware(s, keys))
+    app.middlewares.append(limits.middleware())
+    app.on_response_prepare.append(add_rate_headers)
     setup_chat_routes(app)
     setup_agent_routes(app)
     setup_openapi(app)

@@ -6,8 +6,8 @@ import re
 import uuid
 
 from aiohttp import web
-from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 
+from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus_gateway.body import read_model
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import check_agent_id
@@ -61,10 +61,11 @@ async def chat(request: web.Request) -> web.StreamResponse:
     pipeline = request.app[PIPELINE]
     if wants_stream(request):
         return await _stream(request, req)
-    reply = await pipeline.reply(request, req)
-    return web.json_response(
-        ChatOut.of(reply, req.request_id), headers={"X-Request-Id": req.request_id}
-    )
+    reply, replayed = await pipeline.reply(request, req)
+    headers = {"X-Request-Id": reply.request_id}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response(ChatOut.of(reply, reply.request_id), headers=headers)
 
 
 async def _stream(request: web.Request, req: ChatRequest) -> web.StreamResponse:

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
+
 from chatbus.bus import Bus
 from chatbus.metrics import Metrics
-
 from chatbus_gateway.middleware import InFlight
 from chatbus_gateway.settings import GatewaySettings
 

@@ -8,11 +8,11 @@ import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
+from nats.aio.msg import Msg
+
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus.errors import BusUnavailable
-from nats.aio.msg import Msg
-
 from chatbus_gateway.errors import ApiError, from_bus_error
 
 # Agent ids become NATS subject tokens: no dots, wildcards or spaces.

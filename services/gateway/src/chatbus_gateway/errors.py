@@ -11,6 +11,7 @@ from typing import Any
 
 import nats.errors
 from aiohttp import web
+
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 
 log = logging.getLogger("chatbus.gateway")

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from chatbus.metrics import Metrics
 
+from chatbus.metrics import Metrics
 from chatbus_gateway.errors import ApiError, error_body
 
 log = logging.getLogger("chatbus.gateway")

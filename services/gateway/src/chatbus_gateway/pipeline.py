@@ -1,28 +1,87 @@
-"""What happens to every chat message between parsing and the agent's answer."""
+"""What happens to every chat message between parsing and the agent's answer.
+
+Limits (429) -> idempotency (replay, or wait for a duplicate in flight) -> the session's turn
+(one message at a time per session) -> the agent over the bus -> tokens counted.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 
 from aiohttp import web
-from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 
+from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus_gateway.deps import GatewayDeps
 from chatbus_gateway.dispatch import ask, ask_stream
+from chatbus_gateway.idempotency import Idempotency, fingerprint
+from chatbus_gateway.limits_http import HttpLimits
+from chatbus_gateway.ratelimit import Limit
+from chatbus_gateway.session_order import SessionOrder
 
 
 class ChatPipeline:
-    def __init__(self, deps: GatewayDeps) -> None:
+    def __init__(
+        self, deps: GatewayDeps, limits: HttpLimits, order: SessionOrder, idem: Idempotency
+    ) -> None:
         self.deps = deps
+        self.limits = limits
+        self.order = order
+        self.idem = idem
+        self.timeout = deps.settings.request_timeout_s
+        # How long a message may wait for the earlier messages of its session.
+        self.turn_wait_s = deps.settings.request_timeout_s + deps.settings.session_turn_timeout_s
+        self._background: set[asyncio.Task[None]] = set()
 
-    async def reply(self, request: web.Request, req: ChatRequest) -> ChatReply:
-        return await ask(self.deps.bus, req, self.deps.settings.request_timeout_s)
+    async def admit(self, request: web.Request, req: ChatRequest) -> None:
+        s = self.deps.settings
+        limiter = self.limits.limiter
+        extra = [
+            limiter.limit("session", f"{req.tenant_id}:{req.session_id}", s.rate_session_per_min)
+        ]
+        if req.user_id:
+            extra.append(
+                limiter.limit("user", f"{req.tenant_id}:{req.user_id}", s.rate_user_per_min)
+            )
+        await self.limits.check(request, extra, tokens=True)
+
+    async def reply(self, request: web.Request, req: ChatRequest) -> tuple[ChatReply, bool]:
+        """The agent's reply, and whether it is a replay of an earlier identical request."""
+        await self.admit(request, req)
+        tokens = self.limits.tokens_limit(request)
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            return await self.answer(req, tokens), False
+        fp = fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
+        return await self.idem.run(req.tenant_id, key, fp, lambda: self.answer(req, tokens))
+
+    async def answer(self, req: ChatRequest, tokens: Limit | None = None) -> ChatReply:
+        """Ask the agent in the session's turn (also used by the job worker)."""
+        async with self.order.turn(req.tenant_id, req.session_id, self.turn_wait_s):
+            reply = await ask(self.deps.bus, req, self.timeout)
+        self._spend(tokens, reply)
+        return reply
 
     async def stream(
         self, request: web.Request, req: ChatRequest
     ) -> AsyncGenerator[ChatChunk | ChatReply, None]:
-        async for item in ask_stream(self.deps.bus, req, self.deps.settings.request_timeout_s):
-            yield item
+        await self.admit(request, req)
+        tokens = self.limits.tokens_limit(request)
+        async with self.order.turn(req.tenant_id, req.session_id, self.turn_wait_s):
+            async for item in ask_stream(self.deps.bus, req, self.timeout):
+                if isinstance(item, ChatReply):
+                    self._spend(tokens, item)
+                yield item
+
+    def _spend(self, tokens: Limit | None, reply: ChatReply) -> None:
+        if tokens is None or tokens.per_minute <= 0:
+            return
+        # Off the answer's path: the caller does not wait for the bookkeeping.
+        task = asyncio.create_task(
+            self.limits.limiter.spend_tokens(tokens, reply.request_id, reply.usage.total_tokens)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 PIPELINE = web.AppKey("chatbus_gateway_pipeline", ChatPipeline)

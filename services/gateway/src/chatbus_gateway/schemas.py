@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from chatbus.contracts.chat import ChatReply
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from chatbus.contracts.chat import ChatReply
 
 NonBlank = Annotated[str, StringConstraints(strict=True, min_length=1, pattern=r"\S")]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from chatbus.settings import ServiceSettings
 from pydantic import AliasChoices, Field, SecretStr
+
+from chatbus.settings import ServiceSettings
 
 
 class GatewaySettings(ServiceSettings):
@@ -45,7 +46,7 @@ class GatewaySettings(ServiceSettings):
 
     # -- per-session order, idempotency -----------------------------------------------------
     # A turn held longer than this (a crashed gateway) is skipped so the session moves on.
-    session_turn_timeout_s: float = Field(default=60.0, gt=0)
+    session_turn_timeout_s: float = Field(default=45.0, gt=0)
     idempotency_ttl_s: int = Field(default=86400, ge=1)
 
     # -- async jobs -------------------------------------------------------------------------
@@ -59,6 +60,8 @@ class GatewaySettings(ServiceSettings):
     def check_production(self) -> None:
         if self.app_env == "production" and self.auth != "on":
             raise ValueError("CHATBUS_AUTH must be 'on' in production")
+        if self.app_env == "production" and not self.admin_key:
+            raise ValueError("CHATBUS_ADMIN_KEY is required in production")
 
     @property
     def auth_on(self) -> bool:

@@ -1,0 +1,71 @@
+"""Who is calling: ``Authorization: Bearer <key>`` -> ``request["tenant_id"]``, ``["is_admin"]``.
+
+With ``CHATBUS_AUTH=off`` (local development) every caller is the ``default`` tenant and
+admin. The admin key (``CHATBUS_ADMIN_KEY``) sees every tenant; it acts for the tenant named
+in ``X-Tenant-Id`` (default ``default``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.keys import KeyStore
+from chatbus_gateway.middleware import Handler, is_api
+from chatbus_gateway.settings import GatewaySettings
+
+TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="chatbus"'}
+
+
+def bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def auth_middleware(settings: GatewaySettings, keys: KeyStore) -> Middleware:
+    admin = settings.admin_key.get_secret_value() if settings.admin_key else ""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not is_api(request.path):
+            return await handler(request)
+        if not settings.auth_on:
+            request["tenant_id"], request["is_admin"] = "default", True
+            return await handler(request)
+        token = bearer(request)
+        if token is None:
+            raise ApiError(
+                401,
+                "missing API key: send 'Authorization: Bearer <key>'",
+                type="authentication_error",
+                headers=CHALLENGE,
+            )
+        if admin and hmac.compare_digest(token.encode(), admin.encode()):
+            tenant = request.headers.get("X-Tenant-Id", "default")
+            if not TENANT.match(tenant):
+                raise ApiError(422, "X-Tenant-Id: not a tenant id", param="X-Tenant-Id")
+            request["tenant_id"], request["is_admin"] = tenant, True
+            return await handler(request)
+        record = await keys.lookup(token)
+        if record is None:
+            raise ApiError(
+                401, "invalid or revoked API key", type="authentication_error", headers=CHALLENGE
+            )
+        request["tenant_id"], request["is_admin"] = record.tenant, False
+        request["key_id"] = record.key_id
+        return await handler(request)
+
+    return middleware
+
+
+def require_admin(request: web.Request) -> None:
+    if not request.get("is_admin"):
+        raise ApiError(403, "this endpoint needs the admin key", type="permission_error")

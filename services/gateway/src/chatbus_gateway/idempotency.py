@@ -1,0 +1,107 @@
+"""``Idempotency-Key``: a repeated POST gets the first answer again, with no second model call.
+
+The first request with a key marks it pending in Redis and runs; its reply is stored for
+``ttl_s``. A duplicate arriving meanwhile waits for it (signalled over NATS) and gets the same
+reply. A failed first request removes the mark, so a retry runs again. Reusing a key with a
+different request is a 409.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+from chatbus.bus import Bus
+from chatbus.contracts.chat import ChatReply
+from chatbus_gateway import signals
+from chatbus_gateway.errors import ApiError
+
+MAX_KEY = 255
+
+# KEYS: record. ARGV: fingerprint, pending_ttl_ms. Returns {"new"} or {state, fingerprint, reply}.
+BEGIN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {'new'}
+end
+return redis.call('HMGET', KEYS[1], 'state', 'fp', 'reply')
+"""
+
+
+def fingerprint(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+class Idempotency:
+    def __init__(
+        self, redis: aioredis.Redis, bus: Bus, prefix: str, ttl_s: int, pending_ttl_s: float
+    ) -> None:
+        self.redis = redis
+        self.bus = bus
+        self.prefix = f"{prefix}idem:"
+        self.ttl_s = ttl_s
+        self.pending_ttl_s = pending_ttl_s
+        self._begin = redis.register_script(BEGIN)
+
+    async def run(
+        self,
+        tenant: str,
+        key: str,
+        fp: str,
+        work: Callable[[], Awaitable[ChatReply]],
+    ) -> tuple[ChatReply, bool]:
+        """The reply for this key (running ``work`` only the first time) and whether replayed."""
+        if not key or len(key) > MAX_KEY:
+            raise ApiError(
+                422, f"Idempotency-Key: 1 to {MAX_KEY} characters", param="Idempotency-Key"
+            )
+        topic = hashlib.sha1(f"{self.prefix}{tenant}\0{key}".encode()).hexdigest()
+        record = f"{self.prefix}{topic}"
+        while True:
+            got = await self._begin(keys=[record], args=[fp, int(self.pending_ttl_s * 1000)])
+            if got[0] == b"new":
+                return await self._first(record, topic, work), False
+            state, stored_fp, reply = got
+            if stored_fp is not None and stored_fp.decode() != fp:
+                raise ApiError(
+                    409,
+                    "this Idempotency-Key was used for a different request",
+                    type="conflict",
+                    param="Idempotency-Key",
+                )
+            if state == b"done" and reply is not None:
+                return ChatReply.model_validate_json(reply), True
+            await self._wait(record, topic)
+
+    async def _first(
+        self, record: str, topic: str, work: Callable[[], Awaitable[ChatReply]]
+    ) -> ChatReply:
+        try:
+            reply = await work()
+        except BaseException:
+            await self.redis.delete(record)
+            await signals.notify(self.bus, topic)
+            raise
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(record, mapping={"state": "done", "reply": reply.model_dump_json()})
+            pipe.expire(record, self.ttl_s)
+            await pipe.execute()
+        await signals.notify(self.bus, topic)
+        return reply
+
+    async def _wait(self, record: str, topic: str) -> None:
+        async def settled() -> bool | None:
+            state = await self.redis.hget(record, "state")
+            return None if state == b"pending" else True
+
+        if await signals.wait_until(self.bus, topic, settled, self.pending_ttl_s) is None:
+            raise ApiError(
+                409,
+                "a request with this Idempotency-Key is still in progress",
+                type="conflict",
+                param="Idempotency-Key",
+                headers={"Retry-After": "1"},
+            )

@@ -1,0 +1,86 @@
+"""Rate limits on the HTTP side: who the caller is, the check, and the headers on answers."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from chatbus.metrics import Metrics
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.middleware import Handler, is_api, route_name
+from chatbus_gateway.ratelimit import Decision, Limit, RateLimiter
+from chatbus_gateway.settings import GatewaySettings
+
+RATE = web.RequestKey("chatbus_gateway_rate", Decision)
+
+# Routes that check limits themselves, once they know the user and the session.
+SELF_LIMITED = {"/api/chat/{agent_id}", "/v1/chat/completions"}
+
+
+def client_ip(request: web.Request, settings: GatewaySettings) -> str:
+    if settings.trust_forwarded_for:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.remote or "unknown"
+
+
+class HttpLimits:
+    def __init__(self, limiter: RateLimiter, settings: GatewaySettings, metrics: Metrics) -> None:
+        self.limiter = limiter
+        self.settings = settings
+        self.metrics = metrics
+
+    def caller_limits(self, request: web.Request) -> list[Limit]:
+        s = self.settings
+        out = [self.limiter.limit("ip", client_ip(request, s), s.rate_ip_per_min)]
+        if key_id := request.get("key_id"):
+            out.append(self.limiter.limit("key", str(key_id), s.rate_key_per_min))
+        return out
+
+    def tokens_limit(self, request: web.Request) -> Limit | None:
+        key_id = request.get("key_id")
+        if not key_id:
+            return None
+        return self.limiter.limit("tokens", str(key_id), self.settings.tokens_key_per_min)
+
+    async def check(
+        self, request: web.Request, extra: list[Limit] | None = None, tokens: bool = False
+    ) -> None:
+        """Count this request against the caller's limits (plus ``extra``) or refuse it."""
+        decision = await self.limiter.admit(
+            self.caller_limits(request) + (extra or []),
+            self.tokens_limit(request) if tokens else None,
+        )
+        request[RATE] = decision
+        if not decision.allowed:
+            self.metrics.rate_limited.labels(decision.name).inc()
+            raise ApiError(
+                429,
+                f"rate limit reached ({decision.name}: {decision.limit} per minute); "
+                f"retry in {max(decision.reset_s, 1)} s",
+                type="rate_limited",
+            )
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+            if not is_api(request.path):
+                return await handler(request)
+            if route_name(request) not in SELF_LIMITED:
+                await self.check(request)
+                return await handler(request)
+            try:
+                return await handler(request)
+            except ApiError:
+                if RATE not in request:  # refused before its own check: still counted
+                    await self.check(request)
+                raise
+
+        return middleware
+
+
+async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:
+    decision = request.get(RATE)
+    if decision is not None and decision.limit:
+        response.headers.update(decision.headers())

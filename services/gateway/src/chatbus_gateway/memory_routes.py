@@ -1,0 +1,218 @@
+"""Gateway routes of the memory service: history, transcript import, search, forget.
+
+``GET /api/sessions/{id}/messages``     the stored turns of a session (``?limit=&before=``)
+``POST /api/sessions/{id}/messages``    import a past transcript ``[{role, content, ...}]``
+``POST /api/memory/search``             ``{session_id, query, limit}`` -> scored turns
+``DELETE /api/sessions/{id}``           forget a session
+``DELETE /api/users/{id}``              forget a user (all their sessions)
+
+The tenant is ``request["tenant_id"]`` (set by the auth middleware), ``"default"`` without one.
+Bad input is a 422 ``{"error", "detail": [...]}``; the memory service down is a 503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from chatbus.contracts.chat import Turn
+from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.memory_client import BusMemory
+
+log = logging.getLogger("chatbus.gateway.memory")
+
+MAX_IMPORT = 10_000
+
+
+class ImportedTurn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    role: Literal["user", "assistant", "system"]
+    content: str = Field(min_length=1)
+    speaker: str | None = Field(default=None, max_length=200)
+    created_at: float | None = Field(default=None, ge=0)
+    agent: str | None = Field(default=None, max_length=200)
+
+    @field_validator("content")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("content must not be empty")
+        return v
+
+
+class ImportBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    messages: list[ImportedTurn] = Field(min_length=1, max_length=MAX_IMPORT)
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class SearchBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str | None = Field(default=None, min_length=1, max_length=200)
+    query: str = Field(min_length=1, max_length=10_000)
+    limit: int = Field(default=5, ge=1, le=100)
+    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    scope: Literal["session", "user"] = "session"
+    threshold: float | None = Field(default=None, ge=-1, le=1)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("query must not be empty")
+        return v
+
+
+class HistoryQuery(BaseModel):
+    limit: int = Field(default=50, ge=1, le=1000)
+    before: float | None = None
+
+
+def _tenant(request: web.Request) -> str:
+    return str(request.get("tenant_id", "default"))
+
+
+def _invalid(message: str, detail: list[dict[str, Any]]) -> web.Response:
+    return web.json_response({"error": message, "detail": detail}, status=422)
+
+
+def _detail(err: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in err.errors()
+    ]
+
+
+async def _json(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise web.HTTPUnprocessableEntity(
+            text=json.dumps({"error": "body is not JSON", "detail": [{"msg": str(e)}]}),
+            content_type="application/json",
+        ) from None
+
+
+def _turn_json(t: Turn) -> dict[str, Any]:
+    return t.model_dump(exclude_none=True)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _guard(handler: Handler) -> Handler:
+    """Bus failures become 503 (memory down) or 422 (the service rejected the input)."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ValidationError as e:
+            return _invalid("invalid request", _detail(e))
+        except (NoResponders, RequestTimeout, BusUnavailable) as e:
+            log.warning("memory service unavailable: %s", e)
+            return web.json_response(
+                {"error": "memory service unavailable", "detail": [{"msg": type(e).__name__}]},
+                status=503,
+            )
+        except RemoteError as e:
+            if e.code == "invalid":
+                return _invalid(e.message, [e.detail or {}])
+            status = 503 if e.code in ("unavailable", "timeout") else 502
+            return web.json_response(
+                {"error": e.message, "detail": [{"code": e.code}]}, status=status
+            )
+
+    return wrapped
+
+
+def setup_memory_routes(app: web.Application, memory: BusMemory) -> None:
+    """Add the five memory routes to ``app``."""
+
+    @_guard
+    async def get_messages(request: web.Request) -> web.StreamResponse:
+        session_id = request.match_info["id"]
+        q = HistoryQuery.model_validate(dict(request.query))
+        turns = await memory.history(_tenant(request), session_id, q.limit, q.before)
+        return web.json_response(
+            {"session_id": session_id, "messages": [_turn_json(t) for t in turns]}
+        )
+
+    @_guard
+    async def post_messages(request: web.Request) -> web.StreamResponse:
+        session_id = request.match_info["id"]
+        raw = await _json(request)
+        body = ImportBody.model_validate({"messages": raw} if isinstance(raw, list) else raw)
+        user_id = body.user_id or request.get("user_id")
+        turns = [
+            Turn(
+                role=m.role,
+                content=m.content,
+                speaker=m.speaker,
+                created_at=m.created_at or 0.0,
+                agent=m.agent,
+            )
+            for m in body.messages
+        ]
+        result = await memory.import_turns(
+            _tenant(request), session_id, turns, user_id=str(user_id) if user_id else None
+        )
+        return web.json_response(
+            {"session_id": session_id, "imported": result.imported, "chunks": result.chunks},
+            status=201,
+        )
+
+    @_guard
+    async def search(request: web.Request) -> web.StreamResponse:
+        body = SearchBody.model_validate(await _json(request))
+        user_id = body.user_id or request.get("user_id")
+        if body.session_id is None and not (body.scope == "user" and user_id):
+            return _invalid(
+                "session_id is required", [{"loc": ["session_id"], "msg": "field required"}]
+            )
+        result = await memory.search(
+            _tenant(request),
+            query=body.query,
+            session_id=body.session_id,
+            user_id=str(user_id) if user_id else None,
+            scope=body.scope,
+            k=body.limit,
+            threshold=body.threshold,
+        )
+        return web.json_response(
+            {
+                "results": [
+                    {
+                        **_turn_json(h.turn),
+                        "score": h.score,
+                        "similarity": h.similarity,
+                        "session_id": h.session_id,
+                        "turn_id": h.turn_id,
+                    }
+                    for h in result.hits
+                ]
+            }
+        )
+
+    @_guard
+    async def delete_session(request: web.Request) -> web.StreamResponse:
+        gone = await memory.forget_session(_tenant(request), request.match_info["id"])
+        return web.json_response({"deleted": gone.deleted, "sessions": gone.sessions})
+
+    @_guard
+    async def delete_user(request: web.Request) -> web.StreamResponse:
+        gone = await memory.forget_user(_tenant(request), request.match_info["id"])
+        return web.json_response({"deleted": gone.deleted, "sessions": gone.sessions})
+
+    app.router.add_get("/api/sessions/{id}/messages", get_messages)
+    app.router.add_post("/api/sessions/{id}/messages", post_messages)
+    app.router.add_post("/api/memory/search", search)
+    app.router.add_delete("/api/sessions/{id}", delete_session)
+    app.router.add_delete("/api/users/{id}", delete_user)

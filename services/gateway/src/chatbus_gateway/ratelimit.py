@@ -1,0 +1,128 @@
+"""Rate limits per API key, user, session and IP, and tokens per minute per key.
+
+Each limit is a sliding one-minute window kept in a Redis sorted set; one Lua script checks
+every limit of a request and counts it in all of them, or in none, atomically, so the limits
+hold exactly however many gateway replicas share the Redis. A refused request is not counted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+WINDOW_MS = 60_000
+
+# KEYS: one sorted set per limit (the last is the token log when ARGV[3] == "1").
+# ARGV: now_ms, window_ms, has_tokens, member, limit for each request limit, token limit.
+# Returns {allowed, index of the binding limit, its limit, remaining, reset_ms}.
+ADMIT = """
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local has_tokens, member = ARGV[3] == '1', ARGV[4]
+local n = #KEYS
+if has_tokens then n = n - 1 end
+local best, best_limit, best_left, best_reset = 0, 0, -1, 0
+for i = 1, n do
+  local key, limit = KEYS[i], tonumber(ARGV[4 + i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local reset = window
+  if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+  if count >= limit then return {0, i, limit, 0, reset} end
+  local left = limit - count - 1
+  if best_left < 0 or left < best_left then
+    best, best_limit, best_left, best_reset = i, limit, left, reset
+  end
+end
+if has_tokens then
+  local key, limit = KEYS[#KEYS], tonumber(ARGV[5 + n])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local used = 0
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    used = used + tonumber(string.match(m, ':(%d+)$') or '0')
+  end
+  if used >= limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return {0, #KEYS, limit, 0, tonumber(oldest[2]) + window - now}
+  end
+end
+for i = 1, n do
+  redis.call('ZADD', KEYS[i], now, member)
+  redis.call('PEXPIRE', KEYS[i], window)
+end
+return {1, best, best_limit, best_left, best_reset}
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str  # "ip", "key", "user", "session", "tokens": the metric label
+    key: str
+    per_minute: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+    name: str = ""
+
+    def headers(self) -> dict[str, str]:
+        out = {
+            "RateLimit-Limit": str(self.limit),
+            "RateLimit-Remaining": str(max(self.remaining, 0)),
+            "RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(max(self.reset_s, 1))
+        return out
+
+
+UNLIMITED = Decision(True, 0, 0, 0)
+
+
+class RateLimiter:
+    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+        self.redis = redis
+        self.prefix = f"{prefix}rl:"
+        self._admit = redis.register_script(ADMIT)
+
+    def limit(self, name: str, ident: str, per_minute: int) -> Limit:
+        return Limit(name, f"{self.prefix}{name}:{ident}", per_minute)
+
+    async def admit(self, limits: list[Limit], tokens: Limit | None = None) -> Decision:
+        """Count one request against every limit, or refuse it (counting nothing)."""
+        active = [lim for lim in limits if lim.per_minute > 0]
+        if tokens is not None and tokens.per_minute <= 0:
+            tokens = None
+        if not active and tokens is None:
+            return UNLIMITED
+        keys = [lim.key for lim in active]
+        args: list[str | int] = [int(time.time() * 1000), WINDOW_MS, "1" if tokens else "0"]
+        args.append(uuid.uuid4().hex)
+        args += [lim.per_minute for lim in active]
+        if tokens is not None:
+            keys.append(tokens.key)
+            args.append(tokens.per_minute)
+        allowed, index, limit, left, reset_ms = await self._admit(keys=keys, args=args)
+        named = [*active, tokens] if tokens else active
+        name = named[int(index) - 1].name if int(index) >= 1 else ""
+        return Decision(
+            bool(allowed), int(limit), int(left), max(math.ceil(int(reset_ms) / 1000), 0), name
+        )
+
+    async def spend_tokens(self, tokens: Limit, request_id: str, count: int) -> None:
+        """Log ``count`` tokens used by one answer against the per-minute token limit."""
+        if tokens.per_minute <= 0 or count <= 0:
+            return
+        now = int(time.time() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(tokens.key, {f"{request_id}:{count}": now})
+            pipe.pexpire(tokens.key, WINDOW_MS)
+            await pipe.execute()
