@@ -9,6 +9,7 @@ agent's config (``cache_enabled``): the runtime then never calls it, or uses :cl
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -37,18 +38,24 @@ def cache_key(tenant_id: str, agent: str, model: str, messages: list[dict[str, A
 class RedisResponseCache:
     """Implements ``chatbus.agent.ports.ResponseCache`` on Redis with a TTL per entry.
 
-    Redis errors are logged and treated as a miss (get) or ignored (put): the cache saves
-    money, it must never fail a chat.
+    Redis errors and lookups slower than ``timeout_s`` are logged and treated as a miss (get)
+    or ignored (put): the cache saves money, it must never fail or stall a chat.
     """
 
     def __init__(
-        self, redis: aioredis.Redis, ttl_s: float = 300, prefix: str = "chatbus:cache:resp:"
+        self,
+        redis: aioredis.Redis,
+        ttl_s: float = 300,
+        prefix: str = "chatbus:cache:resp:",
+        *,
+        timeout_s: float = 0.5,
     ) -> None:
         if ttl_s <= 0:
             raise ValueError(f"cache ttl must be > 0 seconds, got {ttl_s}")
         self.redis = redis
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.prefix = prefix
+        self.timeout_s = timeout_s
 
     def key(self, agent: str, model: str, messages: list[dict[str, Any]], tenant_id: str) -> str:
         return self.prefix + cache_key(tenant_id, agent, model, messages)
@@ -63,8 +70,9 @@ class RedisResponseCache:
     ) -> str | None:
         """The cached reply for this exact prompt, or None."""
         try:
-            raw = await self.redis.get(self.key(agent, model, messages, tenant_id))
-        except RedisError as e:
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self.redis.get(self.key(agent, model, messages, tenant_id))
+        except (RedisError, TimeoutError) as e:
             log.warning("response cache unavailable (miss): %s", e)
             return None
         if raw is None:
@@ -85,8 +93,11 @@ class RedisResponseCache:
         if not data or len(data) > MAX_REPLY_BYTES:
             return
         try:
-            await self.redis.set(self.key(agent, model, messages, tenant_id), data, px=self.ttl_ms)
-        except RedisError as e:
+            async with asyncio.timeout(self.timeout_s):
+                await self.redis.set(
+                    self.key(agent, model, messages, tenant_id), data, px=self.ttl_ms
+                )
+        except (RedisError, TimeoutError) as e:
             log.warning("response cache unavailable (not stored): %s", e)
 
 
