@@ -1,0 +1,105 @@
+"""Agents run in-process on the test's real NATS and Redis, with ids unique to the test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
+from typing import Any
+
+from agent_sales.persona import SALES
+from agent_support.persona import SUPPORT
+from chatbus.agent.service import make_wire
+from chatbus.agent.settings import AgentSettings
+from chatbus.agent.spec import AgentSpec
+from chatbus.contracts.chat import ChatRequest
+from chatbus.offline_llm import Scripted
+from chatbus.runtime import Runtime, serve
+
+
+def pair(uid: str) -> tuple[AgentSpec, AgentSpec]:
+    """The real support and sales agents (tools, subscriptions), under test-unique ids."""
+    support = replace(SUPPORT, id=f"support{uid}", handoffs=(f"sales{uid}",))
+    sales = replace(SALES, id=f"sales{uid}", handoffs=(f"support{uid}",))
+    return support, sales
+
+
+def call(name: str, **arguments: Any) -> Scripted:
+    """The fake LLM answers with one tool call."""
+    return Scripted(tool_calls=[{"name": name, "arguments": arguments}])
+
+
+def raw_call(name: str, arguments: str) -> Scripted:
+    return Scripted(tool_calls=[{"name": name, "arguments": arguments}])
+
+
+def ask(spec: AgentSpec, message: str, session: str, **kw: Any) -> ChatRequest:
+    return ChatRequest(
+        request_id=uuid.uuid4().hex, agent=spec.id, session_id=session, message=message, **kw
+    )
+
+
+def tool_messages(body_messages: list[dict[str, Any]]) -> list[str]:
+    return [str(m["content"]) for m in body_messages if m.get("role") == "tool"]
+
+
+def tool_names(body: dict[str, Any]) -> set[str]:
+    return {t["function"]["name"] for t in body.get("tools") or []}
+
+
+def record(raw: bytes | None) -> dict[str, Any]:
+    assert raw is not None
+    loaded: dict[str, Any] = json.loads(raw)
+    return loaded
+
+
+@asynccontextmanager
+async def running(
+    spec: AgentSpec, nats_url: str, redis_url: str, llm_url: str, **overrides: Any
+) -> AsyncIterator[Runtime]:
+    settings = AgentSettings(
+        service_name=f"agent-{spec.id}",
+        nats_url=nats_url,
+        redis_url=redis_url,
+        port=0,
+        host="127.0.0.1",
+        openai_base_url=llm_url,
+        openai_api_key="test",  # type: ignore[arg-type]
+        memory_enabled=False,
+        cost_enabled=False,
+        cache_enabled=False,
+        log_format="text",
+        **overrides,
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve(settings, make_wire(spec), stop=stop, started=ready.set_result)
+    )
+    await asyncio.wait({ready, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        stop.set()
+        await asyncio.wait_for(task, 20)  # raises the reason serve() failed
+        raise TimeoutError(f"{spec.id} did not start")
+    rt = ready.result()
+    try:
+        yield rt
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 20)
+
+
+@asynccontextmanager
+async def agents(
+    specs: list[AgentSpec], nats_url: str, redis_url: str, llm_url: str, **overrides: Any
+) -> AsyncIterator[list[Runtime]]:
+    """Several agents (or replicas: the same spec twice) at once."""
+    async with AsyncExitStack() as stack:
+        rts = [
+            await stack.enter_async_context(running(s, nats_url, redis_url, llm_url, **overrides))
+            for s in specs
+        ]
+        yield rts
