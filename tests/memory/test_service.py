@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -83,7 +82,9 @@ async def test_recalls_facts_fifty_turns_later(memory: BusMemory, indexed: Index
     pairs += [(FILLER[i % len(FILLER)], f"Sure, answer number {i}.") for i in range(25)]
     await say(memory, indexed, session, pairs)
 
-    recalled = await memory.recall(request(session, "What was my order number?"), k=5, scope="session")
+    recalled = await memory.recall(
+        request(session, "What was my order number?"), k=5, scope="session"
+    )
     assert any("4471" in t.content for t in recalled)
     recalled = await memory.recall(request(session, "What's my dog's name?"), k=5, scope="session")
     assert any("Biscuit" in t.content for t in recalled)
@@ -112,8 +113,17 @@ async def test_sessions_users_and_tenants_are_isolated(memory: BusMemory, indexe
     # same session id in two tenants; another user of the same tenant; the user's other session
     await say(memory, indexed, f"a-{u}", [(fact, "ok")], user=f"alice-{u}", tenant=f"t1-{u}")
     await say(memory, indexed, f"a-{u}", [("My locker code is 5555.", "ok")], tenant=f"t2-{u}")
-    await say(memory, indexed, f"b-{u}", [("My locker code is 7777.", "ok")], user=f"bob-{u}", tenant=f"t1-{u}")
-    await say(memory, indexed, f"a2-{u}", [("I like tea.", "ok")], user=f"alice-{u}", tenant=f"t1-{u}")
+    await say(
+        memory,
+        indexed,
+        f"b-{u}",
+        [("My locker code is 7777.", "ok")],
+        user=f"bob-{u}",
+        tenant=f"t1-{u}",
+    )
+    await say(
+        memory, indexed, f"a2-{u}", [("I like tea.", "ok")], user=f"alice-{u}", tenant=f"t1-{u}"
+    )
 
     q = "what is my locker code?"
     in_t2 = await memory.recall(request(f"a-{u}", q, tenant=f"t2-{u}"), k=5, scope="session")
@@ -225,8 +235,13 @@ async def test_malformed_turn_event_is_parked_and_consuming_goes_on(
 
 async def test_concurrent_searches(memory: BusMemory, indexed: Indexed) -> None:
     session = f"s-{uuid.uuid4().hex[:8]}"
-    await say(memory, indexed, session, [(f"fact {i}: the code word is alpha{i}", "ok") for i in range(5)])
+    await say(
+        memory, indexed, session, [(f"fact {i}: the code word is alpha{i}", "ok") for i in range(5)]
+    )
     results = await asyncio.gather(
-        *(memory.search("default", query=f"code word alpha{i}", session_id=session) for i in range(20))
+        *(
+            memory.search("default", query=f"code word alpha{i}", session_id=session)
+            for i in range(20)
+        )
     )
     assert all(r.hits for r in results)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 
 from chatbus.runtime import run
-
 from chatbus_memory.service import wire
 from chatbus_memory.settings import MemorySettings
 

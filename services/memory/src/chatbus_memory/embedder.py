@@ -27,15 +27,19 @@ def tokenizer_path() -> Path:
 
 
 class Embedder(Protocol):
-    model: str
-    dims: int
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def dims(self) -> int: ...
 
     async def embed(self, texts: list[str]) -> Vectors: ...
 
 
 def normalize(v: Vectors) -> Vectors:
     norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return (v / np.maximum(norms, 1e-12)).astype(np.float32)
+    out: Vectors = (v / np.maximum(norms, 1e-12)).astype(np.float32)
+    return out
 
 
 class LocalEmbedder:

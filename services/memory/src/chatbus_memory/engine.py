@@ -15,7 +15,6 @@ from typing import Any
 
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import ScoredTurn, SearchMemory
-
 from chatbus_memory.embedder import Embedder
 from chatbus_memory.fusion import FusionParams, Ranked, fuse, passes
 from chatbus_memory.store import ChunkPoint, Cond, VectorStore, Where, point_id, where

@@ -25,7 +25,6 @@ from chatbus.contracts.memory import (
     SearchResult,
     TurnStored,
 )
-
 from chatbus_memory.embedder import CachedEmbedder
 from chatbus_memory.engine import Engine, Incoming
 from chatbus_memory.store import where

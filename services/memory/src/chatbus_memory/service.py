@@ -19,7 +19,6 @@ from chatbus.contracts.memory import (
 from chatbus.jetstream import ConsumerSpec, consume_batches, ensure_dlq
 from chatbus.memory_client import ensure_memory_stream
 from chatbus.runtime import Runtime
-
 from chatbus_memory.embedder import CachedEmbedder, Embedder, LocalEmbedder, OpenAIEmbedder
 from chatbus_memory.engine import Caps, Engine
 from chatbus_memory.handlers import Handlers

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from chatbus.settings import ServiceSettings
 from pydantic import Field, SecretStr
 
+from chatbus.settings import ServiceSettings
 from chatbus_memory.fusion import FusionParams
 
 

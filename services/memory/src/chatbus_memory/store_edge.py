@@ -42,7 +42,7 @@ def _condition(c: Cond) -> Any:
 
 def to_filter(w: Where, extra: list[Any] | None = None) -> qe.Filter:
     must = [_condition(c) for c in w.conds if c.op != "ne"] + list(extra or [])
-    must_not = [
+    must_not: list[Any] = [
         qe.FieldCondition(key=c.key, match=qe.MatchValue(c.value)) for c in w.conds if c.op == "ne"
     ]
     return qe.Filter(must=must, must_not=must_not or None)

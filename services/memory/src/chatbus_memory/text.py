@@ -6,9 +6,9 @@ import re
 from dataclasses import dataclass
 
 import qdrant_edge
-from chatbus.contracts.chat import Turn
 from tokenizers import Tokenizer
 
+from chatbus.contracts.chat import Turn
 from chatbus_memory.embedder import tokenizer_path
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
