@@ -1,0 +1,126 @@
+"""Domain events: sales qualifies a lead, support (two replicas) records it once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import replace
+
+import pytest
+import redis.asyncio as aioredis
+
+from agent_support.events import remember_qualified_lead
+from chatbus.agent.events import CustomerNotes, EventContext, Subscription
+from chatbus.bus import Bus
+from chatbus.contracts.chat import ChatReply, ChatRequest
+from chatbus.contracts.events import DOMAIN_STREAM, LeadQualified
+from chatbus.offline_llm import OfflineLLM, Scripted
+from tests.collab.collab_harness import agents, ask, call, pair, tool_messages
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def eventually(check: object, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():  # type: ignore[operator]
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)  # allowed: the event is consumed asynchronously
+
+
+async def test_lead_qualified_by_sales_is_recorded_once_by_support_with_two_replicas(
+    bus: Bus,
+    redis: aioredis.Redis,
+    nats_url: str,
+    redis_url: str,
+    fake_llm: tuple[OfflineLLM, str],
+    uid: str,
+) -> None:
+    llm, url = fake_llm
+    support, sales = pair(uid)
+    tenant, user = f"t{uid}", f"u{uid}"
+    handled: list[str] = []
+
+    async def counting(event: LeadQualified, ctx: EventContext) -> None:
+        if event.tenant_id == tenant:
+            handled.append(event.event_id)
+        await remember_qualified_lead.handler(event, ctx)
+
+    support = replace(
+        support,
+        subscriptions=(Subscription(LeadQualified, counting, remember_qualified_lead.name),),
+    )
+    notes_key = CustomerNotes.key(tenant, user, None)
+    async with agents([support, support, sales], nats_url, redis_url, url):
+        llm.push(
+            call("qualify_lead", company="ACME", plan="enterprise", seats=50,
+                 budget_usd_per_month=5000, timeline_months=1),
+            Scripted(content="You qualify for Enterprise."),
+        )  # fmt: skip
+        await bus.request(
+            ask(sales, "We are ACME, 50 people, we want enterprise now", f"s{uid}",
+                tenant_id=tenant, user_id=user),
+            ChatReply,
+            ChatRequest.subject_for(sales.id),
+        )  # fmt: skip
+        result = json.loads(tool_messages(llm.requests_for(sales.id)[-1].messages)[0])
+        assert result["qualified"] is True
+
+        async def noted() -> bool:
+            return bool(await redis.hlen(notes_key))
+
+        await eventually(noted)
+
+        durable = f"{support.id}-remember_qualified_lead"
+
+        async def settled() -> bool:
+            info = await bus.js.consumer_info(DOMAIN_STREAM, durable)
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        await eventually(settled)
+        consumers = [
+            c.name for c in await bus.js.consumers_info(DOMAIN_STREAM)
+            if c.name.startswith(support.id)
+        ]  # fmt: skip
+        assert consumers == [durable]  # one durable shared by both replicas
+        assert len(handled) == 1
+
+        # A later support chat of the same user, in another session, knows about the lead.
+        llm.push(Scripted(content="I see you are talking to sales about Enterprise."))
+        await bus.request(
+            ask(support, "hello again", f"other{uid}", tenant_id=tenant, user_id=user),
+            ChatReply,
+            ChatRequest.subject_for(support.id),
+        )
+    system = llm.requests_for(support.id)[-1].system
+    assert "Sales qualified ACME as a lead for the enterprise plan (50 seats" in system
+
+
+async def test_only_a_qualified_lead_is_announced(
+    bus: Bus, nats_url: str, redis_url: str, fake_llm: tuple[OfflineLLM, str], uid: str
+) -> None:
+    llm, url = fake_llm
+    _, sales = pair(uid)
+    tenant, user = f"t{uid}", f"u{uid}"
+    sub = await bus.nc.subscribe(LeadQualified.subject)
+    async with agents([sales], nats_url, redis_url, url):
+        llm.push(call("qualify_lead", company="Tiny", plan="starter", seats=1),
+                 Scripted(content="Starter is free."))  # fmt: skip
+        await bus.request(
+            ask(sales, "just me", f"s{uid}", tenant_id=tenant, user_id=user),
+            ChatReply,
+            ChatRequest.subject_for(sales.id),
+        )
+        llm.push(call("qualify_lead", company="Big", plan="enterprise", seats=80,
+                      timeline_months=2), Scripted(content="Great."))  # fmt: skip
+        await bus.request(
+            ask(sales, "we are big", f"s{uid}", tenant_id=tenant, user_id=user),
+            ChatReply,
+            ChatRequest.subject_for(sales.id),
+        )
+    # Events are in publish order: the first one seen for this tenant is the big one.
+    while True:
+        event = LeadQualified.from_bytes((await sub.next_msg(timeout=5)).data)
+        if event.tenant_id == tenant:
+            break
+    assert event.company == "Big" and event.source == sales.id and event.user_id == user
+    await sub.unsubscribe()
