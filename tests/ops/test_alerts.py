@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from aiohttp import web
+
 from chatbus.alerts import Alerter, ErrorRateWatch
 from chatbus.telemetry import Redactor
 
@@ -192,9 +193,7 @@ async def test_without_a_webhook_alerts_are_only_logged(
 
 async def test_alert_text_never_carries_a_secret(receiver: Receiver, clock: Clock) -> None:
     secret = "sk-live-0123456789abcdef"
-    alerter = Alerter(
-        receiver.url, service="agent-sales", clock=clock, redact=Redactor([secret])
-    )
+    alerter = Alerter(receiver.url, service="agent-sales", clock=clock, redact=Redactor([secret]))
     try:
         await alerter.llm_failure("sales", "gpt-4o", f"401 invalid key {secret}")
     finally:
