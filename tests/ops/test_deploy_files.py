@@ -78,12 +78,17 @@ def test_dockerfile(svc: Svc) -> None:
     runtime = [i for i in ins if i.stage == last]
     users = [i.args for i in runtime if i.cmd == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), "runs as a non-root user"
+    venv = [i.args for i in runtime if i.cmd == "COPY" and i.args.startswith("--from=build")]
+    assert venv and not any("--chown" in v for v in venv), "code stays root-owned"
     assert [i.args for i in runtime if i.cmd == "EXPOSE"] == [str(svc.port)]
     env = " ".join(i.args for i in runtime if i.cmd == "ENV")
     assert re.search(rf"\bPORT={svc.port}\b", env)
     assert "HOST=0.0.0.0" in env
     health = [i.args for i in runtime if i.cmd == "HEALTHCHECK"]
     assert len(health) == 1 and "urllib" in health[0] and "/health" in health[0]
+    probe = exec_form(health[0][health[0].index("CMD ") + 4 :])
+    assert probe[:2] == ["python", "-c"]
+    compile(probe[2], "HEALTHCHECK", "exec")
     assert f"'{svc.port}'" in health[0], "the health check defaults to the service's port"
     cmd = [exec_form(i.args) for i in runtime if i.cmd == "CMD"]
     assert cmd == [["python", "-m", svc.package]]
