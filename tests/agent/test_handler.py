@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from chatbus.agent.handler import AgentConfig, AgentDeps, answer
 from chatbus.agent.llm import LLMError
-from chatbus.agent.ports import Authorization, Completion
+from chatbus.agent.ports import Authorization, Completion, ToolCall
 from chatbus.agent.resilience import Breaker, ResilientLLM
 from chatbus.agent.spec import AgentSpec
-from chatbus.contracts.chat import ChatRequest, Turn, Usage
-from chatbus.errors import RemoteError
+from chatbus.agent.tools import Tool, ToolContext, ToolError, tool
+from chatbus.contracts.chat import ChatReply, ChatRequest, Turn, Usage
+from chatbus.errors import NoResponders, RemoteError
 
 SPEC = AgentSpec(id="helper", label="Helper", description="d", system_prompt="You are Helper.",
                  fallback_model="backup-model")
@@ -153,3 +157,160 @@ async def test_soft_budget_switches_to_the_cheaper_model() -> None:
     assert llm.calls[0]["model"] == "cheap"
     assert reply.model == "cheap"
     assert costs.recorded[0][0] == "cheap"
+
+
+# -- tools and handoffs ----------------------------------------------------------------------
+
+class Echo(BaseModel):
+    text: str
+
+
+@tool
+async def echo(args: Echo, ctx: ToolContext) -> dict[str, str]:
+    """Repeat a text."""
+    return {"echo": args.text, "session": ctx.req.session_id}
+
+
+@tool
+async def explode(args: Echo, ctx: ToolContext) -> str:
+    """Always fails."""
+    raise RuntimeError("database on fire")
+
+
+@tool
+async def refuse(args: Echo, ctx: ToolContext) -> str:
+    """Fails the expected way."""
+    raise ToolError(f"no record {args.text}")
+
+
+TOOLED = replace(SPEC, tools=(echo, explode, refuse))
+
+
+def calls(*names_args: tuple[str, str]) -> Completion:
+    return Completion("", "main-model", tool_calls=[
+        ToolCall(id=f"c{i}", name=n, arguments=a) for i, (n, a) in enumerate(names_args)])
+
+
+async def test_tool_failures_become_tool_messages_and_the_loop_goes_on() -> None:
+    llm = ScriptedLLM(
+        calls(("echo", '{"text": "hi"}'), ("explode", '{"text": "x"}'),
+              ("refuse", '{"text": "7"}')),
+        Completion("done", "main-model"),
+    )
+    d = deps(llm)
+    d.spec = TOOLED
+    reply = await answer(req("go"), d)
+    assert reply.reply == "done"
+    assert {t["function"]["name"] for t in llm.calls[0]["tools"]} == {"echo", "explode", "refuse"}
+    results = [m["content"] for m in llm.calls[1]["messages"] if m["role"] == "tool"]
+    assert json.loads(results[0]) == {"echo": "hi", "session": "s1"}
+    assert "explode failed (RuntimeError)" in results[1] and "fire" not in results[1]
+    assert results[2] == "Error: no record 7"
+
+
+def test_a_tool_needs_a_model_argument_and_a_description() -> None:
+    async def undocumented(args: Echo, ctx: ToolContext) -> str:
+        return ""
+
+    async def untyped(args: dict[str, str], ctx: ToolContext) -> str:
+        """Untyped."""
+        return ""
+
+    with pytest.raises(TypeError, match="description"):
+        Tool.from_function(undocumented)
+    with pytest.raises(TypeError, match="pydantic model"):
+        Tool.from_function(untyped)
+    fn = echo.definition()["function"]
+    assert fn["parameters"]["required"] == ["text"] and fn["description"] == "Repeat a text."
+
+
+class Cache:
+    def __init__(self) -> None:
+        self.stored: list[str] = []
+
+    async def get(self, agent: str, model: str, messages: list[dict[str, Any]],
+                  *, tenant_id: str = "default") -> str | None:
+        return None
+
+    async def put(self, agent: str, model: str, messages: list[dict[str, Any]], reply: str,
+                  *, tenant_id: str = "default") -> None:
+        self.stored.append(reply)
+
+
+async def test_answers_that_needed_a_tool_are_not_cached() -> None:
+    cache = Cache()
+    d = deps(ScriptedLLM(calls(("echo", '{"text": "a"}')), Completion("with tool", "m"),
+                         Completion("plain", "m")), cache=cache)
+    d.spec = TOOLED
+    await answer(req("one"), d)
+    await answer(req("two"), d)
+    assert cache.stored == ["plain"]
+
+
+class Notes:
+    async def for_request(self, r: ChatRequest) -> list[str]:
+        return ["Sales qualified ACME for enterprise."]
+
+
+async def test_customer_notes_enter_the_system_prompt() -> None:
+    llm = ScriptedLLM()
+    d = deps(llm)
+    d.notes = Notes()
+    await answer(req("hi"), d)
+    system = " ".join(m["content"] for m in llm.calls[0]["messages"] if m["role"] == "system")
+    assert "Sales qualified ACME for enterprise." in system
+
+
+class FakeRouter:
+    def __init__(self, route: str | None, *, down: bool = False) -> None:
+        self.route = route
+        self.down = down
+        self.forwarded: list[ChatRequest] = []
+        self.counted: list[tuple[str, str]] = []
+
+    async def route_of(self, tenant_id: str, session_id: str) -> str | None:
+        return self.route
+
+    async def set_route(self, tenant_id: str, session_id: str, agent: str | None) -> None:
+        self.route = agent
+
+    async def forward(self, r: ChatRequest, target: str) -> ChatReply:
+        if self.down:
+            raise NoResponders(target)
+        self.forwarded.append(r)
+        return ChatReply(request_id=r.request_id, agent=target, session_id=r.session_id,
+                         reply=f"{target} here", handoff_from=r.handoff_from)
+
+    def handed_off(self, source: str, target: str) -> None:
+        self.counted.append((source, target))
+
+
+async def test_a_routed_session_is_forwarded_unless_the_handoff_limit_is_reached() -> None:
+    llm = ScriptedLLM()
+    d = deps(llm)
+    d.router = FakeRouter("sales")
+    reply = await answer(req("hi"), d)
+    assert (reply.agent, reply.reply, reply.handoff_from) == ("sales", "sales here", "helper")
+    assert d.router.forwarded[0].handoff_depth == 1 and llm.calls == []  # type: ignore[attr-defined]
+    limited = req("hi").model_copy(update={"handoff_depth": 3})
+    reply = await answer(limited, d)
+    assert reply.agent == "helper" and len(llm.calls) == 1
+
+
+async def test_transfer_sets_the_route_and_a_dead_target_leaves_it_unchanged() -> None:
+    spec = replace(SPEC, handoffs=("sales",))
+    router = FakeRouter(None)
+    d = deps(ScriptedLLM(calls(("transfer_to_sales", '{"reason": "pricing"}'))), router=router)
+    d.spec = spec
+    reply = await answer(req("buy"), d)
+    assert reply.agent == "sales" and router.route == "sales"
+    assert router.counted == [("helper", "sales")]
+
+    down = FakeRouter(None, down=True)
+    llm = ScriptedLLM(calls(("transfer_to_sales", "{}")), Completion("I can help", "m"))
+    d = deps(llm, router=down)
+    d.spec = spec
+    reply = await answer(req("buy"), d)
+    assert reply.agent == "helper" and reply.reply == "I can help" and down.route is None
+    told = [m["content"] for m in llm.calls[1]["messages"] if m["role"] == "tool"]
+    assert "no sales agent is running" in told[0]
