@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
+import nats
+
 from chatbus.bus import Bus
 from chatbus.contracts.cost import UsageReport
 from chatbus.cost_client import BusCosts
@@ -75,7 +77,19 @@ async def print_usage(
     """
     today = today or datetime.now(UTC).date()
     start = min(today - timedelta(days=days - 1), today.replace(day=1))
-    bus = await Bus.connect(nats_url, service="chatbus-cli", max_reconnect_attempts=0)
+
+    async def quiet(e: Exception) -> None:
+        return None  # the caller reports the failure once, without nats-py's tracebacks
+
+    nc = await nats.connect(
+        nats_url,
+        name="chatbus-cli",
+        max_reconnect_attempts=1,
+        reconnect_time_wait=0.1,
+        connect_timeout=2,
+        error_cb=quiet,
+    )
+    bus = Bus(nc, service="chatbus-cli")
     try:
         report = await BusCosts(bus).report(
             tenant_id=tenant_id,
@@ -101,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     tenant = None if args.all_tenants else args.tenant
     try:
         asyncio.run(print_usage(args.nats_url, args.days, tenant_id=tenant))
-    except (BusError, OSError) as e:
+    except (BusError, OSError, nats.errors.Error) as e:
         sys.stderr.write(f"chatbus usage: cannot get usage from the cost service: {e}\n")
         return 1
     return 0
