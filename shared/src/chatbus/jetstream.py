@@ -194,6 +194,22 @@ async def _loop(
         **spec.extra,
     )
     psub = await _pull_subscribe(bus, spec, config)
+    try:
+        await _fetch_until_closing(bus, spec, model, on_batch, psub)
+    finally:
+        try:
+            await psub.unsubscribe()
+        except Exception:
+            log.debug("unsubscribe of %s failed", spec.durable, exc_info=True)
+
+
+async def _fetch_until_closing(
+    bus: Bus,
+    spec: ConsumerSpec,
+    model: type[M],
+    on_batch: Callable[[list[tuple[Msg, M]]], Awaitable[None]],
+    psub: Any,
+) -> None:
     while not bus.closing.is_set():
         try:
             raws = await psub.fetch(spec.batch, timeout=1.0)
