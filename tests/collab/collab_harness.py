@@ -67,7 +67,7 @@ async def running(
         port=0,
         host="127.0.0.1",
         openai_base_url=llm_url,
-        openai_api_key="test",  # type: ignore[arg-type]
+        openai_api_key="test",
         memory_enabled=False,
         cost_enabled=False,
         cache_enabled=False,
@@ -79,7 +79,8 @@ async def running(
     task = asyncio.create_task(
         serve(settings, make_wire(spec), stop=stop, started=ready.set_result)
     )
-    await asyncio.wait({ready, task}, timeout=15, return_when=asyncio.FIRST_COMPLETED)
+    waiting: set[asyncio.Future[Any]] = {ready, task}
+    await asyncio.wait(waiting, timeout=15, return_when=asyncio.FIRST_COMPLETED)
     if not ready.done():
         stop.set()
         await asyncio.wait_for(task, 20)  # raises the reason serve() failed

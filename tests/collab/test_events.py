@@ -11,8 +11,9 @@ import redis.asyncio as aioredis
 
 from agent_support.events import remember_qualified_lead
 from chatbus.agent.events import CustomerNotes, EventContext, Subscription
+from chatbus.agent.tools import RecordStore
 from chatbus.bus import Bus
-from chatbus.contracts.chat import ChatReply, ChatRequest
+from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
 from chatbus.contracts.events import DOMAIN_STREAM, LeadQualified
 from chatbus.offline_llm import OfflineLLM, Scripted
 from tests.collab.collab_harness import agents, ask, call, pair, tool_messages
@@ -74,7 +75,7 @@ async def test_lead_qualified_by_sales_is_recorded_once_by_support_with_two_repl
 
         async def settled() -> bool:
             info = await bus.js.consumer_info(DOMAIN_STREAM, durable)
-            return info.num_pending == 0 and info.num_ack_pending == 0
+            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
         await eventually(settled)
         consumers = [
@@ -124,3 +125,33 @@ async def test_only_a_qualified_lead_is_announced(
             break
     assert event.company == "Big" and event.source == sales.id and event.user_id == user
     await sub.unsubscribe()
+
+
+class RecordingMemory:
+    def __init__(self) -> None:
+        self.remembered: list[tuple[ChatRequest, list[Turn]]] = []
+
+    async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]:
+        return []
+
+    async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
+        self.remembered.append((req, turns))
+
+
+async def test_support_puts_a_qualified_lead_in_the_customers_long_term_memory(
+    redis: aioredis.Redis, uid: str
+) -> None:
+    memory = RecordingMemory()
+    ctx = EventContext(
+        agent="support", records=RecordStore(redis), notes=CustomerNotes(redis), memory=memory
+    )
+    event = LeadQualified(tenant_id=f"t{uid}", user_id=f"u{uid}", session_id=f"s{uid}",
+                          source="sales", lead_id="L-1", company="ACME", plan="enterprise",
+                          seats=50, score=80)  # fmt: skip
+    await remember_qualified_lead.handler(event, ctx)
+    await remember_qualified_lead.handler(event, ctx)  # redelivered: still one note
+    (req, turns), _ = memory.remembered
+    assert (req.tenant_id, req.user_id) == (f"t{uid}", f"u{uid}")
+    assert req.request_id == f"event-{event.event_id}"  # memory stores a redelivery once
+    assert turns[0].role == "summary" and "ACME" in turns[0].content
+    assert await CustomerNotes(redis).all(f"t{uid}", f"u{uid}", None) == [turns[0].content]
