@@ -9,12 +9,12 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
+
 from chatbus.bus import Bus
 from chatbus.runtime import Runtime, serve
 from chatbus.servers import free_port
 from chatbus_gateway.app import wire
 from chatbus_gateway.settings import GatewaySettings
-
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import RunningGateway, StartGateway
 
@@ -33,6 +33,7 @@ async def start_gateway(nats_url: str, redis_url: str, uid: str) -> AsyncIterato
             "log_format": "text",
             "redis_prefix": f"gwtest:{uid}:",
             "jobs_stream": f"JOBS_{uid}",
+            "jobs_subject": f"test.{uid}.jobs",
             "auth": "off",
         }
         values.update(overrides)

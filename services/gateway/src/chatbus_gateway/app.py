@@ -10,14 +10,18 @@ from aiohttp import web
 from chatbus.cost_client import BusCosts
 from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime
+from chatbus_gateway.admin_routes import setup_admin_routes
 from chatbus_gateway.agents import setup_agent_routes
 from chatbus_gateway.auth import auth_middleware
 from chatbus_gateway.chat_routes import setup_chat_routes
 from chatbus_gateway.deps import DEPS, GatewayDeps
 from chatbus_gateway.idempotency import Idempotency
+from chatbus_gateway.job_routes import JOBS, setup_job_routes
+from chatbus_gateway.jobs import JobStore, JobWorker, start_worker
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
 from chatbus_gateway.middleware import drain_middleware, error_middleware
+from chatbus_gateway.openai_api import setup_openai_routes
 from chatbus_gateway.openapi import setup_openapi
 from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
 from chatbus_gateway.ratelimit import RateLimiter
@@ -46,6 +50,9 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     app.on_response_prepare.append(add_rate_headers)
     setup_chat_routes(app)
     setup_agent_routes(app)
+    setup_openai_routes(app)
+    setup_job_routes(app, JobStore(deps.redis, s.redis_prefix, s.job_ttl_s))
+    setup_admin_routes(app)
     setup_openapi(app)
     return app
 
@@ -68,8 +75,12 @@ async def wire(rt: Runtime) -> None:
         http=http,
         is_draining=lambda: rt.draining,
     )
-    setup_gateway(rt.http, deps)
-    setup_usage_routes(rt.http, BusCosts(rt.bus))
+    app = setup_gateway(rt.http, deps)
+    setup_usage_routes(app, BusCosts(rt.bus))
+    metrics = deps.metrics
+    rt.bus.on_dead_letter = lambda subject, reason: metrics.dead_letters.labels(subject).inc()
+    worker = JobWorker(app[JOBS], app[PIPELINE], http, settings.job_max_deliver)
+    await start_worker(rt.bus, settings, worker)
 
     async def finish_in_flight() -> None:
         # bus.drain() waits for this before closing the connection in-flight requests use.

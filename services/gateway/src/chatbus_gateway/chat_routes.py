@@ -12,6 +12,7 @@ from chatbus_gateway.body import read_model
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import check_agent_id
 from chatbus_gateway.errors import ApiError
+from chatbus_gateway.job_routes import submit_job
 from chatbus_gateway.pipeline import PIPELINE
 from chatbus_gateway.schemas import ChatIn, ChatOut
 from chatbus_gateway.sse import open_sse, send_event
@@ -89,12 +90,6 @@ async def _stream(request: web.Request, req: ChatRequest) -> web.StreamResponse:
         return resp
     finally:
         await items.aclose()
-
-
-async def submit_job(
-    request: web.Request, req: ChatRequest, callback_url: str | None
-) -> web.Response:
-    raise ApiError(422, "mode: async jobs are not available yet", param="mode")
 
 
 def setup_chat_routes(app: web.Application) -> None:

@@ -51,6 +51,7 @@ class GatewaySettings(ServiceSettings):
 
     # -- async jobs -------------------------------------------------------------------------
     jobs_stream: str = "GATEWAY_JOBS"
+    jobs_subject: str = "gateway.jobs.v1"
     job_ttl_s: int = Field(default=86400, ge=1)
     job_max_deliver: int = Field(default=5, ge=1)
     job_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)

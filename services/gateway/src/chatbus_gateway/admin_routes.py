@@ -1,0 +1,69 @@
+"""Admin: the dead-letter stream. ``GET /api/admin/dead-letters``, ``POST .../{seq}/redrive``."""
+
+from __future__ import annotations
+
+import nats.js.errors
+from aiohttp import web
+from pydantic import ValidationError
+
+from chatbus.contracts.jobs import ChatJob
+from chatbus.jetstream import DLQ_STREAM, list_dead_letters, redrive
+from chatbus_gateway.auth import require_admin
+from chatbus_gateway.deps import DEPS
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.job_routes import JOBS
+
+
+def _job(data: bytes) -> ChatJob | None:
+    try:
+        return ChatJob.from_bytes(data)
+    except (ValidationError, ValueError):
+        return None
+
+
+async def dead_letters(request: web.Request) -> web.Response:
+    require_admin(request)
+    raw = request.query.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise ApiError(422, "limit: an integer from 1 to 1000", param="limit")
+    parked = await list_dead_letters(request.app[DEPS].bus, limit=int(raw))
+    out = []
+    for p in parked:
+        job = _job(p.data)
+        out.append(
+            {
+                "seq": p.seq,
+                "subject": p.subject,
+                "reason": p.reason,
+                "deliveries": p.deliveries,
+                "consumer": p.consumer,
+                "job_id": job.job_id if job else None,
+                "agent": job.request.agent if job else None,
+            }
+        )
+    return web.json_response({"dead_letters": out})
+
+
+async def redrive_one(request: web.Request) -> web.Response:
+    require_admin(request)
+    raw = request.match_info["seq"]
+    if not raw.isdigit() or int(raw) < 1:
+        raise ApiError(404, f"no dead letter {raw[:40]!r}", type="not_found")
+    seq = int(raw)
+    bus = request.app[DEPS].bus
+    try:
+        msg = await bus.js.get_msg(DLQ_STREAM, seq)
+    except nats.js.errors.NotFoundError as e:
+        raise ApiError(404, f"no dead letter {seq}", type="not_found") from e
+    job = _job(msg.data or b"")
+    if job is not None:  # a fresh start: the worker counts attempts again from zero
+        await request.app[JOBS].update(job.job_id, status="queued", attempts=0)
+    subject = await redrive(bus, seq)
+    return web.json_response(
+        {"seq": seq, "subject": subject, "job_id": job.job_id if job else None}
+    )
+
+
+def setup_admin_routes(app: web.Application) -> None:
+    app.router.add_get("/api/admin/dead-letters", dead_letters)
+    app.router.add_post("/api/admin/dead-letters/{seq}/redrive", redrive_one)

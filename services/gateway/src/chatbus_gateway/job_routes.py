@@ -1,0 +1,60 @@
+"""``POST /api/chat/{agent}?mode=async`` -> 202 ``{job_id}``; ``GET /api/jobs/{id}``."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from chatbus.contracts.chat import ChatRequest
+from chatbus.contracts.jobs import ChatJob
+from chatbus_gateway.deps import DEPS
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.jobs import JobStore, created_ms, new_job_id
+from chatbus_gateway.pipeline import PIPELINE
+
+JOBS = web.AppKey("chatbus_gateway_jobs", JobStore)
+
+
+async def submit_job(
+    request: web.Request, req: ChatRequest, callback_url: str | None
+) -> web.Response:
+    deps = request.app[DEPS]
+    store = request.app[JOBS]
+    await request.app[PIPELINE].admit(request, req)
+    job = ChatJob(
+        job_id=new_job_id(), request=req, callback_url=callback_url, created_at=time.time()
+    )
+    await store.create(job)
+    subject = ChatJob.subject_for(req.agent, deps.settings.jobs_subject)
+    if not deps.bus.connected:
+        raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
+    try:
+        await deps.bus.js_publish(job, subject, msg_id=job.job_id)
+    except Exception as e:
+        await store.redis.delete(store.key(job.job_id))
+        raise ApiError(503, "the job queue is unavailable, try again", type="unavailable") from e
+    return web.json_response(
+        {"job_id": job.job_id, "status": "queued", "request_id": req.request_id},
+        status=202,
+        headers={"Location": f"/api/jobs/{job.job_id}", "X-Request-Id": req.request_id},
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    job_id = request.match_info["job_id"]
+    record = await request.app[JOBS].get(job_id) if len(job_id) <= 100 else None
+    if record is None:
+        born = created_ms(job_id)
+        if born is not None and born / 1000 + deps.settings.job_ttl_s < time.time():
+            raise ApiError(410, f"job {job_id} expired", type="expired")
+        raise ApiError(404, f"no job {job_id[:100]!r}", type="not_found")
+    if record.pop("tenant") != request.get("tenant_id") and not request.get("is_admin"):
+        raise ApiError(404, f"no job {job_id!r}", type="not_found")
+    return web.json_response(record)
+
+
+def setup_job_routes(app: web.Application, store: JobStore) -> None:
+    app[JOBS] = store
+    app.router.add_get("/api/jobs/{job_id}", get_job)

@@ -1,0 +1,162 @@
+"""The OpenAI-compatible API: ``POST /v1/chat/completions`` and ``GET /v1/models``.
+
+Point the OpenAI SDK at ``http://host:8080/v1`` with a chatbus API key and ``model=<agent id>``.
+The agent keeps each conversation's history, so only the **last user message** is sent; the
+earlier messages only identify the conversation. The chatbus session id is, in order: the
+``X-Session-Id`` header, a ``session_id`` body field (``extra_body``), else ``oa-`` + a hash
+of the tenant, the ``user`` field and the conversation's first user message. The ``user``
+field is the chatbus user id. Unknown fields are ignored, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from aiohttp import web
+
+from chatbus.contracts.chat import ChatReply, ChatRequest
+from chatbus_gateway.agents import discover
+from chatbus_gateway.body import read_model
+from chatbus_gateway.chat_routes import request_id_for, tenant_of
+from chatbus_gateway.deps import DEPS
+from chatbus_gateway.dispatch import AGENT_ID
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.openai_schemas import ChatCompletionsIn, InMessage, usage_of
+from chatbus_gateway.pipeline import PIPELINE
+from chatbus_gateway.sse import open_sse, send_event
+
+
+def session_for(request: web.Request, body: ChatCompletionsIn, tenant: str) -> str:
+    given = request.headers.get("X-Session-Id") or body.session_id
+    if given:
+        if len(given) > 200:
+            raise ApiError(422, "X-Session-Id: at most 200 characters", param="X-Session-Id")
+        return given
+    first = next((m.text() for m in body.messages if m.role == "user"), "")
+    seed = "\0".join((tenant, body.user or "", first))
+    return "oa-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+
+
+def last_user_message(messages: list[InMessage], max_chars: int) -> str:
+    text = next((m.text() for m in reversed(messages) if m.role == "user"), None)
+    if text is None or not text.strip():
+        raise ApiError(422, "messages: needs a non-empty user message", param="messages")
+    if len(text) > max_chars:
+        raise ApiError(
+            422,
+            f"messages: the user message is longer than {max_chars} characters",
+            param="messages",
+        )
+    return text
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    deps = request.app[DEPS]
+    body = await read_model(request, ChatCompletionsIn, deps.settings.max_body_bytes)
+    if not AGENT_ID.match(body.model):
+        raise ApiError(404, f"unknown model {body.model[:80]!r}", type="not_found", param="model")
+    tenant = tenant_of(request)
+    req = ChatRequest(
+        request_id=request_id_for(request),
+        agent=body.model,
+        session_id=session_for(request, body, tenant),
+        message=last_user_message(body.messages, deps.settings.max_message_chars),
+        user_id=body.user,
+        tenant_id=tenant,
+    )
+    created = int(time.time())
+    headers = {"X-Session-Id": req.session_id, "X-Request-Id": req.request_id}
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return await _stream(request, req, created, include_usage, headers)
+    reply, replayed = await request.app[PIPELINE].reply(request, req)
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return web.json_response(completion(reply, body.model, created), headers=headers)
+
+
+def completion(reply: ChatReply, model: str, created: int) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{reply.request_id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply.reply},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage_of(reply.usage.prompt_tokens, reply.usage.completion_tokens),
+        "session_id": reply.session_id,
+        "agent": reply.agent,
+    }
+
+
+def chunk(
+    req: ChatRequest, created: int, delta: dict[str, Any], finish: str | None
+) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{req.request_id}",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": req.agent,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+async def _stream(
+    request: web.Request,
+    req: ChatRequest,
+    created: int,
+    include_usage: bool,
+    headers: dict[str, str],
+) -> web.StreamResponse:
+    items = request.app[PIPELINE].stream(request, req)
+    try:
+        item = await anext(items)  # errors before the first chunk are plain JSON answers
+        resp = await open_sse(request, headers)
+        await send_event(resp, chunk(req, created, {"role": "assistant", "content": ""}, None))
+        try:
+            while not isinstance(item, ChatReply):
+                if item.delta:
+                    await send_event(resp, chunk(req, created, {"content": item.delta}, None))
+                item = await anext(items)
+            await send_event(resp, chunk(req, created, {}, "stop"))
+            if include_usage:
+                final = chunk(req, created, {}, None)
+                final["choices"] = []
+                final["usage"] = usage_of(item.usage.prompt_tokens, item.usage.completion_tokens)
+                await send_event(resp, final)
+        except ApiError as e:
+            await send_event(resp, e.body())
+        await send_event(resp, "[DONE]")
+        await resp.write_eof()
+        return resp
+    finally:
+        await items.aclose()
+
+
+async def models(request: web.Request) -> web.Response:
+    deps = request.app[DEPS]
+    agents = await discover(deps.bus, deps.settings.agents_window_s)
+    data = [
+        {
+            "id": a["id"],
+            "object": "model",
+            "created": 0,
+            "owned_by": "chatbus",
+            "description": a["description"],
+            "instances": a["instances"],
+        }
+        for a in agents
+    ]
+    return web.json_response({"object": "list", "data": data})
+
+
+def setup_openai_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_get("/v1/models", models)
