@@ -161,10 +161,9 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         return outcome
     if outcome is None:
         log.warning("no final answer within %d LLM calls", cfg.max_tool_steps)
-        text = cfg.step_limit_reply
-        return await _finish(
-            req, deps, text, run.model, run.usage, auth, degraded="tool_steps", on_delta=on_delta
-        )
+        text, used = cfg.step_limit_reply, run.usage
+        return await _finish(req, deps, text, run.model, used, auth, degraded="tool_steps",
+                             counted=run.counted, on_delta=on_delta)  # fmt: skip
     if deps.cache is not None and cfg.cache_enabled and outcome and run.calls == 1:
         # Only answers that needed no tool: a tool's result (or effect) must not be replayed.
         await deps.cache.put(spec.id, model, messages, outcome, tenant_id=req.tenant_id)
@@ -185,7 +184,8 @@ class _Run:
     """One message's conversation with the LLM: calls, tool results, summed usage."""
 
     def __init__(self, req: ChatRequest, deps: AgentDeps, model: str, on_delta: Any) -> None:
-        self.req, self.deps, self.model, self.on_delta = req, deps, model, on_delta
+        self.req, self.deps, self.on_delta = req, deps, on_delta
+        self.requested = self.model = model  # the model asked for / the one that answered
         spec = deps.spec
         self.tools: dict[str, Tool] = {t.name: t for t in spec.tools}
         self.handoffs = spec.handoffs if deps.router is not None else ()
@@ -229,7 +229,7 @@ class _Run:
         try:
             completion = await deps.llm.complete(
                 convo,
-                model=self.model,
+                model=self.requested,
                 temperature=deps.config.temperature,
                 agent=spec.id,
                 tools=self.definitions or None,
