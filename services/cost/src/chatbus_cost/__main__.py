@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from pydantic import Field
+
 from chatbus.contracts.cost import (
     COST_STREAM,
     AuthorizeSpend,
@@ -25,8 +27,6 @@ from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime, Wire, run
 from chatbus.settings import ServiceSettings
 from chatbus.tokens import TokenCounter
-from pydantic import Field
-
 from chatbus_cost.budgets import BudgetBook, BudgetError
 from chatbus_cost.handlers import CostService, Tuning
 from chatbus_cost.ledger import Ledger

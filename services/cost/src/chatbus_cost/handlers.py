@@ -19,7 +19,6 @@ from chatbus.contracts.cost import (
 from chatbus.errors import RemoteError
 from chatbus.metrics import Metrics
 from chatbus.tokens import TokenCounter
-
 from chatbus_cost.budgets import (
     BudgetBook,
     BudgetRule,

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from chatbus.contracts.cost import UsageRecorded
 
 SEP = "\x1f"

@@ -6,7 +6,6 @@ from datetime import date, timedelta
 
 from chatbus.contracts.cost import ReportUsage, UsageReport, UsageRow
 from chatbus.errors import RemoteError
-
 from chatbus_cost.ledger import SEP, Ledger
 from chatbus_cost.prices import usd
 

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 from aiohttp import web
+
 from chatbus.contracts.cost import GROUP_BY, GroupBy
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
