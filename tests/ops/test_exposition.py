@@ -156,9 +156,18 @@ async def test_every_service_serves_health_ready_and_valid_metrics(
             for svc, proc in zip(SERVICES, procs, strict=True):
                 problems += await exposition_problems(http, svc.dir, proc.url)
     finally:
-        # Shutdown is the runtime's own test; here it would only add its drain time.
-        for proc in procs:
-            proc.kill()
+        # SIGTERM, as docker stop and Railway send it: each service drains and exits 0.
+        children = [p.proc for p in procs if p.proc is not None]
+        for child in children:
+            child.terminate()  # once: a second SIGTERM during interpreter exit kills
+        for svc, child in zip(SERVICES, children, strict=True):
+            try:
+                code = child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                code = child.wait()
+            if code != 0:
+                problems.append(f"{svc.dir}: exit code {code} after SIGTERM")
     assert not problems, "\n".join(problems)
 
 
