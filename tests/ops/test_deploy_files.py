@@ -179,6 +179,19 @@ def test_gateway_refuses_production_without_auth_or_admin_key(
     assert cls(_env_file=None).app_env == "production"
 
 
+@pytest.mark.xfail(
+    reason="AgentSettings.check_production does not yet require OPENAI_API_KEY", strict=False
+)
+@pytest.mark.parametrize("svc", [BY_DIR["agent-support"]], ids=lambda s: s.dir)
+def test_agents_refuse_production_without_an_llm_key(
+    svc: Svc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_ENV", "production")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(ValidationError, match="OPENAI_API_KEY"):
+        settings_class(svc)(_env_file=None)
+
+
 @svc_params
 def test_env_examples(svc: Svc) -> None:
     path = svc.path / ".env.example"
