@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
 from chatbus.bus import Bus
 from chatbus.contracts.chat import (
     AgentInfo,

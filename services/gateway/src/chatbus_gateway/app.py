@@ -8,6 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from chatbus.cost_client import BusCosts
+from chatbus.memory_client import BusMemory
 from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime
 from chatbus_gateway.admin_routes import setup_admin_routes
@@ -20,6 +21,7 @@ from chatbus_gateway.job_routes import JOBS, setup_job_routes
 from chatbus_gateway.jobs import JobStore, JobWorker, start_worker
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
+from chatbus_gateway.memory_routes import setup_memory_routes
 from chatbus_gateway.middleware import drain_middleware, error_middleware
 from chatbus_gateway.openai_api import setup_openai_routes
 from chatbus_gateway.openapi import setup_openapi
@@ -77,6 +79,7 @@ async def wire(rt: Runtime) -> None:
     )
     app = setup_gateway(rt.http, deps)
     setup_usage_routes(app, BusCosts(rt.bus))
+    setup_memory_routes(app, BusMemory(rt.bus))
     metrics = deps.metrics
     rt.bus.on_dead_letter = lambda subject, reason: metrics.dead_letters.labels(subject).inc()
     worker = JobWorker(app[JOBS], app[PIPELINE], http, settings.job_max_deliver)

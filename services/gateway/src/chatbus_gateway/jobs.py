@@ -9,7 +9,6 @@ lives ``job_ttl_s``; its id carries its creation time, so an expired job answers
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import secrets
@@ -195,21 +194,4 @@ async def start_worker(bus: Bus, settings: GatewaySettings, worker: JobWorker) -
         ack_wait=2 * s.request_timeout_s + s.session_turn_timeout_s + 5,
         concurrency=s.job_concurrency,
     )
-
-    async def run() -> None:
-        await consume(bus, spec, ChatJob, worker.handle)
-        await drop_leftover_pull_status(bus)
-
-    bus.spawn(run())
-
-
-async def drop_leftover_pull_status(bus: Bus) -> None:
-    """Workaround until ``chatbus.jetstream._loop`` unsubscribes its pull subscription.
-
-    The server answers the last expired fetch with a "408 Request Timeout" status message
-    that nobody reads; ``nc.drain()`` then waits its whole timeout (20 s) for that queue.
-    """
-    for sub in list(bus.nc._subs.values()):
-        if sub._cb is None and sub.pending_msgs > 0:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+    bus.spawn(consume(bus, spec, ChatJob, worker.handle))

@@ -6,7 +6,6 @@ Limits (429) -> idempotency (replay, or wait for a duplicate in flight) -> the s
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator
 
 from aiohttp import web
@@ -31,7 +30,6 @@ class ChatPipeline:
         self.timeout = deps.settings.request_timeout_s
         # How long a message may wait for the earlier messages of its session.
         self.turn_wait_s = deps.settings.request_timeout_s + deps.settings.session_turn_timeout_s
-        self._background: set[asyncio.Task[None]] = set()
 
     async def admit(self, request: web.Request, req: ChatRequest) -> None:
         s = self.deps.settings
@@ -59,7 +57,7 @@ class ChatPipeline:
         """Ask the agent in the session's turn (also used by the job worker)."""
         async with self.order.turn(req.tenant_id, req.session_id, self.turn_wait_s):
             reply = await ask(self.deps.bus, req, self.timeout)
-        self._spend(tokens, reply)
+        await self._spend(tokens, reply)
         return reply
 
     async def stream(
@@ -70,18 +68,15 @@ class ChatPipeline:
         async with self.order.turn(req.tenant_id, req.session_id, self.turn_wait_s):
             async for item in ask_stream(self.deps.bus, req, self.timeout):
                 if isinstance(item, ChatReply):
-                    self._spend(tokens, item)
+                    await self._spend(tokens, item)
                 yield item
 
-    def _spend(self, tokens: Limit | None, reply: ChatReply) -> None:
-        if tokens is None or tokens.per_minute <= 0:
-            return
-        # Off the answer's path: the caller does not wait for the bookkeeping.
-        task = asyncio.create_task(
-            self.limits.limiter.spend_tokens(tokens, reply.request_id, reply.usage.total_tokens)
-        )
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+    async def _spend(self, tokens: Limit | None, reply: ChatReply) -> None:
+        # Awaited, so the caller's next request already sees these tokens.
+        if tokens is not None:
+            await self.limits.limiter.spend_tokens(
+                tokens, reply.request_id, reply.usage.total_tokens
+            )
 
 
 PIPELINE = web.AppKey("chatbus_gateway_pipeline", ChatPipeline)

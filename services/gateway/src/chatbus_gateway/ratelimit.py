@@ -8,7 +8,6 @@ hold exactly however many gateway replicas share the Redis. A refused request is
 from __future__ import annotations
 
 import math
-import time
 import uuid
 from dataclasses import dataclass
 
@@ -17,10 +16,12 @@ import redis.asyncio as aioredis
 WINDOW_MS = 60_000
 
 # KEYS: one sorted set per limit (the last is the token log when ARGV[3] == "1").
-# ARGV: now_ms, window_ms, has_tokens, member, limit for each request limit, token limit.
+# ARGV: (unused), window_ms, has_tokens, member, limit for each request limit, token limit.
 # Returns {allowed, index of the binding limit, its limit, remaining, reset_ms}.
 ADMIT = """
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')  -- one clock for every replica
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[2])
 local has_tokens, member = ARGV[3] == '1', ARGV[4]
 local n = #KEYS
 if has_tokens then n = n - 1 end
@@ -55,6 +56,12 @@ for i = 1, n do
   redis.call('PEXPIRE', KEYS[i], window)
 end
 return {1, best, best_limit, best_left, best_reset}
+"""
+
+SPEND = """
+local t = redis.call('TIME')
+redis.call('ZADD', KEYS[1], tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 """
 
 
@@ -92,6 +99,7 @@ class RateLimiter:
         self.redis = redis
         self.prefix = f"{prefix}rl:"
         self._admit = redis.register_script(ADMIT)
+        self._spend = redis.register_script(SPEND)
 
     def limit(self, name: str, ident: str, per_minute: int) -> Limit:
         return Limit(name, f"{self.prefix}{name}:{ident}", per_minute)
@@ -104,7 +112,7 @@ class RateLimiter:
         if not active and tokens is None:
             return UNLIMITED
         keys = [lim.key for lim in active]
-        args: list[str | int] = [int(time.time() * 1000), WINDOW_MS, "1" if tokens else "0"]
+        args: list[str | int] = [0, WINDOW_MS, "1" if tokens else "0"]
         args.append(uuid.uuid4().hex)
         args += [lim.per_minute for lim in active]
         if tokens is not None:
@@ -114,15 +122,15 @@ class RateLimiter:
         named = [*active, tokens] if tokens else active
         name = named[int(index) - 1].name if int(index) >= 1 else ""
         return Decision(
-            bool(allowed), int(limit), int(left), max(math.ceil(int(reset_ms) / 1000), 0), name
+            bool(allowed),
+            int(limit),
+            int(left),
+            min(max(math.ceil(int(reset_ms) / 1000), 0), WINDOW_MS // 1000),
+            name,
         )
 
     async def spend_tokens(self, tokens: Limit, request_id: str, count: int) -> None:
         """Log ``count`` tokens used by one answer against the per-minute token limit."""
         if tokens.per_minute <= 0 or count <= 0:
             return
-        now = int(time.time() * 1000)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zadd(tokens.key, {f"{request_id}:{count}": now})
-            pipe.pexpire(tokens.key, WINDOW_MS)
-            await pipe.execute()
+        await self._spend(keys=[tokens.key], args=[f"{request_id}:{count}", WINDOW_MS])
