@@ -36,9 +36,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 import aiohttp
+
+from chatbus.settings import ServiceSettings
 
 log = logging.getLogger("chatbus.alerts")
 
@@ -81,8 +83,10 @@ class Alerter:
         self.sent = 0
 
     @classmethod
-    def from_settings(cls, settings: Any, *, redact: Callable[[str], str] | None = None) -> Alerter:
-        """Build from :class:`chatbus.settings.ServiceSettings` (webhook URL, cooldown, env)."""
+    def from_settings(
+        cls, settings: ServiceSettings, *, redact: Callable[[str], str] | None = None
+    ) -> Alerter:
+        """Build from a service's settings: ``ALERT_WEBHOOK_URL``, ``ALERT_COOLDOWN_S``, env."""
         url = settings.alert_webhook_url
         return cls(
             url.get_secret_value() if url is not None else None,
