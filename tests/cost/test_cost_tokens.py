@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import tiktoken
@@ -118,3 +123,26 @@ def test_tool_calls_and_content_parts_are_counted(counter: TokenCounter) -> None
     assert counter.count_messages([call], "gpt-4o") > counter.count_messages(
         [{"role": "assistant", "content": None}], "gpt-4o"
     )
+
+
+def test_encodings_are_unpacked_lazily_into_the_cache_dir(tmp_path: Path) -> None:
+    script = (
+        "import os, pathlib, chatbus.tokens as t\n"
+        "d = pathlib.Path(os.environ['TIKTOKEN_CACHE_DIR'])\n"
+        "assert not d.exists() or not any(d.iterdir()), 'unpacked at import'\n"
+        "print(t.TokenCounter().encode('hello world', 'gpt-4'))\n"
+        "print(sorted(p.name for p in d.iterdir()))\n"
+    )
+    cache = tmp_path / "tiktoken"
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(cache)}
+    out = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    ids, files = out.stdout.splitlines()
+    assert ids == "[15339, 1917]"
+    url = "https://openaipublic.blob.core.windows.net/encodings/{}.tiktoken"
+    names = sorted(
+        hashlib.sha1(url.format(n).encode()).hexdigest() for n in ("cl100k_base", "o200k_base")
+    )
+    assert files == str(names)

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
@@ -60,6 +61,10 @@ def prepare_offline_encodings() -> Path:
         cache = os.environ.get("TIKTOKEN_CACHE_DIR")
         if not cache:
             cache = str(default_cache_dir())
+            try:
+                Path(cache).mkdir(parents=True, exist_ok=True)
+            except OSError:  # a read-only home (containers): use the temp dir instead
+                cache = str(Path(tempfile.gettempdir()) / "chatbus-tiktoken")
             os.environ["TIKTOKEN_CACHE_DIR"] = cache
         target = Path(cache)
         if _prepared:
