@@ -4,60 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiohttp import web
 
 from chatbus.alerts import Alerter, ErrorRateWatch
 from chatbus.telemetry import Redactor
-
-WEBHOOK_TOKEN = "T0K3N-in-the-webhook-path"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@dataclass
-class Receiver:
-    """A Slack-compatible webhook on 127.0.0.1 that records what it received."""
-
-    url: str = ""
-    texts: list[str] = field(default_factory=list)
-    status: int = 200
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body: dict[str, Any] = await request.json()
-        assert set(body) == {"text"}
-        self.texts.append(body["text"])
-        return web.Response(status=self.status, text="ok")
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    app = web.Application()
-    app.router.add_post(f"/services/{WEBHOOK_TOKEN}", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    rec.url = f"http://127.0.0.1:{port}/services/{WEBHOOK_TOKEN}"
-    yield rec
-    await runner.cleanup()
-
-
-@pytest_asyncio.fixture
-async def clock() -> Clock:
-    return Clock()
+from tests.ops.webhook import WEBHOOK_TOKEN, Clock, Receiver
 
 
 @pytest_asyncio.fixture
