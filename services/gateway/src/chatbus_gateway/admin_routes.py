@@ -57,7 +57,7 @@ async def redrive_one(request: web.Request) -> web.Response:
         raise ApiError(404, f"no dead letter {seq}", type="not_found") from e
     job = _job(msg.data or b"")
     if job is not None:  # a fresh start: the worker counts attempts again from zero
-        await request.app[JOBS].update(job.job_id, status="queued", attempts=0)
+        await request.app[JOBS].requeue(job.job_id)
     subject = await redrive(bus, seq)
     return web.json_response(
         {"seq": seq, "subject": subject, "job_id": job.job_id if job else None}

@@ -114,6 +114,17 @@ class JobStore:
             attempts, _ = await pipe.execute()
         return int(attempts)
 
+    async def requeue(self, job_id: str) -> None:
+        """A re-driven job starts afresh: attempts from zero, its callback sent again."""
+        key = self.key(job_id)
+        if await self.redis.exists(key):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(
+                    key, mapping={"status": "queued", "attempts": 0, "updated_at": time.time()}
+                )
+                pipe.hdel(key, "callback_sent")
+                await pipe.execute()
+
     async def claim_callback(self, job_id: str) -> bool:
         """True exactly once per job: whoever gets it sends the callback."""
         return bool(await self.redis.hsetnx(self.key(job_id), "callback_sent", "1"))

@@ -1,0 +1,161 @@
+"""Async jobs: queued, answered once, retried, dead-lettered, re-driven, expired."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from chatbus.offline_llm import OfflineLLM
+from tests.gateway.gw_agent_stub import StubAgent
+from tests.gateway.gw_harness import RunningGateway, StartGateway
+
+
+class Callbacks:
+    """A web hook receiver: every job callback POSTed to it, in arrival order."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.arrived = asyncio.Queue[dict[str, Any]]()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.received.append(body)
+        self.arrived.put_nowait(body)
+        return web.json_response({"ok": True})
+
+    async def next(self, timeout: float = 20) -> dict[str, Any]:
+        return await asyncio.wait_for(self.arrived.get(), timeout)
+
+
+@pytest_asyncio.fixture
+async def callbacks() -> AsyncIterator[Callbacks]:
+    hooks = Callbacks()
+    app = web.Application()
+    app.router.add_post("/hook", hooks.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hooks.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    yield hooks
+    await runner.cleanup()
+
+
+async def submit(
+    http: aiohttp.ClientSession, gw: RunningGateway, agent: str, message: str, hook: str
+) -> str:
+    async with http.post(
+        f"{gw.url}/api/chat/{agent}?mode=async",
+        json={"message": message, "session_id": message, "callback_url": hook},
+    ) as r:
+        assert r.status == 202, await r.text()
+        body = await r.json()
+        assert r.headers["Location"] == f"/api/jobs/{body['job_id']}"
+        return str(body["job_id"])
+
+
+async def job(http: aiohttp.ClientSession, gw: RunningGateway, job_id: str) -> tuple[int, Any]:
+    async with http.get(f"{gw.url}/api/jobs/{job_id}") as r:
+        return r.status, await r.json()
+
+
+async def test_job_is_answered_and_called_back(
+    gateway: RunningGateway, agent: StubAgent, callbacks: Callbacks, http: aiohttp.ClientSession
+) -> None:
+    job_id = await submit(http, gateway, agent.agent, "later please", callbacks.url)
+    hook = await callbacks.next()
+    assert hook["job_id"] == job_id and hook["status"] == "done"
+    status, record = await job(http, gateway, job_id)
+    assert status == 200 and record["status"] == "done" and record["attempts"] == 1
+    assert "later please" in record["result"]["reply"]
+    # Unknown ids are 404; ids older than the jobs' lifetime are 410.
+    assert (await job(http, gateway, "job-1f00000000-0123456789abcdef"))[0] == 410
+    assert (await job(http, gateway, "nope"))[0] == 404
+
+
+async def test_dead_letter_after_max_deliveries_then_redrive(
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    fake_llm: tuple[OfflineLLM, str],
+    callbacks: Callbacks,
+    http: aiohttp.ClientSession,
+) -> None:
+    llm, _ = fake_llm
+    gw = await start_gateway(job_max_deliver=3, job_backoff_s=(0.05, 0.1))
+    llm.fail_next(500, times=3)
+    job_id = await submit(http, gw, agent.agent, "doomed at first", callbacks.url)
+    hook = await callbacks.next()
+    assert (hook["status"], hook["attempts"]) == ("dead_lettered", 3)
+    assert "language model" in hook["error"]["message"]
+    assert len(llm.requests_for(agent.agent)) == 3
+    async with http.get(f"{gw.url}/api/admin/dead-letters?limit=1000") as r:
+        parked = [p for p in (await r.json())["dead_letters"] if p["job_id"] == job_id]
+    assert len(parked) == 1 and parked[0]["deliveries"] == 3
+    async with http.post(f"{gw.url}/api/admin/dead-letters/{parked[0]['seq']}/redrive") as r:
+        assert r.status == 200 and (await r.json())["job_id"] == job_id
+    hook = await callbacks.next()
+    assert (hook["job_id"], hook["status"]) == (job_id, "done")
+    async with http.get(f"{gw.url}/api/admin/dead-letters?limit=1000") as r:
+        assert job_id not in [p["job_id"] for p in (await r.json())["dead_letters"]]
+    async with http.post(f"{gw.url}/api/admin/dead-letters/999999999/redrive") as r:
+        assert r.status == 404
+
+
+def start_stub(agent: str, nats_url: str, llm_url: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NATS_URL": nats_url, "OPENAI_BASE_URL": llm_url}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.gateway.gw_agent_stub", agent],
+        env=env,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith(b"stub agent ready")
+    return proc
+
+
+@pytest.mark.e2e
+async def test_jobs_survive_a_killed_agent_and_complete_once(
+    start_gateway: StartGateway,
+    nats_url: str,
+    fake_llm: tuple[OfflineLLM, str],
+    callbacks: Callbacks,
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    llm, llm_url = fake_llm
+    llm.latency_s = 0.5
+    agent = f"jobs-{uid}"
+    gw = await start_gateway(
+        request_timeout_s=1.5, job_backoff_s=(0.1, 0.2, 0.4), job_max_deliver=40
+    )
+    first = await asyncio.to_thread(start_stub, agent, nats_url, llm_url)
+    try:
+        ids = [await submit(http, gw, agent, f"job {i}", callbacks.url) for i in range(6)]
+        await asyncio.wait_for(llm.on_request.wait(), 10)
+        first.kill()  # mid-answer: the jobs in flight never get their reply
+        first.wait()
+        second = await asyncio.to_thread(start_stub, agent, nats_url, llm_url)
+        try:
+            hooks = [await callbacks.next(30) for _ in ids]
+        finally:
+            second.terminate()
+            second.wait()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert sorted(h["job_id"] for h in hooks) == sorted(ids)  # each exactly once
+    for job_id in ids:
+        status, record = await job(http, gw, job_id)
+        assert status == 200 and record["status"] == "done"
+        assert record["result"]["reply"]
+    assert len(callbacks.received) == len(ids)
