@@ -51,7 +51,9 @@ class Engine:
     caps: Caps = field(default_factory=Caps)
     fusion: FusionParams = field(default_factory=FusionParams)
     threshold: float = 0.3
-    index_speaker: bool = True
+    # the speaker's name in the text that is embedded / BM25-indexed
+    speaker_in_dense: bool = False
+    speaker_in_sparse: bool = True
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
 
     # -- storing -----------------------------------------------------------------------------
@@ -93,9 +95,9 @@ class Engine:
                     if value is not None:
                         payload[key] = value
                 pid = point_id(item.tenant_id, item.session_id, item.turn_id, c)
-                text = index_text(turn, chunk, with_speaker=self.index_speaker)
-                texts.append(text)
-                points.append(ChunkPoint(pid, [], self.sparse.document(text), payload))
+                texts.append(index_text(turn, chunk, with_speaker=self.speaker_in_dense))
+                sparse_text = index_text(turn, chunk, with_speaker=self.speaker_in_sparse)
+                points.append(ChunkPoint(pid, [], self.sparse.document(sparse_text), payload))
         vectors = await self.embedder.embed(texts)
         for p, v in zip(points, vectors, strict=True):
             p.dense = v.tolist()
@@ -170,7 +172,9 @@ class Engine:
         """Search with an already embedded query (benchmarks time this part alone)."""
         sparse = self.sparse.query(q.query) if q.mode != "dense" else None
         depth = max(self.fusion.depth, q.k * 3)
-        cands = await self.store.candidates(self.scope_of(q), dense, sparse, depth)
+        cands = await self.store.candidates(
+            self.scope_of(q), dense, sparse, depth, idf_scoped=self.fusion.idf_scoped
+        )
         ranked = fuse(cands, sparse.indices if sparse else [], self.fusion)
         threshold = self.threshold if q.threshold is None else q.threshold
         used = dense is not None
@@ -200,7 +204,7 @@ class Engine:
         out = []
         for p in payloads:
             t = Turn(role="user", content=str(p.get("text", "")), speaker=p.get("speaker"))
-            out.append(index_text(t, t.content, with_speaker=self.index_speaker))
+            out.append(index_text(t, t.content, with_speaker=self.speaker_in_dense))
         return out
 
 

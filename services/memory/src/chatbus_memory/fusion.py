@@ -15,7 +15,7 @@ from chatbus_memory.store import Candidates
 @dataclass(frozen=True)
 class FusionParams:
     method: Literal["rrf", "convex"] = "rrf"
-    rrf_k: float = 60.0
+    rrf_k: float = 5.0
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
     # convex: score = alpha * cosine + (1 - alpha) * bm25 / max(bm25)
@@ -24,6 +24,8 @@ class FusionParams:
     depth: int = 50
     # a turn covering this share of the query's BM25 terms passes the similarity threshold
     lexical_pass: float = 0.67
+    # BM25 IDF over the searched session (or user) only, instead of the whole collection
+    idf_scoped: bool = True
 
 
 @dataclass

@@ -91,7 +91,8 @@ async def build(settings: MemorySettings, redis: Any) -> tuple[Engine, Handlers]
         caps=Caps(settings.memory_session_cap, settings.memory_summary_batch),
         fusion=settings.fusion(),
         threshold=settings.memory_threshold,
-        index_speaker=settings.memory_index_speaker,
+        speaker_in_dense=settings.memory_speaker_in_dense,
+        speaker_in_sparse=settings.memory_speaker_in_sparse,
     )
     return engine, Handlers(engine, redis, cache)
 

@@ -41,15 +41,18 @@ class MemorySettings(ServiceSettings):
     memory_stream_max_age_s: float = Field(default=7 * 86400, gt=0)
 
     # Recall (tuned on bench/memory/eval_recall.py).
-    memory_threshold: float = 0.3
+    memory_threshold: float = 0.0
     memory_fusion: Literal["rrf", "convex"] = "rrf"
-    memory_rrf_k: float = 60.0
+    memory_rrf_k: float = 5.0
     memory_dense_weight: float = 1.0
     memory_sparse_weight: float = 1.0
     memory_alpha: float = 0.5
     memory_depth: int = Field(default=50, ge=1, le=1000)
     memory_lexical_pass: float = 0.67
-    memory_index_speaker: bool = True
+    memory_idf_scoped: bool = True
+    # the speaker's name (Turn.speaker) goes into the BM25 text and/or the embedded text
+    memory_speaker_in_dense: bool = False
+    memory_speaker_in_sparse: bool = True
     bm25_k: float = 1.2
     bm25_b: float = 0.75
     bm25_avg_len: float = 20.0
@@ -63,4 +66,5 @@ class MemorySettings(ServiceSettings):
             alpha=self.memory_alpha,
             depth=self.memory_depth,
             lexical_pass=self.memory_lexical_pass,
+            idf_scoped=self.memory_idf_scoped,
         )

@@ -101,8 +101,16 @@ class VectorStore(Protocol):
     async def upsert(self, points: list[ChunkPoint]) -> None: ...
 
     async def candidates(
-        self, w: Where, dense: list[float] | None, sparse: Sparse | None, limit: int
-    ) -> Candidates: ...
+        self,
+        w: Where,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        limit: int,
+        *,
+        idf_scoped: bool = False,
+    ) -> Candidates:
+        """Dense and BM25 candidates; ``idf_scoped``: BM25 IDF over ``w``'s points only."""
+        ...
 
     async def scroll(
         self, w: Where, *, limit: int, newest_first: bool, fields: list[str] | None = None

@@ -175,12 +175,23 @@ class EdgeStore:
     # -- reads -------------------------------------------------------------------------------
 
     async def candidates(
-        self, w: Where, dense: list[float] | None, sparse: Sparse | None, limit: int
+        self,
+        w: Where,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        limit: int,
+        *,
+        idf_scoped: bool = False,
     ) -> Candidates:
-        return await asyncio.to_thread(self._candidates_sync, w, dense, sparse, limit)
+        return await asyncio.to_thread(self._candidates_sync, w, dense, sparse, limit, idf_scoped)
 
     def _candidates_sync(
-        self, w: Where, dense: list[float] | None, sparse: Sparse | None, limit: int
+        self,
+        w: Where,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        limit: int,
+        idf_scoped: bool,
     ) -> Candidates:
         shard = self._s()
         f = to_filter(w)
@@ -202,6 +213,7 @@ class EdgeStore:
                     filter=f,
                     with_payload=True,
                     with_vector=[SPARSE],
+                    params=qe.SearchParams(idf=qe.IdfParams(corpus=f)) if idf_scoped else None,
                 )
             )
         results = shard.query_batch(qe.QueryBatchRequest(queries)) if queries else []

@@ -106,7 +106,13 @@ class QdrantStore:
         return int(n)
 
     async def candidates(
-        self, w: Where, dense: list[float] | None, sparse: Sparse | None, limit: int
+        self,
+        w: Where,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        limit: int,
+        *,
+        idf_scoped: bool = False,
     ) -> Candidates:
         f = to_filter(w)
         requests: list[models.QueryRequest] = []
@@ -126,6 +132,11 @@ class QdrantStore:
                     limit=limit,
                     with_payload=True,
                     with_vector=[SPARSE],
+                    params=(
+                        models.SearchParams(idf=models.IdfCorpusParams(corpus=f))
+                        if idf_scoped
+                        else None
+                    ),
                 )
             )
         responses = (
