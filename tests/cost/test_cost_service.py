@@ -18,6 +18,16 @@ from chatbus.jetstream import list_dead_letters
 TODAY = datetime.now(UTC).date().isoformat()
 
 
+async def metric(world, name: str, labels: dict[str, str]) -> float | None:
+    """A sample of the service's registry, once the consumer has set it (2 s at most)."""
+    for _ in range(100):
+        value = world.rt.registry.get_sample_value(name, labels)
+        if value is not None:
+            return value
+        await asyncio.sleep(0.02)  # allowed: metrics are updated right after the Redis write
+    return None
+
+
 def chat(uid: str, n: int = 0, user: str | None = None, tenant: str = "default") -> ChatRequest:
     return ChatRequest(
         request_id=f"req-{uid}-{n}",
@@ -201,9 +211,7 @@ async def test_malformed_usage_event_is_dead_lettered(start_cost, make_event, ui
     assert "prompt_tokens" in parked[0].reason
     logging.getLogger("chatbus.jetstream").removeHandler(seen)
     assert any("dead-lettered message from cost.usage.recorded.v1" in x for x in seen.lines)
-    dead = world.rt.registry.get_sample_value(
-        "chatbus_dead_letters_total", {"subject": "cost.usage.recorded.v1"}
-    )
+    dead = await metric(world, "chatbus_dead_letters_total", {"subject": "cost.usage.recorded.v1"})
     assert dead == 2
     assert (await world.report(uid, from_date=TODAY, to_date=TODAY)).total.requests == 1
 
@@ -216,19 +224,29 @@ async def test_metrics_count_tokens_and_cost_by_agent_and_model(
         make_event(1, tenant_id=uid, agent=f"a{uid}", prompt_tokens=1000, completion_tokens=500)
     )
     await world.wait_requests(1, uid, TODAY)
-    reg = world.rt.registry
     labels = {"agent": f"a{uid}", "model": "gpt-4o-mini"}
-    assert reg.get_sample_value("chatbus_tokens_total", {**labels, "kind": "prompt"}) == 1000
-    assert reg.get_sample_value("chatbus_tokens_total", {**labels, "kind": "completion"}) == 500
-    assert reg.get_sample_value("chatbus_cost_usd_total", labels) == pytest.approx(0.00045)
+    assert await metric(world, "chatbus_tokens_total", {**labels, "kind": "prompt"}) == 1000
+    assert await metric(world, "chatbus_tokens_total", {**labels, "kind": "completion"}) == 500
+    assert await metric(world, "chatbus_cost_usd_total", labels) == pytest.approx(0.00045)
+
+
+async def test_unknown_model_is_charged_the_default_and_flagged(
+    start_cost, make_event, uid: str
+) -> None:
+    world = await start_cost()
+    await world.publish(make_event(1, tenant_id=uid, model="mystery-7b", prompt_tokens=1000))
+    rep = await world.wait_requests(1, uid, TODAY)
+    assert rep.total.cost_usd == pytest.approx((1000 * 2.5 + 50 * 10) / 1e6)  # gpt-4o's price
+    flagged = await metric(world, "chatbus_cost_unpriced_events_total", {"model": "mystery-7b"})
+    assert flagged == 1
 
 
 async def test_budget_remaining_gauge(start_cost, make_event, uid: str) -> None:
     world = await start_cost(budgets=[{"scope": "tenant", "id": uid, "period": "daily", "hard": 1}])
     await world.publish(make_event(1, tenant_id=uid, prompt_tokens=1000, completion_tokens=500))
     await world.wait_requests(1, uid, TODAY)
-    left = world.rt.registry.get_sample_value(
-        "chatbus_budget_remaining_usd", {"scope": f"tenant:{uid}", "period": "daily"}
+    left = await metric(
+        world, "chatbus_budget_remaining_usd", {"scope": f"tenant:{uid}", "period": "daily"}
     )
     assert left == pytest.approx(1 - 0.00045)
 

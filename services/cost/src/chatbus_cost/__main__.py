@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+from prometheus_client import Counter
 from pydantic import Field
 
 from chatbus.contracts.cost import (
@@ -78,6 +79,12 @@ async def wire(
             reservation_ttl_s=settings.reservation_ttl_s,
             default_completion_tokens=settings.default_completion_tokens,
             seen_ttl_s=settings.seen_ttl_s,
+        ),
+        unpriced=Counter(
+            "chatbus_cost_unpriced_events_total",
+            "Usage events for models without a price (charged the default price)",
+            ["model"],
+            registry=rt.registry,
         ),
     )
     service.tokens.encoding_for("gpt-4o")  # load the BPE files now, not on the first request

@@ -7,6 +7,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from prometheus_client import Counter
+
 from chatbus.contracts.cost import (
     AuthorizeSpend,
     CountTokens,
@@ -60,6 +62,7 @@ class CostService:
         tokens: TokenCounter,
         metrics: Metrics | None = None,
         tuning: Tuning | None = None,
+        unpriced: Counter | None = None,
     ) -> None:
         self.ledger = ledger
         self.prices = prices
@@ -67,6 +70,7 @@ class CostService:
         self.tokens = tokens
         self.metrics = metrics
         self.tuning = tuning or Tuning()
+        self.unpriced = unpriced  # events whose model had no price, by model
 
     async def count(self, ask: CountTokens) -> TokenCount:
         if (ask.text is None) == (ask.messages is None):
@@ -175,9 +179,9 @@ class CostService:
             log.info("usage event %s already counted; skipped", event.event_id)
             return
         if not price_known:
-            log.warning(
-                "usage event %s: model %r has no price (flagged)", event.event_id, event.model
-            )
+            log.warning("usage event %s: model %r has no price", event.event_id, event.model)
+            if self.unpriced is not None:
+                self.unpriced.labels(event.model).inc()
         if self.metrics is not None:
             await self._observe(event, nusd, who)
 
