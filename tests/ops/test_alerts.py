@@ -65,6 +65,9 @@ async def test_llm_failure_and_budget_helpers(alerter: Alerter, receiver: Receiv
     # Hard is its own condition: crossing it alerts even right after the soft alert.
     assert await alerter.budget_crossed("global", "monthly", "hard", 500.5, 500.0) is True
     assert await alerter.budget_crossed("global", "monthly", "hard", 501.0, 500.0) is False
+    alerter.budget_crossed_soon("user:u1", "daily", "hard", 1.2, 1.0)
+    await alerter.drain()
+    assert "user:u1 (daily)" in receiver.texts.pop()
     llm, soft, hard = receiver.texts
     assert "sales" in llm and "gpt-4o-mini" in llm and "timeout" in llm
     assert "soft budget crossed for global (monthly): $401.00 of $500.00" in soft

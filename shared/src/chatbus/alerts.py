@@ -9,21 +9,24 @@ the key may be retried after ``retry_s``.
 
 How to hook each alert (the same conditions are Prometheus rules in ``infra/prometheus``)::
 
-    alerter = Alerter.from_settings(settings, redact=rt.redactor)   # in serve()/wire()
+    alerter = Alerter.from_settings(settings, redact=rt.redactor)   # once, in serve()
     rt.stack.push_async_callback(alerter.aclose)
 
-    # dead letters: Bus calls on_dead_letter(subject, reason) synchronously
-    bus.on_dead_letter = alerter.on_dead_letter
+    # dead letters: Bus calls on_dead_letter(subject, reason) synchronously; keep the metric
+    def on_dead_letter(subject: str, reason: str) -> None:
+        metrics.dead_letters.labels(subject).inc()
+        alerter.on_dead_letter(subject, reason)
+    bus.on_dead_letter = on_dead_letter
 
     # error rate: one watch per service, fed with every handled message / request
     errors = ErrorRateWatch(alerter, what="chat messages")
-    errors.observe(ok=outcome == "ok")
+    errors.observe(ok=outcome == "ok" or outcome.startswith("degraded_"))
 
     # LLM failures: after the LLM client gave up (retries exhausted)
     alerter.llm_failure_soon(agent, model, kind)        # or: await alerter.llm_failure(...)
 
     # budgets: when spend crosses the soft or hard limit (call on the crossing)
-    await alerter.budget_crossed(scope, period, "soft", spent_usd, limit_usd)
+    alerter.budget_crossed_soon(scope, period, "soft", spent_usd, limit_usd)
 
 The ``*_soon`` methods schedule the POST on the running loop and return at once (use them on
 the message path); :meth:`Alerter.drain` waits for scheduled alerts.
@@ -45,6 +48,7 @@ from chatbus.settings import ServiceSettings
 log = logging.getLogger("chatbus.alerts")
 
 Clock = Callable[[], float]
+Level = Literal["soft", "hard"]
 
 
 class _WebhookStatus(Exception):
@@ -191,20 +195,16 @@ class Alerter:
         self.fire_soon(*_llm_failure(agent, model, kind))
 
     async def budget_crossed(
-        self,
-        scope: str,
-        period: str,
-        level: Literal["soft", "hard"],
-        spent_usd: float,
-        limit_usd: float,
+        self, scope: str, period: str, level: Level, spent_usd: float, limit_usd: float
     ) -> bool:
         """Spend in ``scope`` for ``period`` crossed its soft (warn) or hard (refuse) limit."""
-        action = "requests are now refused" if level == "hard" else "warning"
-        return await self.fire(
-            f"budget:{level}:{scope}:{period}",
-            f"{level} budget crossed for {scope} ({period}): ${spent_usd:.2f} of "
-            f"${limit_usd:.2f}; {action}",
-        )
+        return await self.fire(*_budget(scope, period, level, spent_usd, limit_usd))
+
+    def budget_crossed_soon(
+        self, scope: str, period: str, level: Level, spent_usd: float, limit_usd: float
+    ) -> None:
+        """Like :meth:`budget_crossed`, scheduled without waiting."""
+        self.fire_soon(*_budget(scope, period, level, spent_usd, limit_usd))
 
 
 class ErrorRateWatch:
@@ -272,6 +272,17 @@ def _dead_letter(subject: str, reason: str) -> tuple[str, str]:
 
 def _llm_failure(agent: str, model: str, kind: str) -> tuple[str, str]:
     return f"llm_failure:{agent}:{model}", f"LLM call failed for agent {agent} ({model}): {kind}"
+
+
+def _budget(
+    scope: str, period: str, level: str, spent_usd: float, limit_usd: float
+) -> tuple[str, str]:
+    action = "requests are now refused" if level == "hard" else "warning"
+    return (
+        f"budget:{level}:{scope}:{period}",
+        f"{level} budget crossed for {scope} ({period}): ${spent_usd:.2f} of "
+        f"${limit_usd:.2f}; {action}",
+    )
 
 
 def _describe(e: BaseException) -> str:
