@@ -121,3 +121,24 @@ async def test_an_unsettled_reservation_expires(redis: aioredis.Redis, uid: str)
     )
     assert (first.decision, blocked.decision, later.decision) == ("allow", "deny", "allow")
     assert blocked.used == 600
+
+
+async def test_settling_replaces_the_estimate_with_the_actual_cost(
+    redis: aioredis.Redis, make_event, uid: str
+) -> None:
+    ledger = Ledger(redis, prefix=f"test:{uid}:")
+    counter = f"d1:user:{uid}"
+    limit = [Limit(counter=counter, unit="usd", soft=0, hard=1000)]
+    now = int(time.time() * 1000)
+    first = await ledger.reserve("r1", limit, main=(600, 10), cheap=None, now_ms=now, ttl_ms=60_000)
+    assert first.decision == "allow"
+    ev = make_event(1, reservation_id="r1")
+    assert await ledger.record(ev, nusd=100, counters=[counter], seen_ttl_s=60)
+    assert not await ledger.record(ev, nusd=100, counters=[counter], seen_ttl_s=60)  # once
+    second = await ledger.reserve(
+        "r2", limit, main=(800, 10), cheap=None, now_ms=now, ttl_ms=60_000
+    )
+    assert second.decision == "allow"  # 100 actual + 800: the 600 estimate was released
+    third = await ledger.reserve("r3", limit, main=(200, 10), cheap=None, now_ms=now, ttl_ms=60_000)
+    assert (third.decision, third.used) == ("deny", 900)
+    assert await ledger.spent(counter) == (100, 150)
