@@ -100,7 +100,10 @@ async def wire(
         subject=UsageRecorded.subject,
         concurrency=settings.usage_concurrency,
         batch=64,
-        backoff=(0.5, 1.0, 2.0, 4.0),
+        # A well-formed event only fails while Redis is down: keep retrying (days, not
+        # seconds) instead of parking it. Malformed events are dead-lettered at once anyway.
+        max_deliver=10_000,
+        backoff=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         ack_wait=settings.usage_ack_wait_s,
     )
     rt.bus.spawn(consume(rt.bus, spec, UsageRecorded, service.record))
