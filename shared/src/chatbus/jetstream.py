@@ -138,8 +138,23 @@ async def consume_batches(
     """Like :func:`consume` but hands the handler whole batches (for batched embedding)."""
 
     async def on_batch(items: list[tuple[Msg, M]]) -> None:
+        # One span per batch: a child of the first message's trace, linked to every message's.
+        contexts = [propagate.extract(raw.headers or {}) for raw, _ in items]
+        links = [
+            trace.Link(sc)
+            for sc in (trace.get_current_span(c).get_span_context() for c in contexts)
+            if sc.is_valid
+        ]
         try:
-            await handler([m for _, m in items])
+            with tracer.start_as_current_span(
+                f"consume {spec.subject}",
+                context=contexts[0],
+                kind=SpanKind.CONSUMER,
+                links=links,
+            ) as span:
+                span.set_attribute("messaging.batch.message_count", len(items))
+                span.set_attribute("messaging.consumer.group.name", spec.durable)
+                await handler([m for _, m in items])
         except Exception as e:
             log.exception("batch handler for %s failed", spec.durable)
             for raw, _ in items:

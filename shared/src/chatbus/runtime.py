@@ -26,7 +26,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from chatbus.bus import Bus
 from chatbus.settings import ServiceSettings
-from chatbus.telemetry import Redactor, setup_logging, setup_tracing
+from chatbus.telemetry import Redactor, setup_logging, setup_tracing, trace_middleware
 
 log = logging.getLogger("chatbus.runtime")
 
@@ -136,7 +136,7 @@ async def serve(
 
     bus = await connect_bus(settings)
     async with AsyncExitStack() as stack:
-        http = web.Application(client_max_size=1024 * 1024)
+        http = web.Application(client_max_size=1024 * 1024, middlewares=[trace_middleware])
         rt = Runtime(
             settings=settings,
             bus=bus,

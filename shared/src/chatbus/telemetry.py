@@ -17,7 +17,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from opentelemetry import trace
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -118,3 +120,25 @@ def setup_tracing(service: str) -> TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+@web.middleware
+async def trace_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A SERVER span per HTTP request, continuing the caller's W3C ``traceparent``."""
+    if request.path in UNTRACED_PATHS:
+        return await handler(request)
+    route = request.match_info.route.resource
+    name = f"{request.method} {route.canonical if route is not None else request.path}"
+    ctx = propagate.extract(dict(request.headers))
+    tracer = trace.get_tracer("chatbus.http")
+    with tracer.start_as_current_span(name, context=ctx, kind=trace.SpanKind.SERVER) as span:
+        span.set_attribute("http.request.method", request.method)
+        span.set_attribute("url.path", request.path)
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(trace.Status(trace.StatusCode.ERROR))
+        return response

@@ -173,6 +173,7 @@ class ServiceFactory:
                 "APP_ENV": "development",
             }
         )
+        full.update(self.env)
         full.update(env)
         proc = ServiceProcess(module, port, full, self.tmp / "logs" / f"{module}-{port}.log")
         self.started.append(proc)
