@@ -23,7 +23,7 @@ from chatbus.contracts.cost import (
     UsageRecorded,
 )
 from chatbus.cost_client import ensure_cost_stream
-from chatbus.jetstream import ConsumerSpec, consume, ensure_dlq
+from chatbus.jetstream import ConsumerSpec, consume_batches, ensure_dlq
 from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime, Wire, run
 from chatbus.settings import ServiceSettings
@@ -52,7 +52,8 @@ class CostSettings(ServiceSettings):
     seen_ttl_s: int = Field(default=3 * 86400, ge=60)
     redis_prefix: str = "chatbus:cost:"
     usage_durable: str = "cost-usage"
-    usage_concurrency: int = Field(default=16, ge=1, le=512)
+    # Usage events counted per Redis round trip.
+    usage_batch: int = Field(default=128, ge=1, le=1024)
     # An event taken but not acked (the service died) is redelivered after this long.
     usage_ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     stream_max_age_days: float = Field(default=90.0, gt=0)
@@ -98,15 +99,14 @@ async def wire(
         stream=COST_STREAM,
         durable=settings.usage_durable,
         subject=UsageRecorded.subject,
-        concurrency=settings.usage_concurrency,
-        batch=64,
+        batch=settings.usage_batch,
         # A well-formed event only fails while Redis is down: keep retrying (days, not
         # seconds) instead of parking it. Malformed events are dead-lettered at once anyway.
         max_deliver=10_000,
         backoff=(0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
         ack_wait=settings.usage_ack_wait_s,
     )
-    rt.bus.spawn(consume(rt.bus, spec, UsageRecorded, service.record))
+    rt.bus.spawn(consume_batches(rt.bus, spec, UsageRecorded, service.record_batch))
 
 
 def main() -> None:

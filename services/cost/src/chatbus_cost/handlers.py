@@ -30,7 +30,7 @@ from chatbus_cost.budgets import (
     period_id,
     subject_id,
 )
-from chatbus_cost.ledger import Ledger, Limit
+from chatbus_cost.ledger import Ledger, Limit, Usage
 from chatbus_cost.prices import NANO, PriceTable, usd
 from chatbus_cost.reports import build_report
 
@@ -49,6 +49,10 @@ class Tuning:
 
 def amount(rule: BudgetRule, units: int) -> str:
     return f"${usd(units):.2f}" if rule.unit == "usd" else f"{units:,} tokens"
+
+
+def who_of(event: UsageRecorded) -> Who:
+    return Who(event.tenant_id, event.agent, event.user_id)
 
 
 class CostService:
@@ -162,47 +166,60 @@ class CostService:
         return out
 
     async def record(self, event: UsageRecorded) -> None:
-        """Count one usage event exactly once (called by the JetStream consumer)."""
-        who = Who(event.tenant_id, event.agent, event.user_id)
-        _, price_known = self.prices.lookup(event.model)
-        if event.cached:
-            nusd = 0
-        else:
-            nusd = self.prices.cost_nusd(event.model, event.prompt_tokens, event.completion_tokens)
-        fresh = await self.ledger.record(
-            event,
-            nusd=nusd,
-            counters=self.counters(who, event.ts),
-            seen_ttl_s=self.tuning.seen_ttl_s,
-        )
-        if not fresh:
-            log.info("usage event %s already counted; skipped", event.event_id)
-            return
-        if not price_known:
-            log.warning("usage event %s: model %r has no price", event.event_id, event.model)
-            if self.unpriced is not None:
-                self.unpriced.labels(event.model).inc()
-        if self.metrics is not None:
-            await self._observe(event, nusd, who)
+        """Count one usage event exactly once."""
+        await self.record_batch([event])
 
-    async def _observe(self, event: UsageRecorded, nusd: int, who: Who) -> None:
+    async def record_batch(self, events: list[UsageRecorded]) -> None:
+        """Count usage events exactly once each (called by the JetStream consumer)."""
+        items = [Usage(e, self.cost_of(e), self.counters(who_of(e), e.ts)) for e in events]
+        fresh = await self.ledger.record_many(items, seen_ttl_s=self.tuning.seen_ttl_s)
+        gauges: dict[tuple[str, str], BudgetRule] = {}
+        for item, new in zip(items, fresh, strict=True):
+            event = item.event
+            if not new:
+                log.info("usage event %s already counted; skipped", event.event_id)
+                continue
+            if not self.prices.lookup(event.model)[1]:
+                log.warning("usage event %s: model %r has no price", event.event_id, event.model)
+                if self.unpriced is not None:
+                    self.unpriced.labels(event.model).inc()
+            if self.metrics is not None:
+                self._count(event, item.nusd)
+                for rule, subject in self._gauged(who_of(event)):
+                    gauges[(f"{period_id(rule.period, event.ts)}:{subject}", subject)] = rule
+        if self.metrics is not None:
+            for (counter, subject), rule in gauges.items():
+                spent, _ = await self.ledger.spent(counter)
+                left = (rule.limit_units(False) - spent) / NANO
+                self.metrics.budget_remaining.labels(subject, rule.period).set(left)
+
+    def cost_of(self, event: UsageRecorded) -> int:
+        """Nano-dollars an event costs (a cache hit costs nothing)."""
+        if event.cached:
+            return 0
+        return self.prices.cost_nusd(event.model, event.prompt_tokens, event.completion_tokens)
+
+    def _count(self, event: UsageRecorded, nusd: int) -> None:
         assert self.metrics is not None
         m = self.metrics
         if event.cached:
             m.cache.labels("response", "hit").inc()
-        else:
-            m.tokens.labels(event.agent, event.model, "prompt").inc(event.prompt_tokens)
-            m.tokens.labels(event.agent, event.model, "completion").inc(event.completion_tokens)
-            m.cost.labels(event.agent, event.model).inc(nusd / NANO)
+            return
+        m.tokens.labels(event.agent, event.model, "prompt").inc(event.prompt_tokens)
+        m.tokens.labels(event.agent, event.model, "completion").inc(event.completion_tokens)
+        m.cost.labels(event.agent, event.model).inc(nusd / NANO)
+
+    def _gauged(self, who: Who) -> list[tuple[BudgetRule, str]]:
+        """USD rules with one counter (global or naming one subject): their remaining budget
+        is a gauge; per-each rules would make one series per user."""
+        out = []
         for rule in self.budgets.applicable(who):
             if rule.unit != "usd" or (rule.scope != "global" and rule.id is None):
                 continue
             subject = subject_id(rule.scope, who)
-            if subject is None:
-                continue
-            spent, _ = await self.ledger.spent(f"{period_id(rule.period, event.ts)}:{subject}")
-            left = (rule.limit_units(False) - spent) / NANO
-            m.budget_remaining.labels(subject, rule.period).set(left)
+            if subject is not None:
+                out.append((rule, subject))
+        return out
 
     async def report(self, ask: ReportUsage) -> UsageReport:
         return await build_report(self.ledger, ask)

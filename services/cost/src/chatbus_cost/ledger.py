@@ -157,6 +157,15 @@ class Limit:
 
 
 @dataclass
+class Usage:
+    """One event to count: its cost in nano-dollars and the spend counters it adds to."""
+
+    event: UsageRecorded
+    nusd: int
+    counters: list[str]
+
+
+@dataclass
 class Reserved:
     decision: str  # allow | downgrade | deny
     limit_index: int  # 1-based index of the limit that decided; 0 = none
@@ -223,11 +232,29 @@ class Ledger:
 
         Returns False when the event was counted before (a redelivery or a duplicate).
         """
-        held: list[str] = []
-        if event.reservation_id:
-            raw = await self.redis.hget(f"{self.prefix}res:{event.reservation_id}", "keys")
-            if raw:
-                held = json.loads(raw)
+        return (await self.record_many([Usage(event, nusd, counters)], seen_ttl_s=seen_ttl_s))[0]
+
+    async def record_many(self, items: list[Usage], *, seen_ttl_s: int) -> list[bool]:
+        """:meth:`record` for a batch, in two round trips; each event is still atomic."""
+        held: list[list[str]] = [[] for _ in items]
+        settling = [i for i, u in enumerate(items) if u.event.reservation_id]
+        if settling:
+            pipe = self.redis.pipeline(transaction=False)
+            for i in settling:
+                pipe.hget(f"{self.prefix}res:{items[i].event.reservation_id}", "keys")
+            for i, raw in zip(settling, await pipe.execute(), strict=True):
+                if raw:
+                    held[i] = json.loads(raw)
+        pipe = self.redis.pipeline(transaction=False)
+        for u, h in zip(items, held, strict=True):
+            keys, args = self._record_call(u, h, seen_ttl_s)
+            await self._record(keys=keys, args=args, client=pipe)
+        return [bool(r) for r in await pipe.execute()]
+
+    def _record_call(
+        self, u: Usage, held: list[str], seen_ttl_s: int
+    ) -> tuple[list[str], list[Any]]:
+        event = u.event
         day = _day(event.ts)
         tenant = clean(event.tenant_id)
         prompt, completion = (
@@ -239,16 +266,16 @@ class Ledger:
             self.agg_key(tenant, day),
             self.agg_key(tenant, day, sessions=True),
             self.tenants_key,
-            *(self.spend_key(c) for c in counters),
+            *(self.spend_key(c) for c in u.counters),
             *held,
             *(h + ":r" for h in held),
         ]
         suffix = SEP.join(clean(x) for x in (event.agent, event.model, event.user_id or "-"))
-        args = [
+        args: list[Any] = [
             seen_ttl_s,
-            len(counters),
+            len(u.counters),
             len(held),
-            nusd,
+            u.nusd,
             prompt + completion,
             prompt,
             completion,
@@ -258,7 +285,7 @@ class Ledger:
             tenant,
             SPEND_TTL_S,
         ]
-        return bool(await self._record(keys=keys, args=args))
+        return keys, args
 
     async def spent(self, counter: str) -> tuple[int, int]:
         """(nano-dollars, tokens) spent on a counter (settled only)."""
