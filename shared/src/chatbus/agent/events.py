@@ -16,8 +16,6 @@ until the dead-letter stream). Handlers should still be idempotent per ``event_i
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import logging
 import time
@@ -159,7 +157,7 @@ def event_publisher(bus: Bus) -> Callable[[DomainEvent], Awaitable[None]]:
 
 def start_subscriptions(bus: Bus, agent: str, subs: tuple[Any, ...], ctx: EventContext) -> None:
     """One durable consumer per subscription, running until the bus drains."""
-    from chatbus.jetstream import ConsumerSpec
+    from chatbus.jetstream import ConsumerSpec, consume
 
     for sub in subs:
         assert isinstance(sub, Subscription), f"not a Subscription: {sub!r}"
@@ -184,43 +182,7 @@ def start_subscriptions(bus: Bus, agent: str, subs: tuple[Any, ...], ctx: EventC
                 },
             )
 
-        bus.spawn(_consume_then_unsubscribe(bus, spec, sub.event, handle))
-
-
-async def _consume_then_unsubscribe(bus: Bus, spec: Any, model: Any, handle: Any) -> None:
-    """``consume``, then drop its pull subscription.
-
-    Workaround: ``jetstream.consume`` leaves its pull subscription open when the bus closes,
-    and nats-py's drain then waits ``drain_timeout`` (30 s) on the fetch inbox. Remove this
-    once ``consume`` unsubscribes itself.
-    """
-    from chatbus.jetstream import consume
-
-    tracked = _TrackingJetStream(bus.js)
-    proxy = copy.copy(bus)
-    proxy.js = tracked  # type: ignore[assignment]
-    try:
-        await consume(proxy, spec, model, handle)
-    finally:
-        for psub in tracked.subs:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
-
-
-class _TrackingJetStream:
-    """A JetStream context that remembers the pull subscriptions it made."""
-
-    def __init__(self, js: Any) -> None:
-        self._js = js
-        self.subs: list[Any] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._js, name)
-
-    async def pull_subscribe_bind(self, *args: Any, **kwargs: Any) -> Any:
-        psub = await self._js.pull_subscribe_bind(*args, **kwargs)
-        self.subs.append(psub)
-        return psub
+        bus.spawn(consume(bus, spec, sub.event, handle))
 
 
 async def attach_collaboration(rt: Runtime, deps: AgentDeps, metrics: Metrics) -> None:
