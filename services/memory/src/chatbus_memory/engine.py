@@ -219,7 +219,7 @@ def _turn(p: dict[str, Any]) -> Turn:
 
 
 def group_by_turn(ranked: list[Ranked], k: int) -> list[ScoredTurn]:
-    """One hit per turn (its best chunk's score); several matching chunks are joined in order."""
+    """One hit per turn: its best chunk (the whole turn when it is one chunk) and score."""
     by_turn: dict[str, list[Ranked]] = {}
     for r in ranked:
         key = f"{r.payload.get('session_id')}\x00{r.payload.get('turn_id')}"
@@ -230,11 +230,10 @@ def group_by_turn(ranked: list[Ranked], k: int) -> list[ScoredTurn]:
     for group in by_turn.values():
         best = group[0]
         p = best.payload
-        chunks = sorted(group, key=lambda r: int(r.payload.get("chunk", 0)))
-        if len(chunks) == 1 and int(p.get("chunks", 1)) == 1:
+        if int(p.get("chunks", 1)) == 1:
             content = str(p.get("content", p.get("text", "")))
         else:
-            content = " … ".join(str(r.payload.get("text", "")) for r in chunks)
+            content = str(p.get("text", ""))  # the best matching chunk of a long turn
         turn = Turn(
             role=p.get("role", "user"),
             content=content,

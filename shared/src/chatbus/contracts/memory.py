@@ -89,7 +89,7 @@ class SearchMemory(Message):
 
 
 class ScoredTurn(Message):
-    """A recalled turn. For a long turn, ``turn.content`` holds the matching chunk(s)."""
+    """A recalled turn. For a long (chunked) turn, ``turn.content`` is its best chunk."""
 
     turn: Turn
     score: float
