@@ -2,8 +2,10 @@
 
 Query: ``from`` and ``to`` (``YYYY-MM-DD``, inclusive, UTC; default: the last 7 days),
 ``group_by`` (``day|agent|model|user|session``, default ``day``). A caller sees its own tenant;
-an admin may pass ``tenant=<id>`` or ``tenant=*`` for every tenant. ``group_by=day`` answers
-also carry ``forecast_month_usd`` (see ``chatbus.usage_cli.forecast_month_end``).
+an admin may pass ``tenant=<id>`` or ``tenant=*`` for every tenant. A ``group_by=day`` answer
+whose range starts on or before the first of ``to``'s month also carries
+``forecast_month_usd`` (see ``chatbus.usage_cli.forecast_month_end``). Errors: 422 for bad
+parameters, 403 for another tenant without admin rights, 503 when the cost service is down.
 """
 
 from __future__ import annotations
