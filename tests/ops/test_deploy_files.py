@@ -179,9 +179,6 @@ def test_gateway_refuses_production_without_auth_or_admin_key(
     assert cls(_env_file=None).app_env == "production"
 
 
-@pytest.mark.xfail(
-    reason="AgentSettings.check_production does not yet require OPENAI_API_KEY", strict=False
-)
 @pytest.mark.parametrize("svc", [BY_DIR["agent-support"]], ids=lambda s: s.dir)
 def test_agents_refuse_production_without_an_llm_key(
     svc: Svc, monkeypatch: pytest.MonkeyPatch

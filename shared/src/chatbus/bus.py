@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 import nats.errors
@@ -24,6 +24,10 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from chatbus.contracts.base import ErrorReply, Message
+
+if TYPE_CHECKING:
+    from chatbus.alerts import Alerter
+    from chatbus.metrics import Metrics
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 
 log = logging.getLogger("chatbus.bus")
@@ -62,7 +66,10 @@ class Bus:
         self._subs: list[Subscription] = []
         self._consumers: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
-        # Called with (subject, reason) when a message is dead-lettered (metrics, alerts).
+        # Set by serve(): standard metrics and the alerter (None in bare tests).
+        self.metrics: Metrics | None = None
+        self.alerter: Alerter | None = None
+        # An extra hook called with (subject, reason) when a message is dead-lettered.
         self.on_dead_letter: Callable[[str, str], None] | None = None
 
     @classmethod

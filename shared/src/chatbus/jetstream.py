@@ -99,6 +99,10 @@ async def dead_letter(bus: Bus, raw: Msg, spec: ConsumerSpec, reason: str) -> No
         meta.num_delivered,
         reason,
     )
+    if bus.metrics is not None:
+        bus.metrics.dead_letters.labels(raw.subject).inc()
+    if bus.alerter is not None:
+        bus.alerter.on_dead_letter(raw.subject, reason)
     if bus.on_dead_letter is not None:
         bus.on_dead_letter(raw.subject, reason)
 
@@ -239,6 +243,11 @@ async def _fetch_until_closing(
             log.exception("fetch from %s failed", spec.durable)
             await asyncio.sleep(1.0)  # allowed: backoff before the next fetch
             continue
+        if bus.metrics is not None and raws:
+            bus.metrics.queue_pending.labels(spec.durable).set(raws[-1].metadata.num_pending)
+            redelivered = sum(1 for r in raws if r.metadata.num_delivered > 1)
+            if redelivered:
+                bus.metrics.redeliveries.labels(spec.durable).inc(redelivered)
         items: list[tuple[Msg, M]] = []
         for raw in raws:
             try:

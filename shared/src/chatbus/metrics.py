@@ -6,15 +6,33 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds`` histogram
 
 from __future__ import annotations
 
+from weakref import WeakKeyDictionary
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BY_REGISTRY: WeakKeyDictionary[CollectorRegistry, Metrics] = WeakKeyDictionary()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
-    """The standard chatbus metrics. Label values are bounded (agent ids, models, outcomes)."""
+    """The standard chatbus metrics. Label values are bounded (agent ids, models, outcomes).
+
+    There is one instance per registry: ``Metrics(rt.registry, ...)`` anywhere in a service
+    returns the instance ``serve()`` already made.
+    """
+
+    def __new__(cls, registry: CollectorRegistry, service: str) -> Metrics:
+        existing = _BY_REGISTRY.get(registry)
+        if existing is not None:
+            return existing
+        made = super().__new__(cls)
+        _BY_REGISTRY[registry] = made
+        return made
 
     def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        if getattr(self, "service", None) is not None:
+            return  # already built for this registry
         self.service = service
         self.messages = Counter(
             "chatbus_messages_total",

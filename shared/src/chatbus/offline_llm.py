@@ -298,14 +298,20 @@ async def start(
 
 
 def main() -> None:
-    """``python -m chatbus.offline_llm [PORT] [LATENCY_MS]``: serve the offline model."""
-    import sys
+    """``python -m chatbus.offline_llm [PORT] [LATENCY_MS] [--host HOST]``: serve the model."""
+    import argparse
 
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 8099
-    latency_ms = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
-    llm = OfflineLLM(record=False, latency_s=latency_ms / 1000)
-    print(f"chatbus offline model on http://127.0.0.1:{port}/v1 — not a real LLM", flush=True)  # noqa: T201
-    web.run_app(llm.app(), host="127.0.0.1", port=port, print=None, access_log=None)
+    ap = argparse.ArgumentParser(prog="python -m chatbus.offline_llm", description=__doc__)
+    ap.add_argument("port", type=int, nargs="?", default=8099)
+    ap.add_argument("latency_ms", type=float, nargs="?", default=0.0)
+    ap.add_argument("--host", default="127.0.0.1")
+    args = ap.parse_args()
+    llm = OfflineLLM(record=False, latency_s=args.latency_ms / 1000)
+    print(  # noqa: T201
+        f"chatbus offline model on http://{args.host}:{args.port}/v1 — not a real LLM",
+        flush=True,
+    )
+    web.run_app(llm.app(), host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from chatbus.alerts import Alerter
 from chatbus.bus import Bus
+from chatbus.metrics import Metrics
 from chatbus.settings import ServiceSettings
 from chatbus.telemetry import Redactor, setup_logging, setup_tracing, trace_middleware
 
@@ -47,6 +49,16 @@ class Runtime:
     draining: bool = False
     started_at: float = field(default_factory=time.time)
     _redis: aioredis.Redis | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        """The service's standard metrics (one instance per registry)."""
+        return Metrics(self.registry, self.settings.service_name)
+
+    @property
+    def alerter(self) -> Alerter:
+        assert self.bus.alerter is not None
+        return self.bus.alerter
 
     def add_ready_check(self, name: str, check: ReadyCheck) -> None:
         self.ready_checks[name] = check
@@ -135,13 +147,17 @@ async def serve(
             pass
 
     bus = await connect_bus(settings)
+    registry = registry or CollectorRegistry()
+    bus.metrics = Metrics(registry, settings.service_name)
+    bus.alerter = Alerter.from_settings(settings, redact=redactor)
     async with AsyncExitStack() as stack:
+        stack.push_async_callback(bus.alerter.aclose)
         http = web.Application(client_max_size=1024 * 1024, middlewares=[trace_middleware])
         rt = Runtime(
             settings=settings,
             bus=bus,
             http=http,
-            registry=registry or CollectorRegistry(),
+            registry=registry,
             stack=stack,
             redactor=redactor,
         )

@@ -17,7 +17,11 @@ class ServiceSettings(BaseSettings):
     """What every service needs: where the bus and Redis are, its HTTP port, logging."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,  # OPENAI_BASE_URL= means unset, not ""
     )
 
     service_name: str = "chatbus"

@@ -89,7 +89,7 @@ async def wire(
         ),
     )
     service.tokens.encoding_for("gpt-4o")  # load the BPE files now, not on the first request
-    rt.bus.on_dead_letter = lambda subject, _reason: metrics.dead_letters.labels(subject).inc()
+
     await ensure_dlq(rt.bus)
     await ensure_cost_stream(rt.bus, max_age_s=settings.stream_max_age_days * 86400)
     await rt.bus.subscribe(CountTokens.subject, CountTokens, service.count, queue=QUEUE)

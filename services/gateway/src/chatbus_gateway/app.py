@@ -55,7 +55,7 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     setup_openai_routes(app)
     setup_job_routes(app, JobStore(deps.redis, s.redis_prefix, s.job_ttl_s))
     setup_admin_routes(app)
-    setup_openapi(app)
+    setup_openapi(app, s.max_message_chars)
     return app
 
 
@@ -81,7 +81,7 @@ async def wire(rt: Runtime) -> None:
     setup_usage_routes(app, BusCosts(rt.bus))
     setup_memory_routes(app, BusMemory(rt.bus))
     metrics = deps.metrics
-    rt.bus.on_dead_letter = lambda subject, reason: metrics.dead_letters.labels(subject).inc()
+
     worker = JobWorker(app[JOBS], app[PIPELINE], http, settings.job_max_deliver)
     await start_worker(rt.bus, settings, worker)
 

@@ -23,6 +23,7 @@ from chatbus.agent.llm import LLMError, OpenAIChat
 from chatbus.agent.resilience import ResilientLLM
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
+from chatbus.alerts import ErrorRateWatch
 from chatbus.contracts.chat import AgentInfo, AgentPing, ChatChunk, ChatReply, ChatRequest
 from chatbus.errors import RemoteError
 from chatbus.metrics import Metrics
@@ -60,6 +61,7 @@ async def build_deps(
 
     def on_llm_failure(model: str, e: LLMError) -> None:
         metrics.llm_errors.labels(model, e.kind).inc()
+        rt.alerter.llm_failure_soon(spec.id, model, e.kind)
 
     config = AgentConfig(
         model=settings.model or spec.model,
@@ -129,6 +131,7 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
         settings = rt.settings
         assert isinstance(settings, AgentSettings)
         metrics = Metrics(rt.registry, settings.service_name)
+        errors = ErrorRateWatch(rt.alerter, what=f"{spec.id} chat messages")
         deps = await build_deps(rt, spec, settings, metrics)
         await attach_collaboration(rt, deps, metrics)  # handoffs, tool records, events
         instance_id = uuid.uuid4().hex[:12]
@@ -176,6 +179,7 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
                         )
                     elapsed = time.perf_counter() - started
                     metrics.messages.labels(spec.id, outcome).inc()
+                    errors.observe(ok=outcome == "ok" or outcome.startswith("degraded_"))
                     metrics.request_latency.labels(f"agent.{spec.id}").observe(elapsed)
                     log.info(
                         "answered",

@@ -27,3 +27,10 @@ class AgentSettings(ServiceSettings):
     llm_retries: int = Field(default=2, ge=0, le=10)
     max_in_flight: int = Field(default=256, ge=1)
     max_tool_steps: int = Field(default=6, ge=1, le=50)
+
+    def check_production(self) -> None:
+        if self.app_env == "production" and not (self.openai_api_key or self.openai_base_url):
+            raise ValueError(
+                "production needs a real model: set OPENAI_API_KEY (and/or OPENAI_BASE_URL); "
+                "the built-in offline model is for development only"
+            )
