@@ -48,8 +48,10 @@ class CostSettings(ServiceSettings):
     reservation_ttl_s: float = Field(default=120.0, gt=0, le=86400)
     # Completion length assumed when reserving, unless the agent says otherwise.
     default_completion_tokens: int = Field(default=512, ge=1, le=1_000_000)
-    # How long an event id is remembered to drop redeliveries (longest expected outage).
-    seen_ttl_s: int = Field(default=3 * 86400, ge=60)
+    # How long an event id is remembered to drop redeliveries: must outlast the longest
+    # outage of this service (an event counted but not acked comes back when it restarts).
+    # About 100 bytes of Redis per event for this long.
+    seen_ttl_s: int = Field(default=86400, ge=60)
     redis_prefix: str = "chatbus:cost:"
     usage_durable: str = "cost-usage"
     # Usage events counted per Redis round trip.

@@ -44,7 +44,7 @@ PERIODS: tuple[Period, ...] = ("daily", "monthly")
 class Tuning:
     reservation_ttl_s: float = 120.0
     default_completion_tokens: int = 512
-    seen_ttl_s: int = 3 * 86400
+    seen_ttl_s: int = 86400
 
 
 def amount(rule: BudgetRule, units: int) -> str:
