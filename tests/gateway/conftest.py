@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
+from aiohttp import web
 
 from chatbus.bus import Bus
 from chatbus.runtime import Runtime, serve
@@ -16,7 +17,7 @@ from chatbus.servers import free_port
 from chatbus_gateway.app import wire
 from chatbus_gateway.settings import GatewaySettings
 from tests.gateway.gw_agent_stub import StubAgent
-from tests.gateway.gw_harness import RunningGateway, StartGateway
+from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
 
 
 @pytest_asyncio.fixture
@@ -73,3 +74,17 @@ async def agent(bus: Bus, fake_llm: tuple[Any, str], uid: str) -> AsyncIterator[
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+@pytest_asyncio.fixture
+async def callbacks() -> AsyncIterator[Callbacks]:
+    hooks = Callbacks()
+    app = web.Application()
+    app.router.add_post("/hook", hooks.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    hooks.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    yield hooks
+    await runner.cleanup()

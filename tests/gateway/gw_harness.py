@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
 
 from chatbus.runtime import Runtime
 
@@ -22,3 +25,21 @@ class RunningGateway:
 
 
 StartGateway = Callable[..., Awaitable[RunningGateway]]
+
+
+class Callbacks:
+    """A web hook receiver: every job callback POSTed to it, in arrival order."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.arrived = asyncio.Queue[dict[str, Any]]()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.received.append(body)
+        self.arrived.put_nowait(body)
+        return web.json_response({"ok": True})
+
+    async def next(self, timeout: float = 20) -> dict[str, Any]:
+        return await asyncio.wait_for(self.arrived.get(), timeout)

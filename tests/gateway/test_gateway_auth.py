@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from chatbus_gateway.keys_cli import main as keys_main
 from tests.gateway.gw_agent_stub import StubAgent
-from tests.gateway.gw_harness import StartGateway
+from tests.gateway.gw_harness import Callbacks, StartGateway
 
 ADMIN = "admin-secret-for-tests"
 
@@ -109,6 +109,7 @@ async def test_keys_tenants_and_revocation(
 async def test_tenant_cannot_read_another_tenants_job(
     start_gateway: StartGateway,
     agent: StubAgent,
+    callbacks: Callbacks,
     http: aiohttp.ClientSession,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -118,11 +119,12 @@ async def test_tenant_cannot_read_another_tenants_job(
     key_b, _ = await create_key(monkeypatch, capsys, "tenant-b")
     async with http.post(
         f"{gw.url}/api/chat/{agent.agent}?mode=async",
-        json={"message": "private", "session_id": "s"},
+        json={"message": "private", "session_id": "s", "callback_url": callbacks.url},
         headers={"Authorization": f"Bearer {key_a}"},
     ) as r:
         assert r.status == 202
         job_id = (await r.json())["job_id"]
+    assert (await callbacks.next())["status"] == "done"
     async with http.get(
         f"{gw.url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {key_b}"}
     ) as r:

@@ -41,7 +41,7 @@ async def test_chat_returns_the_agents_reply_with_usage(
 async def test_agents_lists_what_runs_on_the_bus(
     gateway: RunningGateway, agent: StubAgent, bus: Any, fake_llm: Any, http: aiohttp.ClientSession
 ) -> None:
-    second = await StubAgent(bus, agent.agent, fake_llm[1]).start()
+    second = await StubAgent(bus, agent.agent, fake_llm[1], label="Support").start()
     async with http.get(f"{gateway.url}/api/agents") as r:
         assert r.status == 200
         listed = {a["id"]: a for a in (await r.json())["agents"]}

@@ -6,49 +6,14 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-import pytest_asyncio
-from aiohttp import web
 
 from chatbus.offline_llm import OfflineLLM
 from tests.gateway.gw_agent_stub import StubAgent
-from tests.gateway.gw_harness import RunningGateway, StartGateway
-
-
-class Callbacks:
-    """A web hook receiver: every job callback POSTed to it, in arrival order."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.arrived = asyncio.Queue[dict[str, Any]]()
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.received.append(body)
-        self.arrived.put_nowait(body)
-        return web.json_response({"ok": True})
-
-    async def next(self, timeout: float = 20) -> dict[str, Any]:
-        return await asyncio.wait_for(self.arrived.get(), timeout)
-
-
-@pytest_asyncio.fixture
-async def callbacks() -> AsyncIterator[Callbacks]:
-    hooks = Callbacks()
-    app = web.Application()
-    app.router.add_post("/hook", hooks.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    hooks.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    yield hooks
-    await runner.cleanup()
+from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
 
 
 async def submit(

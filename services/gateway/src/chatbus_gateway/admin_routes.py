@@ -47,13 +47,13 @@ async def dead_letters(request: web.Request) -> web.Response:
 async def redrive_one(request: web.Request) -> web.Response:
     require_admin(request)
     raw = request.match_info["seq"]
-    if not raw.isdigit() or int(raw) < 1:
+    if not raw.isdigit() or not 1 <= int(raw) < 2**63:
         raise ApiError(404, f"no dead letter {raw[:40]!r}", type="not_found")
     seq = int(raw)
     bus = request.app[DEPS].bus
     try:
         msg = await bus.js.get_msg(DLQ_STREAM, seq)
-    except nats.js.errors.NotFoundError as e:
+    except (nats.js.errors.NotFoundError, nats.js.errors.BadRequestError) as e:
         raise ApiError(404, f"no dead letter {seq}", type="not_found") from e
     job = _job(msg.data or b"")
     if job is not None:  # a fresh start: the worker counts attempts again from zero

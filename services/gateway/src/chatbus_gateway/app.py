@@ -9,7 +9,6 @@ from aiohttp import web
 
 from chatbus.cost_client import BusCosts
 from chatbus.memory_client import BusMemory
-from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime
 from chatbus_gateway.admin_routes import setup_admin_routes
 from chatbus_gateway.agents import setup_agent_routes
@@ -73,15 +72,13 @@ async def wire(rt: Runtime) -> None:
         settings=settings,
         bus=rt.bus,
         redis=rt.redis(),
-        metrics=Metrics(rt.registry, settings.service_name),
+        metrics=rt.metrics,
         http=http,
         is_draining=lambda: rt.draining,
     )
     app = setup_gateway(rt.http, deps)
     setup_usage_routes(app, BusCosts(rt.bus))
     setup_memory_routes(app, BusMemory(rt.bus))
-    metrics = deps.metrics
-
     worker = JobWorker(app[JOBS], app[PIPELINE], http, settings.job_max_deliver)
     await start_worker(rt.bus, settings, worker)
 

@@ -57,8 +57,6 @@ async def chat(request: web.Request) -> web.StreamResponse:
     )
     if mode == "async":
         return await submit_job(request, req, body.callback_url)
-    if body.callback_url is not None:
-        raise ApiError(422, "callback_url: only allowed with ?mode=async", param="callback_url")
     pipeline = request.app[PIPELINE]
     if wants_stream(request):
         return await _stream(request, req)

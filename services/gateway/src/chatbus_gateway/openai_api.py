@@ -40,8 +40,9 @@ def session_for(request: web.Request, body: ChatCompletionsIn, tenant: str) -> s
 
 
 def last_user_message(messages: list[InMessage], max_chars: int) -> str:
-    text = next((m.text() for m in reversed(messages) if m.role == "user"), None)
-    if text is None or not text.strip():
+    """The new message: the last user message that has text."""
+    text = next((m.text() for m in reversed(messages) if m.role == "user" and m.text().strip()), "")
+    if not text:
         raise ApiError(422, "messages: needs a non-empty user message", param="messages")
     if len(text) > max_chars:
         raise ApiError(

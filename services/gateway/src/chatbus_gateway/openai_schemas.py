@@ -29,6 +29,17 @@ class InMessage(BaseModel):
         return "".join(p.text or "" for p in self.content if p.type in ("text", "input_text"))
 
 
+# What /openapi.json says a conversation must contain (the gateway sends the last one).
+USER_MESSAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["role", "content"],
+    "properties": {
+        "role": {"const": "user"},
+        "content": {"type": "string", "pattern": "\\S"},
+    },
+}
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -45,7 +56,11 @@ class ChatCompletionsIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     model: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
-    messages: list[InMessage] = Field(min_length=1)
+    messages: list[InMessage] = Field(
+        min_length=1,
+        description="The conversation; it must hold a user message with text",
+        json_schema_extra={"contains": USER_MESSAGE},
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: Annotated[str, StringConstraints(max_length=200)] | None = None

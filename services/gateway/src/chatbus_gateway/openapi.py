@@ -47,7 +47,11 @@ def components() -> dict[str, Any]:
     return dict(defs.get("$defs", {}))
 
 
-def build_spec() -> dict[str, Any]:
+def build_spec(max_message_chars: int | None = None) -> dict[str, Any]:
+    """The document; ``max_message_chars`` is this gateway's configured message limit."""
+    schemas = components()
+    if max_message_chars is not None:
+        schemas["ChatIn"]["properties"]["message"]["maxLength"] = max_message_chars
     return {
         "openapi": "3.1.0",
         "info": {
@@ -57,7 +61,7 @@ def build_spec() -> dict[str, Any]:
         },
         "paths": openapi_paths.paths(),
         "components": {
-            "schemas": components(),
+            "schemas": schemas,
             "securitySchemes": {
                 "bearerAuth": {
                     "type": "http",
@@ -71,15 +75,10 @@ def build_spec() -> dict[str, Any]:
     }
 
 
-_SPEC: dict[str, Any] | None = None
+def setup_openapi(app: web.Application, max_message_chars: int) -> None:
+    spec = build_spec(max_message_chars)
 
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.json_response(spec)
 
-async def openapi_json(request: web.Request) -> web.Response:
-    global _SPEC
-    if _SPEC is None:
-        _SPEC = build_spec()
-    return web.json_response(_SPEC)
-
-
-def setup_openapi(app: web.Application) -> None:
     app.router.add_get("/openapi.json", openapi_json)

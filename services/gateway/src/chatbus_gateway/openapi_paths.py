@@ -62,7 +62,7 @@ def header(name: str, description: str) -> dict[str, Any]:
         "in": "header",
         "required": False,
         "description": description,
-        "schema": {"type": "string", "maxLength": 200},
+        "schema": {"type": "string", "minLength": 1, "maxLength": 200},
     }
 
 
@@ -73,6 +73,7 @@ def path_param(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 API_ERRORS = ["401", "429", "503"]
 CHAT_ERRORS = ["400", "401", "402", "404", "409", "413", "422", "429", "502", "503", "504"]
 IDEMPOTENCY = header("Idempotency-Key", "Replays the first answer of the same request")
+MAX_SEQ = 2**63 - 1
 AGENT_ID = {"type": "string", "minLength": 1, "maxLength": 64}
 
 
@@ -153,7 +154,9 @@ def paths() -> dict[str, Any]:
         "/api/admin/dead-letters/{seq}/redrive": {
             "post": {
                 "summary": "Send a parked message back to its queue (admin)",
-                "parameters": [path_param("seq", {"type": "integer", "minimum": 1})],
+                "parameters": [
+                    path_param("seq", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ})
+                ],
                 "responses": answers(
                     {"200": {"description": "Re-driven", "content": json_body("RedriveOut")}},
                     ["401", "403", "404", "429", "503"],

@@ -19,7 +19,7 @@ class ChatIn(BaseModel):
     message: NonBlank = Field(description="The user's new message (length limit configurable)")
     session_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
     user_id: Annotated[str, StringConstraints(strict=True, max_length=200)] | None = None
-    # Only with ?mode=async: POSTed the job's final state when it is done.
+    # With ?mode=async: POSTed the job's final state when it is done (ignored otherwise).
     callback_url: (
         Annotated[str, StringConstraints(strict=True, max_length=2000, pattern=r"^https?://")]
         | None
