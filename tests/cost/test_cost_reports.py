@@ -142,3 +142,15 @@ async def test_settling_replaces_the_estimate_with_the_actual_cost(
     third = await ledger.reserve("r3", limit, main=(200, 10), cheap=None, now_ms=now, ttl_ms=60_000)
     assert (third.decision, third.used) == ("deny", 900)
     assert await ledger.spent(counter) == (100, 150)
+
+
+async def test_cheap_model_still_fits_when_the_main_one_would_break_the_hard_limit(
+    redis: aioredis.Redis, uid: str
+) -> None:
+    ledger = Ledger(redis, prefix=f"test:{uid}:")
+    limit = [Limit(counter=f"d1:agent:{uid}", unit="usd", soft=0, hard=1000)]
+    now = int(time.time() * 1000)
+    got = await ledger.reserve("r1", limit, main=(1500, 10), cheap=(300, 10), now_ms=now, ttl_ms=9)
+    assert (got.decision, got.limit_index) == ("downgrade", 1)
+    none = await ledger.reserve("r2", limit, main=(1500, 10), cheap=(800, 10), now_ms=now, ttl_ms=9)
+    assert (none.decision, none.used) == ("deny", 300)
