@@ -8,6 +8,7 @@ final answer (at most ``max_tool_steps`` LLM calls), handing off when the LLM ca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -114,12 +115,14 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         if followed.reply is not None:
             return followed.reply
         notice = followed.notice
-    recent = await deps.history.recent(req.tenant_id, req.session_id, cfg.history_turns)
-    recalled: list[Turn] = []
-    if deps.memory is not None and cfg.memory_k > 0:
-        recalled = await deps.memory.recall(req, k=cfg.memory_k, scope=spec.memory_scope)
+    # Recent turns, recalled turns and customer notes are independent: fetch them together.
+    recent, recalled, context = await asyncio.gather(
+        deps.history.recent(req.tenant_id, req.session_id, cfg.history_turns),
+        _recall(req, deps),
+        _context(req, deps, notice),
+    )
     system, history, new = build_messages(spec.system_prompt, recalled, recent, req.message)
-    system.extend(await _context(req, deps, notice))
+    system.extend(context)
     model = cfg.model
     messages = fit(deps, system, history, new, model)
 
@@ -168,6 +171,12 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         # Only answers that needed no tool: a tool's result (or effect) must not be replayed.
         await deps.cache.put(spec.id, model, messages, outcome, tenant_id=req.tenant_id)
     return await _finish(req, deps, outcome, run.model, run.usage, auth, counted=run.counted)
+
+
+async def _recall(req: ChatRequest, deps: AgentDeps) -> list[Turn]:
+    if deps.memory is None or deps.config.memory_k <= 0:
+        return []
+    return await deps.memory.recall(req, k=deps.config.memory_k, scope=deps.spec.memory_scope)
 
 
 async def _context(req: ChatRequest, deps: AgentDeps, notice: str | None) -> list[dict[str, Any]]:
@@ -278,11 +287,15 @@ async def _finish(
         Turn(role="user", content=req.message, created_at=now, speaker=req.user_id),
         Turn(role="assistant", content=text, created_at=now, agent=deps.spec.id),
     ]
-    await deps.history.append(req.tenant_id, req.session_id, turns)
+    # History, memory and usage are independent writes: do them together.
+    writes = [deps.history.append(req.tenant_id, req.session_id, turns)]
     if deps.memory is not None:
-        await deps.memory.remember(req, turns)
+        writes.append(deps.memory.remember(req, turns))
     if deps.costs is not None and degraded != "budget":
-        await deps.costs.record(req, auth, model=model, usage=usage, cached=cached, counted=counted)
+        writes.append(
+            deps.costs.record(req, auth, model=model, usage=usage, cached=cached, counted=counted)
+        )
+    await asyncio.gather(*writes)
     if on_delta is not None and (cached or degraded):
         await on_delta(text)  # nothing was streamed: send the whole reply as one chunk
     return ChatReply(

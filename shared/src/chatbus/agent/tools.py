@@ -18,6 +18,7 @@ tool name, a tool error or a timeout become a ``role: tool`` error text the LLM 
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -176,12 +177,18 @@ class Tool:
 
     def definition(self) -> dict[str, Any]:
         """The OpenAI tool definition (``{"type": "function", "function": {...}}``)."""
-        schema = self.args_model.model_json_schema()
-        schema.pop("title", None)
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": schema},
-        }
+        return _definition(self.name, self.description, self.args_model)
+
+
+@functools.lru_cache(maxsize=1024)
+def _definition(name: str, description: str, args_model: type[BaseModel]) -> dict[str, Any]:
+    # Built once per tool: generating a JSON schema costs more than the rest of a message.
+    schema = args_model.model_json_schema()
+    schema.pop("title", None)
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": schema},
+    }
 
 
 def tool(
