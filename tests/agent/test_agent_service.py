@@ -14,23 +14,33 @@ from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
 from chatbus.bus import Bus
 from chatbus.contracts.chat import AgentInfo, AgentPing, ChatChunk, ChatReply, ChatRequest
-from chatbus.errors import RemoteError
+from chatbus.errors import NoResponders, RemoteError
 from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.runtime import Runtime, serve
 
 
 @asynccontextmanager
-async def running_agent(spec: AgentSpec, nats_url: str, redis_url: str, llm_url: str,
-                        **overrides: object) -> AsyncIterator[Runtime]:
+async def running_agent(
+    spec: AgentSpec, nats_url: str, redis_url: str, llm_url: str, **overrides: object
+) -> AsyncIterator[Runtime]:
     settings = AgentSettings(
-        service_name=f"agent-{spec.id}", nats_url=nats_url, redis_url=redis_url, port=0,
-        host="127.0.0.1", openai_base_url=llm_url, memory_enabled=False, cost_enabled=False,
-        cache_enabled=False, log_format="text", **overrides,  # type: ignore[arg-type]
+        service_name=f"agent-{spec.id}",
+        nats_url=nats_url,
+        redis_url=redis_url,
+        port=0,
+        host="127.0.0.1",
+        openai_base_url=llm_url,
+        memory_enabled=False,
+        cost_enabled=False,
+        cache_enabled=False,
+        log_format="text",
+        **overrides,  # type: ignore[arg-type]
     )
     stop = asyncio.Event()
     ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, make_wire(spec), stop=stop,
-                                     started=ready.set_result))
+    task = asyncio.create_task(
+        serve(settings, make_wire(spec), stop=stop, started=ready.set_result)
+    )
     rt = await asyncio.wait_for(ready, 10)
     try:
         yield rt
@@ -40,13 +50,15 @@ async def running_agent(spec: AgentSpec, nats_url: str, redis_url: str, llm_url:
 
 
 def spec_for(uid: str, prompt: str = "You are a careful test agent.") -> AgentSpec:
-    return AgentSpec(id=f"tester{uid}", label="Tester", description="answers tests",
-                     system_prompt=prompt)
+    return AgentSpec(
+        id=f"tester{uid}", label="Tester", description="answers tests", system_prompt=prompt
+    )
 
 
 def request(spec: AgentSpec, message: str, session: str, **kw: object) -> ChatRequest:
-    return ChatRequest(request_id=uuid.uuid4().hex, agent=spec.id, session_id=session,
-                       message=message, **kw)  # type: ignore[arg-type]
+    return ChatRequest(
+        request_id=uuid.uuid4().hex, agent=spec.id, session_id=session, message=message, **kw
+    )  # type: ignore[arg-type]
 
 
 async def test_agent_answers_with_its_prompt_and_remembers_the_session(
@@ -56,10 +68,10 @@ async def test_agent_answers_with_its_prompt_and_remembers_the_session(
     spec = spec_for(uid, "You are the tester persona 7F3.")
     async with running_agent(spec, nats_url, redis_url, url):
         subject = ChatRequest.subject_for(spec.id)
-        first = await bus.request(request(spec, "My dog is Biscuit", f"s{uid}"), ChatReply,
-                                  subject)
-        second = await bus.request(request(spec, "What is my dog called?", f"s{uid}"),
-                                   ChatReply, subject)
+        first = await bus.request(request(spec, "My dog is Biscuit", f"s{uid}"), ChatReply, subject)
+        second = await bus.request(
+            request(spec, "What is my dog called?", f"s{uid}"), ChatReply, subject
+        )
     assert first.agent == spec.id and "offline model" in first.reply
     sent = llm.requests_for(spec.id)
     assert len(sent) == 2
@@ -89,8 +101,11 @@ async def test_streaming_publishes_chunks_before_the_reply(
     inbox = bus.nc.new_inbox()
     sub = await bus.nc.subscribe(inbox)
     async with running_agent(spec, nats_url, redis_url, url):
-        reply = await bus.request(request(spec, "count", f"s{uid}", stream_inbox=inbox),
-                                  ChatReply, ChatRequest.subject_for(spec.id))
+        reply = await bus.request(
+            request(spec, "count", f"s{uid}", stream_inbox=inbox),
+            ChatReply,
+            ChatRequest.subject_for(spec.id),
+        )
         chunks: list[ChatChunk] = []
         while not (chunks and chunks[-1].done):
             chunks.append(ChatChunk.from_bytes((await sub.next_msg(timeout=2)).data))
@@ -106,12 +121,14 @@ async def test_llm_failure_reaches_the_caller_as_upstream_error(
     spec = spec_for(uid)
     async with running_agent(spec, nats_url, redis_url, url):
         with pytest.raises(RemoteError) as e:
-            await bus.request(request(spec, "hi", f"s{uid}"), ChatReply,
-                              ChatRequest.subject_for(spec.id))
+            await bus.request(
+                request(spec, "hi", f"s{uid}"), ChatReply, ChatRequest.subject_for(spec.id)
+            )
         assert e.value.code == "upstream"
         # and it keeps serving
-        ok = await bus.request(request(spec, "hi again", f"s{uid}"), ChatReply,
-                               ChatRequest.subject_for(spec.id))
+        ok = await bus.request(
+            request(spec, "hi again", f"s{uid}"), ChatReply, ChatRequest.subject_for(spec.id)
+        )
         assert ok.reply
 
 
@@ -121,11 +138,11 @@ async def test_malformed_request_gets_an_error_reply(
     _, url = fake_llm
     spec = spec_for(uid)
     async with running_agent(spec, nats_url, redis_url, url):
-        resp = await bus.nc.request(ChatRequest.subject_for(spec.id), b'{"message": ""}',
-                                    timeout=2)
+        resp = await bus.nc.request(ChatRequest.subject_for(spec.id), b'{"message": ""}', timeout=2)
         assert b"invalid" in resp.data and b"session_id" in resp.data
-        ok = await bus.request(request(spec, "still there?", f"s{uid}"), ChatReply,
-                               ChatRequest.subject_for(spec.id))
+        ok = await bus.request(
+            request(spec, "still there?", f"s{uid}"), ChatReply, ChatRequest.subject_for(spec.id)
+        )
         assert ok.agent == spec.id
 
 
@@ -134,8 +151,10 @@ async def test_two_replicas_share_work_and_both_answer_discovery(
 ) -> None:
     llm, url = fake_llm
     spec = spec_for(uid)
-    async with (running_agent(spec, nats_url, redis_url, url) as a,
-                running_agent(spec, nats_url, redis_url, url) as b):
+    async with (
+        running_agent(spec, nats_url, redis_url, url) as a,
+        running_agent(spec, nats_url, redis_url, url) as b,
+    ):
         inbox = bus.nc.new_inbox()
         sub = await bus.nc.subscribe(inbox)
         await bus.nc.publish(AgentPing.subject, AgentPing().to_bytes(), reply=inbox)
@@ -146,13 +165,64 @@ async def test_two_replicas_share_work_and_both_answer_discovery(
         assert len(mine) == 2
 
         handled_by: Callable[[Runtime], float] = lambda rt: sum(  # noqa: E731
-            s.samples[0].value for m in rt.registry.collect() if m.name == "chatbus_messages"
-            for s in [m] if m.samples
+            s.samples[0].value
+            for m in rt.registry.collect()
+            if m.name == "chatbus_messages"
+            for s in [m]
+            if m.samples
         )
-        replies = await asyncio.gather(*(
-            bus.request(request(spec, f"m{i}", f"s{uid}{i}"), ChatReply,
-                        ChatRequest.subject_for(spec.id)) for i in range(40)))
+        replies = await asyncio.gather(
+            *(
+                bus.request(
+                    request(spec, f"m{i}", f"s{uid}{i}"),
+                    ChatReply,
+                    ChatRequest.subject_for(spec.id),
+                )
+                for i in range(40)
+            )
+        )
         assert len({r.request_id for r in replies}) == 40
         assert handled_by(a) > 0 and handled_by(b) > 0
         assert handled_by(a) + handled_by(b) == 40
     assert len(llm.requests_for(spec.id)) == 40
+
+
+async def test_sigterm_lets_in_flight_messages_finish(
+    bus: Bus, nats_url: str, redis_url: str, fake_llm: tuple[OfflineLLM, str], uid: str
+) -> None:
+    llm, url = fake_llm
+    llm.push(Scripted(content="finished despite shutdown", delay_s=0.5))
+    spec = spec_for(uid)
+    settings = AgentSettings(
+        service_name=f"agent-{spec.id}",
+        nats_url=nats_url,
+        redis_url=redis_url,
+        port=0,
+        host="127.0.0.1",
+        openai_base_url=url,
+        memory_enabled=False,
+        cost_enabled=False,
+        cache_enabled=False,
+        log_format="text",
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
+    service = asyncio.create_task(
+        serve(settings, make_wire(spec), stop=stop, started=ready.set_result)
+    )
+    await asyncio.wait_for(ready, 10)
+    llm.on_request.clear()
+    pending = asyncio.create_task(
+        bus.request(
+            request(spec, "slow", f"s{uid}"), ChatReply, ChatRequest.subject_for(spec.id), timeout=5
+        )
+    )
+    await asyncio.wait_for(llm.on_request.wait(), 5)  # the agent is now mid-call
+    stop.set()  # what SIGTERM does
+    reply = await pending
+    assert reply.reply == "finished despite shutdown"
+    await asyncio.wait_for(service, 20)
+    with pytest.raises(NoResponders):  # and it took no new work after stopping
+        await bus.request(
+            request(spec, "late", f"s{uid}"), ChatReply, ChatRequest.subject_for(spec.id), timeout=2
+        )

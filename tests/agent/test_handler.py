@@ -18,8 +18,13 @@ from chatbus.agent.tools import Tool, ToolContext, ToolError, tool
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn, Usage
 from chatbus.errors import NoResponders, RemoteError
 
-SPEC = AgentSpec(id="helper", label="Helper", description="d", system_prompt="You are Helper.",
-                 fallback_model="backup-model")
+SPEC = AgentSpec(
+    id="helper",
+    label="Helper",
+    description="d",
+    system_prompt="You are Helper.",
+    fallback_model="backup-model",
+)
 
 
 class ScriptedLLM:
@@ -64,18 +69,32 @@ class Budget:
         self.model = model
         self.recorded: list[tuple[str, Usage]] = []
 
-    async def authorize(self, req: ChatRequest, *, model: str, cheap_model: str | None,
-                        prompt_tokens: int) -> Authorization:
+    async def authorize(
+        self, req: ChatRequest, *, model: str, cheap_model: str | None, prompt_tokens: int
+    ) -> Authorization:
         return Authorization(decision=self.decision, model=self.model)  # type: ignore[arg-type]
 
-    async def record(self, req: ChatRequest, auth: Authorization, *, model: str, usage: Usage,
-                     cached: bool, counted: bool) -> None:
+    async def record(
+        self,
+        req: ChatRequest,
+        auth: Authorization,
+        *,
+        model: str,
+        usage: Usage,
+        cached: bool,
+        counted: bool,
+    ) -> None:
         self.recorded.append((model, usage))
 
 
 def deps(llm: ScriptedLLM, **kw: Any) -> AgentDeps:
-    return AgentDeps(spec=SPEC, config=AgentConfig(model="main-model", temperature=0.1),
-                     llm=ResilientLLM(llm, base_delay_s=0.0), history=MemHistory(), **kw)
+    return AgentDeps(
+        spec=SPEC,
+        config=AgentConfig(model="main-model", temperature=0.1),
+        llm=ResilientLLM(llm, base_delay_s=0.0),
+        history=MemHistory(),
+        **kw,
+    )
 
 
 def req(message: str, session: str = "s1") -> ChatRequest:
@@ -83,8 +102,9 @@ def req(message: str, session: str = "s1") -> ChatRequest:
 
 
 async def test_prompt_has_system_history_and_new_message() -> None:
-    llm = ScriptedLLM(Completion("first answer", "main-model", Usage(prompt_tokens=5,
-                                                                     completion_tokens=2)))
+    llm = ScriptedLLM(
+        Completion("first answer", "main-model", Usage(prompt_tokens=5, completion_tokens=2))
+    )
     d = deps(llm)
     await answer(req("my name is Ada"), d)
     reply = await answer(req("what is my name?"), d)
@@ -97,8 +117,12 @@ async def test_prompt_has_system_history_and_new_message() -> None:
 
 
 async def test_recalled_turns_enter_the_prompt_once() -> None:
-    memory = RecallingMemory([Turn(role="user", content="my order is 4471"),
-                              Turn(role="user", content="my order is 4471")])
+    memory = RecallingMemory(
+        [
+            Turn(role="user", content="my order is 4471"),
+            Turn(role="user", content="my order is 4471"),
+        ]
+    )
     llm = ScriptedLLM()
     await answer(req("where is my order?"), deps(llm, memory=memory))
     system_text = " ".join(m["content"] for m in llm.calls[0]["messages"] if m["role"] == "system")
@@ -107,8 +131,12 @@ async def test_recalled_turns_enter_the_prompt_once() -> None:
 
 
 async def test_retryable_errors_are_retried_then_fallback_model_answers() -> None:
-    llm = ScriptedLLM(LLMError("server", "503"), LLMError("rate_limited", "429"),
-                      LLMError("timeout", "slow"), Completion("from backup", "backup-model"))
+    llm = ScriptedLLM(
+        LLMError("server", "503"),
+        LLMError("rate_limited", "429"),
+        LLMError("timeout", "slow"),
+        Completion("from backup", "backup-model"),
+    )
     reply = await answer(req("hi"), deps(llm))
     assert reply.reply == "from backup"
     assert [c["model"] for c in llm.calls] == ["main-model"] * 3 + ["backup-model"]
@@ -161,6 +189,7 @@ async def test_soft_budget_switches_to_the_cheaper_model() -> None:
 
 # -- tools and handoffs ----------------------------------------------------------------------
 
+
 class Echo(BaseModel):
     text: str
 
@@ -187,14 +216,20 @@ TOOLED = replace(SPEC, tools=(echo, explode, refuse))
 
 
 def calls(*names_args: tuple[str, str]) -> Completion:
-    return Completion("", "main-model", tool_calls=[
-        ToolCall(id=f"c{i}", name=n, arguments=a) for i, (n, a) in enumerate(names_args)])
+    return Completion(
+        "",
+        "main-model",
+        tool_calls=[
+            ToolCall(id=f"c{i}", name=n, arguments=a) for i, (n, a) in enumerate(names_args)
+        ],
+    )
 
 
 async def test_tool_failures_become_tool_messages_and_the_loop_goes_on() -> None:
     llm = ScriptedLLM(
-        calls(("echo", '{"text": "hi"}'), ("explode", '{"text": "x"}'),
-              ("refuse", '{"text": "7"}')),
+        calls(
+            ("echo", '{"text": "hi"}'), ("explode", '{"text": "x"}'), ("refuse", '{"text": "7"}')
+        ),
         Completion("done", "main-model"),
     )
     d = deps(llm)
@@ -228,19 +263,31 @@ class Cache:
     def __init__(self) -> None:
         self.stored: list[str] = []
 
-    async def get(self, agent: str, model: str, messages: list[dict[str, Any]],
-                  *, tenant_id: str = "default") -> str | None:
+    async def get(
+        self, agent: str, model: str, messages: list[dict[str, Any]], *, tenant_id: str = "default"
+    ) -> str | None:
         return None
 
-    async def put(self, agent: str, model: str, messages: list[dict[str, Any]], reply: str,
-                  *, tenant_id: str = "default") -> None:
+    async def put(
+        self,
+        agent: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        reply: str,
+        *,
+        tenant_id: str = "default",
+    ) -> None:
         self.stored.append(reply)
 
 
 async def test_answers_that_needed_a_tool_are_not_cached() -> None:
     cache = Cache()
-    d = deps(ScriptedLLM(calls(("echo", '{"text": "a"}')), Completion("with tool", "m"),
-                         Completion("plain", "m")), cache=cache)
+    d = deps(
+        ScriptedLLM(
+            calls(("echo", '{"text": "a"}')), Completion("with tool", "m"), Completion("plain", "m")
+        ),
+        cache=cache,
+    )
     d.spec = TOOLED
     await answer(req("one"), d)
     await answer(req("two"), d)
@@ -278,8 +325,13 @@ class FakeRouter:
         if self.down:
             raise NoResponders(target)
         self.forwarded.append(r)
-        return ChatReply(request_id=r.request_id, agent=target, session_id=r.session_id,
-                         reply=f"{target} here", handoff_from=r.handoff_from)
+        return ChatReply(
+            request_id=r.request_id,
+            agent=target,
+            session_id=r.session_id,
+            reply=f"{target} here",
+            handoff_from=r.handoff_from,
+        )
 
     def handed_off(self, source: str, target: str) -> None:
         self.counted.append((source, target))

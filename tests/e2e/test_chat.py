@@ -133,3 +133,13 @@ async def test_gateway_metrics_and_health(stack: Stack) -> None:
     async with aiohttp.ClientSession() as s, s.get(f"{stack.url}/openapi.json") as r:
         spec = await r.json()
     assert "/api/chat/{agent_id}" in spec["paths"]
+
+
+async def test_llm_down_is_a_clear_502(stack: Stack) -> None:
+    # every attempt fails: retries on the main model, then the fallback model
+    stack.llm.fail_next(500, times=6)
+    status, body = await stack.chat("sales", f"anyone there {uuid.uuid4().hex[:6]}?", sid())
+    assert status == 502
+    assert "LLM" in str(body["error"])
+    status, _ = await stack.chat("sales", "and now?", sid())
+    assert status == 200
