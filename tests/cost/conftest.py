@@ -102,24 +102,9 @@ async def start_cost(own_nats: str, redis_url: str, uid: str) -> AsyncIterator[S
     for bus, client in clients:
         await bus.drain(timeout=5)
         await client.aclose()
-    for (stop, task), rt in zip(stops, runtimes, strict=True):
-        await release_pull_subscriptions(rt)
+    for stop, task in stops:
         stop.set()
         await asyncio.wait_for(task, 20)
-
-
-async def release_pull_subscriptions(rt: Runtime) -> None:
-    """Work around nats-py: a pull subscription's fetch never marks messages done, so
-    ``nc.drain()`` waits its whole timeout (20 s) on it. Stop the consumer loops first, then
-    drop their subscriptions. (Reported to the lead: ``jetstream._loop`` should unsubscribe
-    its pull subscription when it ends.)"""
-    rt.bus.closing.set()
-    consumers = rt.bus._consumers
-    if consumers:
-        await asyncio.wait(consumers, timeout=5)
-    for sub in list(rt.bus.nc._subs.values()):
-        if sub._cb is None and sub._future is None:
-            await sub.unsubscribe()
 
 
 MakeEvent = Callable[..., UsageRecorded]

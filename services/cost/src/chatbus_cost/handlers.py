@@ -203,8 +203,7 @@ class CostService:
         assert self.metrics is not None
         m = self.metrics
         if event.cached:
-            m.cache.labels("response", "hit").inc()
-            return
+            return  # the agent counts cache hits and misses where it looks them up
         m.tokens.labels(event.agent, event.model, "prompt").inc(event.prompt_tokens)
         m.tokens.labels(event.agent, event.model, "completion").inc(event.completion_tokens)
         m.cost.labels(event.agent, event.model).inc(nusd / NANO)

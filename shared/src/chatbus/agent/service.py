@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from opentelemetry import trace
 from pydantic import create_model
@@ -20,6 +21,7 @@ from chatbus.agent.events import attach_collaboration
 from chatbus.agent.handler import AgentConfig, AgentDeps, answer
 from chatbus.agent.history import RedisHistory
 from chatbus.agent.llm import LLMError, OpenAIChat
+from chatbus.agent.ports import ResponseCache
 from chatbus.agent.resilience import ResilientLLM
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
@@ -107,7 +109,36 @@ async def attach_services(rt: Runtime, deps: AgentDeps, settings: AgentSettings)
     if settings.cache_enabled:
         from chatbus.agent.response_cache import RedisResponseCache
 
-        deps.cache = RedisResponseCache(rt.redis(), ttl_s=settings.cache_ttl_s)
+        deps.cache = CountingCache(
+            RedisResponseCache(rt.redis(), ttl_s=settings.cache_ttl_s), rt.metrics
+        )
+
+
+class CountingCache:
+    """A :class:`ResponseCache` that counts hits and misses in ``chatbus_cache_requests_total``."""
+
+    def __init__(self, inner: ResponseCache, metrics: Metrics) -> None:
+        self.inner = inner
+        self.hits = metrics.cache.labels("response", "hit")
+        self.misses = metrics.cache.labels("response", "miss")
+
+    async def get(
+        self, agent: str, model: str, messages: list[dict[str, Any]], *, tenant_id: str = "default"
+    ) -> str | None:
+        found = await self.inner.get(agent, model, messages, tenant_id=tenant_id)
+        (self.misses if found is None else self.hits).inc()
+        return found
+
+    async def put(
+        self,
+        agent: str,
+        model: str,
+        messages: list[dict[str, Any]],
+        reply: str,
+        *,
+        tenant_id: str = "default",
+    ) -> None:
+        await self.inner.put(agent, model, messages, reply, tenant_id=tenant_id)
 
 
 def chunk_publisher(rt: Runtime, req: ChatRequest) -> Callable[[str], Awaitable[None]] | None:
