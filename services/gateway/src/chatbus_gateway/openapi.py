@@ -75,10 +75,19 @@ def build_spec(max_message_chars: int | None = None) -> dict[str, Any]:
     }
 
 
+# Other route modules describe their paths here: ``app[OPENAPI_PATHS]["/api/x"] = {...}``.
+OPENAPI_PATHS = web.AppKey("chatbus_gateway_openapi_paths", dict[str, Any])
+
+
 def setup_openapi(app: web.Application, max_message_chars: int) -> None:
-    spec = build_spec(max_message_chars)
+    app[OPENAPI_PATHS] = {}
+    built: list[dict[str, Any]] = []
 
     async def openapi_json(request: web.Request) -> web.Response:
-        return web.json_response(spec)
+        if not built:  # on first use, once every module has added its paths
+            spec = build_spec(max_message_chars)
+            spec["paths"].update(request.app[OPENAPI_PATHS])
+            built.append(spec)
+        return web.json_response(built[0])
 
     app.router.add_get("/openapi.json", openapi_json)
