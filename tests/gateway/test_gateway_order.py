@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus_gateway.session_order import SessionOrder
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import RunningGateway, StartGateway
 
@@ -100,3 +101,24 @@ async def test_sigterm_finishes_in_flight_and_refuses_new_work(
     status, body, _ = await in_flight
     assert (status, body["reply"]) == (200, "finished anyway")
     await asyncio.wait_for(gw.task, 10)
+
+
+async def test_a_crashed_turn_holder_never_wedges_the_session(
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    bus: Any,
+    redis: Any,
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    gw = await start_gateway(session_turn_timeout_s=1.0)
+    # Another replica took the session's turn and died holding it.
+    order = SessionOrder(redis, bus, f"gwtest:{uid}:", turn_timeout_s=1.0)
+    held = order.turn("default", "stuck", wait_s=1)
+    await held.__aenter__()  # never exited: the crash
+    started = time.monotonic()
+    status, body, _ = await post(
+        http, f"{gw.url}/api/chat/{agent.agent}", {"message": "anyone?", "session_id": "stuck"}
+    )
+    assert status == 200 and "anyone?" in body["reply"]
+    assert 0.9 < time.monotonic() - started < 5
