@@ -42,6 +42,8 @@ class StubAgent:
     history: dict[tuple[str, str], list[dict[str, str]]] = field(default_factory=dict)
     seen: list[ChatRequest] = field(default_factory=list)
     http: aiohttp.ClientSession | None = None
+    # When set, streaming pauses after the first chunk until the test opens the gate.
+    gate: asyncio.Event | None = None
 
     async def start(self) -> StubAgent:
         self.http = aiohttp.ClientSession()
@@ -128,6 +130,8 @@ class StubAgent:
                     )
                     await self.bus.publish(chunk, req.stream_inbox)
                     parts.append(delta)
+                    if self.gate is not None and len(parts) == 1:
+                        await self.gate.wait()
         done = ChatChunk(request_id=req.request_id, index=len(parts), agent=self.agent, done=True)
         await self.bus.publish(done, req.stream_inbox)
         return "".join(parts), usage

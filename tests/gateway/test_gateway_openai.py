@@ -92,6 +92,24 @@ async def test_native_api_streams_chunk_events_then_done(
     assert '"reply"' in events[-1] and "tell me more" in events[-1]
 
 
+async def test_chunks_reach_the_client_while_the_agent_is_still_answering(
+    gateway: RunningGateway, agent: StubAgent
+) -> None:
+    agent.gate = asyncio.Event()
+    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="cb-test", max_retries=0)
+    stream = await client.chat.completions.create(
+        model=agent.agent, messages=[{"role": "user", "content": "one two three"}], stream=True
+    )
+    chunks = aiter(stream)
+    await anext(chunks)  # role
+    first = await asyncio.wait_for(anext(chunks), 5)  # arrives while the agent is paused
+    assert first.choices[0].delta.content and not agent.gate.is_set()
+    agent.gate.set()
+    rest = [c.choices[0].delta.content or "" async for c in chunks if c.choices]
+    assert "three" in (first.choices[0].delta.content or "") + "".join(rest)
+    await client.close()
+
+
 async def test_models_and_errors(gateway: RunningGateway, agent: StubAgent, uid: str) -> None:
     client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="cb-test", max_retries=0)
     models = await client.models.list()
