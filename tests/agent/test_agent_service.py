@@ -16,14 +16,14 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import AgentInfo, AgentPing, ChatChunk, ChatReply, ChatRequest
 from chatbus.errors import NoResponders, RemoteError
 from chatbus.offline_llm import OfflineLLM, Scripted
-from chatbus.runtime import Runtime, serve
+from chatbus.runtime import Runtime
+from chatbus.testing import InProcess, serving
 
 
-@asynccontextmanager
-async def running_agent(
+def agent_settings(
     spec: AgentSpec, nats_url: str, redis_url: str, llm_url: str, **overrides: object
-) -> AsyncIterator[Runtime]:
-    settings = AgentSettings(
+) -> AgentSettings:
+    return AgentSettings(
         service_name=f"agent-{spec.id}",
         nats_url=nats_url,
         redis_url=redis_url,
@@ -36,17 +36,15 @@ async def running_agent(
         log_format="text",
         **overrides,  # type: ignore[arg-type]
     )
-    stop = asyncio.Event()
-    ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(settings, make_wire(spec), stop=stop, started=ready.set_result)
-    )
-    rt = await asyncio.wait_for(ready, 10)
-    try:
-        yield rt
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+
+
+@asynccontextmanager
+async def running_agent(
+    spec: AgentSpec, nats_url: str, redis_url: str, llm_url: str, **overrides: object
+) -> AsyncIterator[Runtime]:
+    settings = agent_settings(spec, nats_url, redis_url, llm_url, **overrides)
+    async with serving(settings, make_wire(spec)) as service:
+        yield service.rt
 
 
 def spec_for(uid: str, prompt: str = "You are a careful test agent.") -> AgentSpec:
@@ -193,24 +191,13 @@ async def test_sigterm_lets_in_flight_messages_finish(
     llm, url = fake_llm
     llm.push(Scripted(content="finished despite shutdown", delay_s=0.5))
     spec = spec_for(uid)
-    settings = AgentSettings(
-        service_name=f"agent-{spec.id}",
-        nats_url=nats_url,
-        redis_url=redis_url,
-        port=0,
-        host="127.0.0.1",
-        openai_base_url=url,
-        memory_enabled=False,
-        cost_enabled=False,
-        cache_enabled=False,
-        log_format="text",
-    )
-    stop = asyncio.Event()
-    ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
-    service = asyncio.create_task(
-        serve(settings, make_wire(spec), stop=stop, started=ready.set_result)
-    )
-    await asyncio.wait_for(ready, 10)
+    async with serving(agent_settings(spec, nats_url, redis_url, url), make_wire(spec)) as svc:
+        await check_in_flight_survives(bus, llm, spec, svc, uid)
+
+
+async def check_in_flight_survives(
+    bus: Bus, llm: OfflineLLM, spec: AgentSpec, svc: InProcess, uid: str
+) -> None:
     llm.on_request.clear()
     pending = asyncio.create_task(
         bus.request(
@@ -218,10 +205,10 @@ async def test_sigterm_lets_in_flight_messages_finish(
         )
     )
     await asyncio.wait_for(llm.on_request.wait(), 5)  # the agent is now mid-call
-    stop.set()  # what SIGTERM does
+    stopped = asyncio.create_task(svc.stop())  # what SIGTERM does
     reply = await pending
     assert reply.reply == "finished despite shutdown"
-    await asyncio.wait_for(service, 20)
+    await stopped
     with pytest.raises(NoResponders):  # and it took no new work after stopping
         await bus.request(
             request(spec, "late", f"s{uid}"), ChatReply, ChatRequest.subject_for(spec.id), timeout=2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -17,7 +16,8 @@ from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
 from chatbus.contracts.chat import ChatRequest
 from chatbus.offline_llm import Scripted
-from chatbus.runtime import Runtime, serve
+from chatbus.runtime import Runtime
+from chatbus.testing import serving
 
 
 def pair(uid: str) -> tuple[AgentSpec, AgentSpec]:
@@ -74,23 +74,8 @@ async def running(
         log_format="text",
         **overrides,
     )
-    stop = asyncio.Event()
-    ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(settings, make_wire(spec), stop=stop, started=ready.set_result)
-    )
-    waiting: set[asyncio.Future[Any]] = {ready, task}
-    await asyncio.wait(waiting, timeout=15, return_when=asyncio.FIRST_COMPLETED)
-    if not ready.done():
-        stop.set()
-        await asyncio.wait_for(task, 20)  # raises the reason serve() failed
-        raise TimeoutError(f"{spec.id} did not start")
-    rt = ready.result()
-    try:
-        yield rt
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 20)
+    async with serving(settings, make_wire(spec)) as service:
+        yield service.rt
 
 
 @asynccontextmanager

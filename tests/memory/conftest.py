@@ -13,8 +13,9 @@ import pytest_asyncio
 
 from chatbus.bus import Bus
 from chatbus.contracts.memory import TurnsIndexed
-from chatbus.runtime import Runtime, serve
+from chatbus.runtime import Runtime
 from chatbus.servers import free_port
+from chatbus.testing import serving
 from chatbus_memory.service import wire
 from chatbus_memory.settings import MemorySettings
 
@@ -22,20 +23,8 @@ from chatbus_memory.settings import MemorySettings
 @contextlib.asynccontextmanager
 async def running_memory(settings: MemorySettings) -> AsyncIterator[Runtime]:
     """Run the memory service in this event loop until the block ends."""
-    stop = asyncio.Event()
-    ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(
-        serve(settings, functools.partial(wire, settings), stop=stop, started=ready.set_result)
-    )
-    done, _ = await asyncio.wait({task, ready}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
-    if task in done:
-        task.result()  # raises what stopped it
-    rt = ready.result()
-    try:
-        yield rt
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
+    async with serving(settings, functools.partial(wire, settings), timeout=60) as service:
+        yield service.rt
 
 
 def memory_settings(nats_url: str, redis_url: str, data_dir: Path, **kw: Any) -> MemorySettings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +18,7 @@ from chatbus.offline_llm import OfflineLLM
 from chatbus.runtime import Runtime
 from chatbus.servers import free_port
 from chatbus.settings import ServiceSettings
-from chatbus.testing import ServiceFactory
+from chatbus.testing import ServiceFactory, serving
 from tests.ops.opsfiles import SERVICES
 
 promtool = shutil.which("promtool")
@@ -58,22 +57,12 @@ def record_samples(m: Metrics) -> None:
 
 
 @asynccontextmanager
-async def serving(
+async def serving_url(
     settings: ServiceSettings, wire: Callable[[Runtime], Awaitable[None]]
 ) -> AsyncIterator[str]:
     """Run ``serve()`` in this process; yields its base URL, stops it cleanly at the end."""
-    stop = asyncio.Event()
-    up: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(runtime.serve(settings, wire, stop=stop, started=up.set_result))
-    try:
-        await asyncio.wait_for(asyncio.shield(up), 15)
+    async with serving(settings, wire):
         yield f"http://127.0.0.1:{settings.port}"
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
 
 
 @pytest.fixture
@@ -105,7 +94,7 @@ async def test_runtime_endpoints_and_promtool_clean_metrics(nats_url: str, redis
         record_samples(Metrics(rt.registry, "ops-test"))
         rt.redis()  # registers the redis ready check
 
-    async with serving(make_settings(nats_url, redis_url), wire) as url:
+    async with serving_url(make_settings(nats_url, redis_url), wire) as url:
         async with aiohttp.ClientSession() as http:
             async with http.get(url + "/health") as r:
                 assert r.status == 200 and (await r.json())["status"] == "ok"
@@ -131,7 +120,7 @@ async def test_ready_reports_a_dependency_that_is_down(nats_url: str) -> None:
         rt.redis()
 
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    async with serving(make_settings(nats_url, dead_redis), wire) as url:
+    async with serving_url(make_settings(nats_url, dead_redis), wire) as url:
         async with aiohttp.ClientSession() as http:
             async with http.get(url + "/ready") as r:
                 ready = await r.json()

@@ -140,16 +140,49 @@ async def serve(
     setup_tracing(settings.service_name)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
         except (NotImplementedError, RuntimeError):  # not the main thread
             pass
+    try:
+        await _serve(settings, wire, stop, registry or CollectorRegistry(), redactor, started)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
 
+
+async def _serve(
+    settings: ServiceSettings,
+    wire: Wire,
+    stop: asyncio.Event,
+    registry: CollectorRegistry,
+    redactor: Redactor,
+    started: Callable[[Runtime], None] | None,
+) -> None:
     bus = await connect_bus(settings)
-    registry = registry or CollectorRegistry()
     bus.metrics = Metrics(registry, settings.service_name)
     bus.alerter = Alerter.from_settings(settings, redact=redactor)
+    try:
+        await _run(settings, wire, stop, bus, registry, redactor, started)
+    finally:
+        if not bus.nc.is_closed:  # wiring failed: nothing to drain
+            await bus.nc.close()
+    log.info("%s stopped", settings.service_name)
+
+
+async def _run(
+    settings: ServiceSettings,
+    wire: Wire,
+    stop: asyncio.Event,
+    bus: Bus,
+    registry: CollectorRegistry,
+    redactor: Redactor,
+    started: Callable[[Runtime], None] | None,
+) -> None:
+    assert bus.alerter is not None
     async with AsyncExitStack() as stack:
         stack.push_async_callback(bus.alerter.aclose)
         http = web.Application(client_max_size=1024 * 1024, middlewares=[trace_middleware])
@@ -173,7 +206,7 @@ async def serve(
             "%s listening on %s:%d (nats %s)",
             settings.service_name,
             settings.host,
-            settings.port,
+            runner.addresses[0][1] if runner.addresses else settings.port,
             settings.nats_url,
         )
         if started:
@@ -184,7 +217,6 @@ async def serve(
         rt.draining = True
         await bus.drain()
         await runner.cleanup()
-    log.info("%s stopped", settings.service_name)
 
 
 def run(settings: ServiceSettings, wire: Wire, **kwargs: Any) -> None:

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -23,7 +25,9 @@ import redis.asyncio as aioredis
 from chatbus import offline_llm
 from chatbus.bus import Bus
 from chatbus.offline_llm import OfflineLLM
+from chatbus.runtime import Runtime, Wire, serve
 from chatbus.servers import free_port, start_nats, start_redis, wait_for_port
+from chatbus.settings import ServiceSettings
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +73,42 @@ async def fake_llm() -> AsyncIterator[tuple[OfflineLLM, str]]:
     runner, url = await offline_llm.start(llm)
     yield llm, url
     await runner.cleanup()
+
+
+@dataclass
+class InProcess:
+    """A service running in this process (see :func:`serving`)."""
+
+    rt: Runtime
+    stopping: asyncio.Event
+    task: asyncio.Task[None]
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """What SIGTERM does: stop taking work, finish in-flight messages, drain."""
+        self.stopping.set()
+        await asyncio.wait_for(self.task, timeout)
+
+
+@asynccontextmanager
+async def serving(
+    settings: ServiceSettings, wire: Wire, *, timeout: float = 15.0
+) -> AsyncIterator[InProcess]:
+    """Run ``serve(settings, wire)`` in this process for the duration of the block."""
+    stopping = asyncio.Event()
+    ready: asyncio.Future[Runtime] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, wire, stop=stopping, started=ready.set_result))
+    waiting: set[asyncio.Future[Any]] = {ready, task}
+    await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if not ready.done():
+        stopping.set()
+        await asyncio.wait_for(task, 20)  # raises why serve() failed
+        raise TimeoutError(f"{settings.service_name} did not start in {timeout}s")
+    service = InProcess(ready.result(), stopping, task)
+    try:
+        yield service
+    finally:
+        if not task.done():
+            await service.stop()
 
 
 @pytest.fixture
@@ -183,4 +223,4 @@ class ServiceFactory:
         return await self.make(module, **env).start()
 
 
-__all__ = ["ServiceFactory", "ServiceProcess", "wait_for_port"]
+__all__ = ["InProcess", "ServiceFactory", "ServiceProcess", "serving", "wait_for_port"]
