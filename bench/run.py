@@ -95,8 +95,9 @@ async def drive(
         await asyncio.gather(*(worker(w) for w in range(concurrency)))
         elapsed = time.perf_counter() - t0
         per = {p: cpu_seconds([p]) - before[p] for p in pids}
-    return Result(label, concurrency, len(latencies), errors, elapsed, latencies,
-                  sum(per.values()), per)
+    return Result(
+        label, concurrency, len(latencies), errors, elapsed, latencies, sum(per.values()), per
+    )
 
 
 class Stack:
