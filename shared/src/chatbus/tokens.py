@@ -13,6 +13,7 @@ counts are then close, not exact, and callers flag them.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import json
@@ -137,7 +138,7 @@ class TokenCounter:
         """Tokens of ``text`` in ``model``'s encoding."""
         if not text:
             return 0
-        return len(self.encode(text, model))
+        return _count(self.encoding_for(model)[0], text)
 
     def count_messages(self, messages: list[dict[str, Any]], model: str) -> int:
         """Prompt tokens of a chat request, counted the way OpenAI counts them.
@@ -153,6 +154,12 @@ class TokenCounter:
                 if key == "name":
                     total += TOKENS_PER_NAME
         return total
+
+
+@functools.lru_cache(maxsize=16384)
+def _count(encoding: tiktoken.Encoding, text: str) -> int:
+    # The same texts come back on every turn (system prompt, history): count each once.
+    return len(encoding.encode(text, disallowed_special=()))
 
 
 def value_text(value: Any) -> str:
