@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,14 @@ class Result:
     cpu: float
     per_process: dict[int, float]
 
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+
     def pct(self, q: float) -> float:
+        if q == 0.5 and self.p50_ms is not None:
+            return self.p50_ms
+        if q == 0.99 and self.p99_ms is not None:
+            return self.p99_ms
         xs = sorted(self.latencies)
         return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
 
@@ -87,8 +95,11 @@ async def drive(
                 latencies.append(time.perf_counter() - started)
                 i += 1
 
-        # warm up connections and caches
-        await asyncio.gather(*(http.post(url, json=body_for(w, -1)) for w in range(concurrency)))
+        async def warm(w: int) -> None:
+            async with http.post(url, json=body_for(w, -1)) as r:
+                await r.read()
+
+        await asyncio.gather(*(warm(w) for w in range(concurrency)))  # connections, caches
         before = {p: cpu_seconds([p]) for p in pids}
         latencies.clear()
         t0 = time.perf_counter()
@@ -98,6 +109,65 @@ async def drive(
     return Result(
         label, concurrency, len(latencies), errors, elapsed, latencies, sum(per.values()), per
     )
+
+
+WRK_SCRIPT = r"""
+counter = 0
+function setup(thread) thread:set("tid", tostring(math.random(1, 1000000000))) end
+request = function()
+  counter = counter + 1
+  local body = string.format(BODY, counter, tid, counter % SESSIONS)
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %f %f %f\n", summary.requests,
+    e.status + e.connect + e.read + e.write + e.timeout,
+    latency:percentile(50), latency:percentile(99), summary.duration))
+end
+"""
+WRK_BODIES = {
+    "chat": '{"message":"Hello, this is message %d","session_id":"bench-%s-%d"}',
+    "llm": '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a support '
+    'agent."},{"role":"user","content":"Hello, this is message %d from %s-%d"}]}',
+}
+
+
+async def drive_wrk(
+    url: str, kind: str, concurrency: int, seconds: float, pids: list[int], label: str
+) -> Result:
+    """The same load from wrk (C): the client's own CPU no longer competes with the stack."""
+    sessions = max(concurrency * 4, 1)
+    script = WRK_SCRIPT.replace("BODY", repr(WRK_BODIES[kind])).replace("SESSIONS", str(sessions))
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    threads = min(2, concurrency)
+    before = {p: cpu_seconds([p]) for p in pids}
+    proc = await asyncio.create_subprocess_exec(
+        "wrk",
+        f"-t{threads}",
+        f"-c{concurrency}",
+        f"-d{seconds:g}s",
+        "-s",
+        f.name,
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    per = {p: cpu_seconds([p]) - before[p] for p in pids}
+    line = next((x for x in out.decode().splitlines() if x.startswith("RESULT")), None)
+    if line is None:
+        raise SystemExit(f"wrk failed: {out.decode()[-500:]}")
+    n, errors, p50, p99, duration = line.split()[1:]
+    count = int(n)
+    # wrk reports percentiles, not samples: keep them as a two-point distribution.
+    lat = [float(p50) / 1e6] * (count // 2) + [float(p99) / 1e6] * (count - count // 2)
+    result = Result(
+        label, concurrency, count, int(errors), float(duration) / 1e6, lat, sum(per.values()), per
+    )
+    result.p50_ms, result.p99_ms = float(p50) / 1000, float(p99) / 1000
+    return result
 
 
 class Stack:
@@ -213,7 +283,14 @@ async def main() -> None:
     ap.add_argument("--full", action="store_true", help="memory and cost services on")
     ap.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 50.0])
     ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 64])
+    ap.add_argument(
+        "--client",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator: wrk (C, when installed) or aiohttp in this process",
+    )
     args = ap.parse_args()
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
     seconds = 3.0 if args.quick else 10.0
     rows: list[Result] = []
     for latency in args.latency_ms:
@@ -222,22 +299,16 @@ async def main() -> None:
             try:
                 gateway, llm_url = await stack.start()
                 for c in args.concurrency:
-                    direct = await drive(
-                        f"{llm_url}/chat/completions",
-                        llm_body,
-                        c,
-                        seconds,
-                        stack.pids(),
-                        f"LLM direct, {latency:g} ms",
-                    )
-                    through = await drive(
-                        f"{gateway}/api/chat/support",
-                        chat_body,
-                        c,
-                        seconds,
-                        stack.pids(),
-                        f"via chatbus, {latency:g} ms",
-                    )
+                    pids = stack.pids()
+                    llm, chat = f"{llm_url}/chat/completions", f"{gateway}/api/chat/support"
+                    direct_label = f"LLM direct, {latency:g} ms"
+                    label = f"via chatbus, {latency:g} ms"
+                    if use_wrk:
+                        direct = await drive_wrk(llm, "llm", c, seconds, pids, direct_label)
+                        through = await drive_wrk(chat, "chat", c, seconds, pids, label)
+                    else:
+                        direct = await drive(llm, llm_body, c, seconds, pids, direct_label)
+                        through = await drive(chat, chat_body, c, seconds, pids, label)
                     rows += [direct, through]
                     split = ", ".join(
                         f"{stack.names.get(p, p)} {v / max(through.count, 1) * 1000:.2f}"
@@ -252,7 +323,8 @@ async def main() -> None:
             finally:
                 stack.stop()
     print(
-        f"\nchatbus bench ({'full: memory+cost on' if args.full else 'core path'}), "
+        f"\nchatbus bench ({'full: memory+cost on' if args.full else 'core path'}, "
+        f"client {'wrk' if use_wrk else 'aiohttp'}), "
         f"{os.cpu_count()} cores, {seconds:g} s per point\n"
     )
     print("| path | concurrency | msg/s | p50 ms | p99 ms | errors | CPU ms/msg (all processes) |")
