@@ -23,6 +23,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "chatbus_log_context", default=None
@@ -110,11 +111,19 @@ def setup_logging(
 
 
 def setup_tracing(service: str) -> TracerProvider:
-    """Install a tracer provider; export over OTLP/HTTP when the endpoint is configured."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-    ):
+    """Install a tracer provider; export over OTLP/HTTP when the endpoint is configured.
+
+    Without an exporter nothing would read the spans, so none is recorded (``ALWAYS_OFF``):
+    trace and span ids are still made and propagated, so log lines keep their ``trace_id``,
+    but the per-span work is skipped on the message path. ``OTEL_TRACES_SAMPLER`` wins.
+    """
+    exporting = bool(
+        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ALWAYS_OFF
+    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
+    if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))

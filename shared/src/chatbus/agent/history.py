@@ -30,7 +30,7 @@ class RedisHistory:
         if not turns:
             return
         key = history_key(tenant_id, session_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
             pipe.rpush(key, *[t.to_bytes() for t in turns])
             pipe.ltrim(key, -self.keep, -1)
             pipe.expire(key, self.ttl_s)

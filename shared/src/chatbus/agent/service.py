@@ -98,6 +98,7 @@ async def attach_services(rt: Runtime, deps: AgentDeps, settings: AgentSettings)
     from chatbus.tokens import TokenCounter
 
     deps.tokens = TokenCounter()
+    deps.tokens.encoding_for(deps.config.model)  # load the BPE file now, not on a message
     if settings.memory_enabled:
         from chatbus.memory_client import BusMemory
 
