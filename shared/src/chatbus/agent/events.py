@@ -70,9 +70,11 @@ class CustomerNotes:
         keys = {self.key(tenant_id, None, session_id)}
         if user_id:
             keys.add(self.key(tenant_id, user_id, None))
-        notes: list[dict[str, Any]] = []
-        for key in sorted(keys):
-            notes.extend(json.loads(v) for v in (await self.redis.hgetall(key)).values())
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            for key in sorted(keys):
+                pipe.hgetall(key)
+            found = await pipe.execute()
+        notes: list[dict[str, Any]] = [json.loads(v) for h in found for v in h.values()]
         notes.sort(key=lambda n: float(n.get("ts", 0)))
         return [str(n["text"]) for n in notes]
 

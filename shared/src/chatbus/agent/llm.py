@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
@@ -122,12 +123,13 @@ class OpenAIChat:
     ) -> Completion:
         model = str(body["model"])
         try:
-            async with self.session.post(self.url, json=body, headers=headers) as resp:
+            data_out = orjson.dumps(body)
+            async with self.session.post(self.url, data=data_out, headers=headers) as resp:
                 if resp.status != 200:
                     raise _error_for(resp.status, await resp.text())
                 if on_delta is not None:
                     return await _read_stream(resp, model, on_delta)
-                data = await resp.json(content_type=None)
+                data = orjson.loads(await resp.read())
         except TimeoutError as e:
             raise LLMError("timeout", f"LLM did not answer within {self.timeout.total}s") from e
         except aiohttp.ClientError as e:
@@ -180,8 +182,8 @@ async def _read_stream(resp: aiohttp.ClientResponse, model: str, on_delta: OnDel
         if payload == b"[DONE]":
             break
         try:
-            chunk = json.loads(payload)
-        except ValueError:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
             continue
         usage = _usage(chunk.get("usage")) or usage
         model = chunk.get("model") or model
