@@ -9,6 +9,7 @@ from chatbus.metrics import Metrics
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.middleware import Handler, is_api, route_name
 from chatbus_gateway.ratelimit import Decision, Limit, RateLimiter
+from chatbus_gateway.session_order import SessionOrder, Ticket
 from chatbus_gateway.settings import GatewaySettings
 
 RATE = web.RequestKey("chatbus_gateway_rate", Decision)
@@ -45,12 +46,20 @@ class HttpLimits:
         return self.limiter.limit("tokens", str(key_id), self.settings.tokens_key_per_min)
 
     async def check(
-        self, request: web.Request, extra: list[Limit] | None = None, tokens: bool = False
-    ) -> None:
-        """Count this request against the caller's limits (plus ``extra``) or refuse it."""
-        decision = await self.limiter.admit(
+        self,
+        request: web.Request,
+        extra: list[Limit] | None = None,
+        tokens: bool = False,
+        turn: tuple[SessionOrder, str, str] | None = None,
+    ) -> Ticket | None:
+        """Count this request against the caller's limits (plus ``extra``) or refuse it.
+
+        With ``turn``, also take the session's turn in the same round trip (see ``admit``).
+        """
+        decision, ticket = await self.limiter.admit(
             self.caller_limits(request) + (extra or []),
             self.tokens_limit(request) if tokens else None,
+            turn,
         )
         request[RATE] = decision
         if not decision.allowed:
@@ -61,6 +70,7 @@ class HttpLimits:
                 f"retry in {max(decision.reset_s, 1)} s",
                 type="rate_limited",
             )
+        return ticket
 
     def middleware(self) -> Middleware:
         @web.middleware

@@ -16,7 +16,7 @@ from chatbus_gateway.dispatch import ask, ask_stream
 from chatbus_gateway.idempotency import Idempotency, fingerprint
 from chatbus_gateway.limits_http import HttpLimits
 from chatbus_gateway.ratelimit import Limit
-from chatbus_gateway.session_order import SessionOrder
+from chatbus_gateway.session_order import SessionOrder, Ticket
 
 
 class ChatPipeline:
@@ -31,7 +31,10 @@ class ChatPipeline:
         # How long a message may wait for the earlier messages of its session.
         self.turn_wait_s = deps.settings.request_timeout_s + deps.settings.session_turn_timeout_s
 
-    async def admit(self, request: web.Request, req: ChatRequest) -> None:
+    async def admit(
+        self, request: web.Request, req: ChatRequest, take_turn: bool = False
+    ) -> Ticket | None:
+        """Check the limits (429); with ``take_turn``, take the session's turn too."""
         s = self.deps.settings
         limiter = self.limits.limiter
         extra = [
@@ -41,21 +44,26 @@ class ChatPipeline:
             extra.append(
                 limiter.limit("user", f"{req.tenant_id}:{req.user_id}", s.rate_user_per_min)
             )
-        await self.limits.check(request, extra, tokens=True)
+        turn = (self.order, req.tenant_id, req.session_id) if take_turn else None
+        return await self.limits.check(request, extra, tokens=True, turn=turn)
 
     async def reply(self, request: web.Request, req: ChatRequest) -> tuple[ChatReply, bool]:
         """The agent's reply, and whether it is a replay of an earlier identical request."""
-        await self.admit(request, req)
-        tokens = self.limits.tokens_limit(request)
         key = request.headers.get("Idempotency-Key")
-        if key is None:
-            return await self.answer(req, tokens), False
+        tokens = self.limits.tokens_limit(request)
+        if key is None:  # the common case: limits and the session's turn in one round trip
+            ticket = await self.admit(request, req, take_turn=True)
+            return await self.answer(req, tokens, ticket), False
+        await self.admit(request, req)
         fp = fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
         return await self.idem.run(req.tenant_id, key, fp, lambda: self.answer(req, tokens))
 
-    async def answer(self, req: ChatRequest, tokens: Limit | None = None) -> ChatReply:
+    async def answer(
+        self, req: ChatRequest, tokens: Limit | None = None, ticket: Ticket | None = None
+    ) -> ChatReply:
         """Ask the agent in the session's turn (also used by the job worker)."""
-        async with self.order.turn(req.tenant_id, req.session_id, self.turn_wait_s):
+        ticket = ticket or await self.order.take(req.tenant_id, req.session_id)
+        async with self.order.hold(ticket, self.turn_wait_s):
             reply = await ask(self.deps.bus, req, self.timeout)
         await self._spend(tokens, reply)
         return reply
@@ -63,9 +71,10 @@ class ChatPipeline:
     async def stream(
         self, request: web.Request, req: ChatRequest
     ) -> AsyncGenerator[ChatChunk | ChatReply, None]:
-        await self.admit(request, req)
+        ticket = await self.admit(request, req, take_turn=True)
+        assert ticket is not None
         tokens = self.limits.tokens_limit(request)
-        async with self.order.turn(req.tenant_id, req.session_id, self.turn_wait_s):
+        async with self.order.hold(ticket, self.turn_wait_s):
             async for item in ask_stream(self.deps.bus, req, self.timeout):
                 if isinstance(item, ChatReply):
                     await self._spend(tokens, item)

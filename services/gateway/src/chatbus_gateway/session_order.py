@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -18,15 +19,19 @@ from chatbus.bus import Bus
 from chatbus_gateway import signals
 from chatbus_gateway.errors import ApiError
 
-# KEYS: next, serving. ARGV: ttl_ms. Returns {ticket, serving}.
-TAKE = """
-local t = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-local s = tonumber(redis.call('GET', KEYS[2]) or '0')
-if s == 0 then s = t; redis.call('SET', KEYS[2], t) end
-redis.call('PEXPIRE', KEYS[2], ARGV[1])
-return {t, s}
+# take(next, serving, ttl_ms) -> {ticket, serving}. A function, so the rate limiter's script
+# can take the turn in the same round trip as it counts the request.
+TAKE_FN = """
+local function take(next_key, serving_key, ttl)
+  local t = redis.call('INCR', next_key)
+  redis.call('PEXPIRE', next_key, ttl)
+  local s = tonumber(redis.call('GET', serving_key) or '0')
+  if s == 0 then s = t; redis.call('SET', serving_key, t) end
+  redis.call('PEXPIRE', serving_key, ttl)
+  return {t, s}
+end
 """
+TAKE = TAKE_FN + "return take(KEYS[1], KEYS[2], ARGV[1])"
 
 # KEYS: next, serving, abandoned. ARGV: ticket, ttl_ms, "done" | "abandon".
 # Done: advance past the ticket (and past abandoned ones). Abandon before the turn came: mark
@@ -58,6 +63,16 @@ return s
 """
 
 
+@dataclass(frozen=True)
+class Ticket:
+    """A place in a session's queue: ``number`` goes when "now serving" reaches it."""
+
+    keys: tuple[str, str, str]  # next, serving, abandoned
+    topic: str
+    number: int
+    serving: int
+
+
 class SessionOrder:
     def __init__(self, redis: aioredis.Redis, bus: Bus, prefix: str, turn_timeout_s: float) -> None:
         self.redis = redis
@@ -69,23 +84,41 @@ class SessionOrder:
         self._done = redis.register_script(DONE)
         self._skip = redis.register_script(SKIP)
 
+    def place(self, tenant: str, session: str) -> tuple[tuple[str, str, str], str]:
+        """The session's Redis keys and its signal topic."""
+        topic = hashlib.sha1(f"{self.prefix}{tenant}\0{session}".encode()).hexdigest()
+        base = f"{self.prefix}{topic}"
+        return (f"{base}:next", f"{base}:serving", f"{base}:abandoned"), topic
+
+    def ticket(self, tenant: str, session: str, number: int, serving: int) -> Ticket:
+        keys, topic = self.place(tenant, session)
+        return Ticket(keys, topic, number, serving)
+
+    async def take(self, tenant: str, session: str) -> Ticket:
+        keys, topic = self.place(tenant, session)
+        number, serving = await self._take(keys=keys[:2], args=[self.ttl_ms])
+        return Ticket(keys, topic, int(number), int(serving))
+
     @asynccontextmanager
     async def turn(self, tenant: str, session: str, wait_s: float) -> AsyncIterator[None]:
         """Hold the session's turn for the body of the ``async with``."""
-        topic = hashlib.sha1(f"{self.prefix}{tenant}\0{session}".encode()).hexdigest()
-        base = f"{self.prefix}{topic}"
-        keys = [f"{base}:next", f"{base}:serving", f"{base}:abandoned"]
-        ticket, serving = (int(v) for v in await self._take(keys=keys[:2], args=[self.ttl_ms]))
+        async with self.hold(await self.take(tenant, session), wait_s):
+            yield
+
+    @asynccontextmanager
+    async def hold(self, ticket: Ticket, wait_s: float) -> AsyncIterator[None]:
+        """Wait for ``ticket``'s turn, run the body, then let the next message go."""
+        keys = list(ticket.keys)
         mine = False
         try:
-            if serving < ticket:
-                await self._wait(keys, topic, ticket, serving, wait_s)
+            if ticket.serving < ticket.number:
+                await self._wait(keys, ticket.topic, ticket.number, ticket.serving, wait_s)
             mine = True
             yield
         finally:
             how = "done" if mine else "abandon"
-            if await self._done(keys=keys, args=[ticket, self.ttl_ms, how]):
-                await signals.notify(self.bus, topic)
+            if await self._done(keys=keys, args=[ticket.number, self.ttl_ms, how]):
+                await signals.notify(self.bus, ticket.topic)
 
     async def _wait(
         self, keys: list[str], topic: str, ticket: int, serving: int, wait_s: float
