@@ -8,7 +8,7 @@ import uuid
 from aiohttp import web
 
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
-from chatbus_gateway.body import read_model
+from chatbus_gateway.body import json_response, read_model
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import check_agent_id
 from chatbus_gateway.errors import ApiError
@@ -64,7 +64,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
     headers = {"X-Request-Id": reply.request_id}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return web.json_response(ChatOut.of(reply, reply.request_id), headers=headers)
+    return json_response(ChatOut.of(reply, reply.request_id), headers=headers)
 
 
 async def _stream(request: web.Request, req: ChatRequest) -> web.StreamResponse:

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus_gateway.agents import discover
-from chatbus_gateway.body import read_model
+from chatbus_gateway.body import json_response, read_model
 from chatbus_gateway.chat_routes import request_id_for, tenant_of
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import AGENT_ID
@@ -75,7 +75,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     reply, replayed = await request.app[PIPELINE].reply(request, req)
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return web.json_response(completion(reply, body.model, created), headers=headers)
+    return json_response(completion(reply, body.model, created), headers=headers)
 
 
 def completion(reply: ChatReply, model: str, created: int) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 
@@ -24,6 +24,6 @@ async def open_sse(
 
 
 async def send_event(resp: web.StreamResponse, data: Any, event: str | None = None) -> None:
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    payload = data.encode() if isinstance(data, str) else orjson.dumps(data)
     head = f"event: {event}\n" if event else ""
-    await resp.write(f"{head}data: {text}\n\n".encode())
+    await resp.write(b"".join((head.encode(), b"data: ", payload, b"\n\n")))
