@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+from typing import Any
 
 import aiohttp
 import openai
 import pytest
 import redis.asyncio as aioredis
 
+from chatbus.testing import ServiceFactory
 from chatbus_gateway.keys_cli import main as keys_main
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, StartGateway
@@ -133,3 +135,31 @@ async def test_tenant_cannot_read_another_tenants_job(
         f"{gw.url}/api/jobs/{job_id}", headers={"Authorization": f"Bearer {key_a}"}
     ) as r:
         assert r.status == 200
+
+
+@pytest.mark.e2e
+@pytest.mark.usefixtures("cli_env")
+async def test_tenant_cannot_read_another_tenants_history(
+    start_gateway: StartGateway,
+    service_factory: ServiceFactory,
+    fake_llm: tuple[Any, str],
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    uid: str,
+) -> None:
+    await service_factory.start(
+        "chatbus_memory", OPENAI_BASE_URL=fake_llm[1], OPENAI_API_KEY="test"
+    )
+    gw = await start_gateway(auth="on", admin_key=ADMIN)
+    key_a, _ = await create_key(monkeypatch, capsys, "tenant-a")
+    key_b, _ = await create_key(monkeypatch, capsys, "tenant-b")
+    url = f"{gw.url}/api/sessions/s-{uid}/messages"
+    secret = [{"role": "user", "content": "the vault code is 7391"}]
+    async with http.post(url, json=secret, headers={"Authorization": f"Bearer {key_a}"}) as r:
+        assert r.status == 201, await r.text()
+    async with http.get(url, headers={"Authorization": f"Bearer {key_b}"}) as r:
+        assert r.status in (200, 404)
+        assert "7391" not in await r.text()
+    async with http.get(url, headers={"Authorization": f"Bearer {key_a}"}) as r:
+        assert r.status == 200 and "7391" in await r.text()
