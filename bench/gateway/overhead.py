@@ -3,8 +3,8 @@
     uv run python bench/gateway/overhead.py [--seconds 5] [--limits]
 
 Starts nats-server, redis-server, ``echo_agent.py`` and the gateway as processes, then drives
-1 and 64 concurrent chats with ``load.py``. Reports msg/s, p50/p99 and the gateway's CPU per
-message. ``--limits`` turns the rate limits on (set high enough never to refuse).
+1 and 64 (``--concurrency``) concurrent chats with ``load.py``. Reports msg/s, p50/p99 and
+the gateway's CPU per message. ``--limits`` turns the rate limits on (set high enough never to refuse).
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--limits", action="store_true")
+    ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 64])
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gw-overhead-"))
     nats, redis = start_nats(tmp / "nats"), start_redis()
@@ -75,7 +76,7 @@ async def main() -> None:
     try:
         await wait_ready(f"http://127.0.0.1:{port}/ready")
         print(f"gateway overhead ({'limits on' if args.limits else 'limits off'}), 2 cores shared")
-        for concurrency in (1, 64):
+        for concurrency in args.concurrency:
             load_args = load_parser().parse_args(
                 [
                     "--url",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import aiohttp
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from chatbus.cost_client import BusCosts
@@ -63,6 +64,28 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> web.Application:
     return setup_gateway(web.Application(), deps)
 
 
+def redis_client(rt: Runtime, settings: GatewaySettings) -> aioredis.Redis:
+    """A client whose pool waits for a free connection instead of failing under load.
+
+    (redis-py's default asyncio pool raises MaxConnectionsError past 100 connections; a
+    failed release would hold a session's turn until it times out.)
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_wait_s,
+        health_check_interval=30,
+    )
+    client = aioredis.Redis.from_pool(pool)
+    rt.stack.push_async_callback(client.aclose)
+
+    async def redis_ok() -> bool:
+        return bool(await client.ping())
+
+    rt.add_ready_check("redis", redis_ok)
+    return client
+
+
 async def wire(rt: Runtime) -> None:
     settings = rt.settings
     assert isinstance(settings, GatewaySettings)
@@ -71,7 +94,7 @@ async def wire(rt: Runtime) -> None:
     deps = GatewayDeps(
         settings=settings,
         bus=rt.bus,
-        redis=rt.redis(),
+        redis=redis_client(rt, settings),
         metrics=rt.metrics,
         http=http,
         is_draining=lambda: rt.draining,
