@@ -4,7 +4,8 @@
 
 Starts nats-server, redis-server, ``echo_agent.py`` and the gateway as processes, then drives
 1 and 64 (``--concurrency``) concurrent chats with ``load.py``. Reports msg/s, p50/p99 and
-the gateway's CPU per message. ``--limits`` turns the rate limits on (set high enough never to refuse).
+the gateway's CPU per message. ``--limits`` turns the rate limits on (set high enough never
+to refuse).
 """
 
 from __future__ import annotations
