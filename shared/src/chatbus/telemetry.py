@@ -132,6 +132,7 @@ def setup_tracing(service: str) -> TracerProvider:
 
 
 UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_http_tracer = trace.get_tracer("chatbus.http")
 
 
 @web.middleware
@@ -142,8 +143,7 @@ async def trace_middleware(request: web.Request, handler: Handler) -> web.Stream
     route = request.match_info.route.resource
     name = f"{request.method} {route.canonical if route is not None else request.path}"
     ctx = propagate.extract(dict(request.headers))
-    tracer = trace.get_tracer("chatbus.http")
-    with tracer.start_as_current_span(name, context=ctx, kind=trace.SpanKind.SERVER) as span:
+    with _http_tracer.start_as_current_span(name, context=ctx, kind=trace.SpanKind.SERVER) as span:
         span.set_attribute("http.request.method", request.method)
         span.set_attribute("url.path", request.path)
         response = await handler(request)

@@ -66,17 +66,26 @@ class CustomerNotes:
             pipe.expire(key, NOTES_TTL_S)
             await pipe.execute()
 
-    async def all(self, tenant_id: str, user_id: str | None, session_id: str | None) -> list[str]:
+    def keys_for(self, tenant_id: str, user_id: str | None, session_id: str | None) -> list[str]:
+        """The Redis hashes holding notes about this customer (session and user)."""
         keys = {self.key(tenant_id, None, session_id)}
         if user_id:
             keys.add(self.key(tenant_id, user_id, None))
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
-            for key in sorted(keys):
-                pipe.hgetall(key)
-            found = await pipe.execute()
+        return sorted(keys)
+
+    @staticmethod
+    def ordered(found: list[dict[bytes, bytes]]) -> list[str]:
+        """Note texts, oldest first, from the hashes of :meth:`keys_for`."""
         notes: list[dict[str, Any]] = [json.loads(v) for h in found for v in h.values()]
         notes.sort(key=lambda n: float(n.get("ts", 0)))
         return [str(n["text"]) for n in notes]
+
+    async def all(self, tenant_id: str, user_id: str | None, session_id: str | None) -> list[str]:
+        """Every note about this customer, oldest first."""
+        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
+            for key in self.keys_for(tenant_id, user_id, session_id):
+                pipe.hgetall(key)
+            return self.ordered(await pipe.execute())
 
     async def for_request(self, req: ChatRequest) -> list[str]:
         """The latest notes about the customer asking ``req``."""

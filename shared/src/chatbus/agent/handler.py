@@ -30,6 +30,7 @@ from chatbus.agent.ports import (
 )
 from chatbus.agent.prompt import build_messages
 from chatbus.agent.resilience import ResilientLLM
+from chatbus.agent.session_state import PortsReader, SessionReader
 from chatbus.agent.spec import AgentSpec
 from chatbus.agent.tools import (
     PublishEvent,
@@ -87,6 +88,11 @@ class AgentDeps:
     records: RecordStore | None = None
     notes: Notes | None = None
     publish_event: PublishEvent | None = None
+    # Reads route, recent turns and notes at once; None: through the separate ports.
+    session: SessionReader | None = None
+
+    def reader(self) -> SessionReader:
+        return self.session or PortsReader(self.history, self.router, self.notes)
 
 
 def fit(
@@ -110,19 +116,15 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
     """Answer ``req``: route, recall, assemble the prompt, budget, LLM and tools, remember."""
     spec, cfg = deps.spec, deps.config
     notice = None
-    if deps.router is not None:
-        followed = await follow_route(deps.router, req, spec.id, cfg.max_handoffs)
+    state = await deps.reader().load(req, cfg.history_turns)
+    if deps.router is not None and state.route not in (None, spec.id):
+        followed = await follow_route(deps.router, req, spec.id, cfg.max_handoffs, state.route)
         if followed.reply is not None:
             return followed.reply
         notice = followed.notice
-    # Recent turns, recalled turns and customer notes are independent: fetch them together.
-    recent, recalled, context = await asyncio.gather(
-        deps.history.recent(req.tenant_id, req.session_id, cfg.history_turns),
-        _recall(req, deps),
-        _context(req, deps, notice),
-    )
-    system, history, new = build_messages(spec.system_prompt, recalled, recent, req.message)
-    system.extend(context)
+    recalled = await _recall(req, deps)
+    system, history, new = build_messages(spec.system_prompt, recalled, state.recent, req.message)
+    system.extend(_context(state.notes, notice))
     model = cfg.model
     messages = fit(deps, system, history, new, model)
 
@@ -179,9 +181,9 @@ async def _recall(req: ChatRequest, deps: AgentDeps) -> list[Turn]:
     return await deps.memory.recall(req, k=deps.config.memory_k, scope=deps.spec.memory_scope)
 
 
-async def _context(req: ChatRequest, deps: AgentDeps, notice: str | None) -> list[dict[str, Any]]:
+def _context(notes: list[str], notice: str | None) -> list[dict[str, Any]]:
     extra = []
-    if deps.notes is not None and (notes := await deps.notes.for_request(req)):
+    if notes:
         lines = "\n".join(f"- {n}" for n in notes)
         extra.append({"role": "system", "content": f"What we know about this customer:\n{lines}"})
     if notice:

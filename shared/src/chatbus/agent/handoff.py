@@ -148,9 +148,10 @@ class Followed:
     notice: str | None = None
 
 
-async def follow_route(router: Router, req: ChatRequest, agent: str, max_handoffs: int) -> Followed:
-    """Forward ``req`` to the agent its session is routed to, unless that is ``agent``."""
-    target = await router.route_of(req.tenant_id, req.session_id)
+async def follow_route(
+    router: Router, req: ChatRequest, agent: str, max_handoffs: int, target: str | None
+) -> Followed:
+    """Forward ``req`` to ``target``, the agent its session is routed to, unless it is ``agent``."""
     if target is None or target == agent:
         return Followed()
     if req.handoff_depth >= max_handoffs:

@@ -17,12 +17,13 @@ from opentelemetry import trace
 from pydantic import create_model
 
 from chatbus import offline_llm
-from chatbus.agent.events import attach_collaboration
+from chatbus.agent.events import CustomerNotes, attach_collaboration
 from chatbus.agent.handler import AgentConfig, AgentDeps, answer
 from chatbus.agent.history import RedisHistory
 from chatbus.agent.llm import LLMError, OpenAIChat
 from chatbus.agent.ports import ResponseCache
 from chatbus.agent.resilience import ResilientLLM
+from chatbus.agent.session_state import RedisSessionReader
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
 from chatbus.alerts import ErrorRateWatch
@@ -166,6 +167,8 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
         errors = ErrorRateWatch(rt.alerter, what=f"{spec.id} chat messages")
         deps = await build_deps(rt, spec, settings, metrics)
         await attach_collaboration(rt, deps, metrics)  # handoffs, tool records, events
+        notes = deps.notes if isinstance(deps.notes, CustomerNotes) else None
+        deps.session = RedisSessionReader(rt.redis(), notes=notes, with_route=bool(deps.router))
         instance_id = uuid.uuid4().hex[:12]
 
         async def on_chat(req: ChatRequest) -> ChatReply:

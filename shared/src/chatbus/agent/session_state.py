@@ -1,0 +1,84 @@
+"""What the handler reads about a session before answering: route, recent turns, notes.
+
+In production the three come from Redis in one round trip (:class:`RedisSessionReader`);
+:class:`PortsReader` asks the separate ports instead (what unit tests' fakes provide).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import redis.asyncio as aioredis
+
+from chatbus.agent.events import NOTES_SHOWN
+from chatbus.agent.handoff import route_key
+from chatbus.agent.history import history_key
+from chatbus.contracts.chat import ChatRequest, Turn
+
+if TYPE_CHECKING:
+    from chatbus.agent.events import CustomerNotes
+    from chatbus.agent.handler import Notes
+    from chatbus.agent.handoff import Router
+    from chatbus.agent.ports import History
+
+
+@dataclass
+class SessionState:
+    route: str | None = None  # the agent the session was handed to, if any
+    recent: list[Turn] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class SessionReader(Protocol):
+    async def load(self, req: ChatRequest, recent: int) -> SessionState: ...
+
+
+class PortsReader:
+    """Reads through the separate History / Router / Notes ports, concurrently."""
+
+    def __init__(self, history: History, router: Router | None, notes: Notes | None) -> None:
+        self.history, self.router, self.notes = history, router, notes
+
+    async def load(self, req: ChatRequest, recent: int) -> SessionState:
+        async def nothing() -> Any:
+            return None
+
+        route, turns, notes = await asyncio.gather(
+            self.router.route_of(req.tenant_id, req.session_id) if self.router else nothing(),
+            self.history.recent(req.tenant_id, req.session_id, recent),
+            self.notes.for_request(req) if self.notes else nothing(),
+        )
+        return SessionState(route, turns, notes or [])
+
+
+class RedisSessionReader:
+    """One pipelined Redis round trip for the route, the recent turns and the notes."""
+
+    def __init__(
+        self, redis: aioredis.Redis, *, notes: CustomerNotes | None, with_route: bool
+    ) -> None:
+        self.redis, self.notes, self.with_route = redis, notes, with_route
+
+    async def load(self, req: ChatRequest, recent: int) -> SessionState:
+        note_keys = (
+            self.notes.keys_for(req.tenant_id, req.user_id, req.session_id) if self.notes else []
+        )
+        async with self.redis.pipeline(transaction=False) as pipe:
+            if self.with_route:
+                pipe.get(route_key(req.tenant_id, req.session_id))
+            if recent > 0:
+                pipe.lrange(history_key(req.tenant_id, req.session_id), -recent, -1)
+            for key in note_keys:
+                pipe.hgetall(key)
+            results = list(await pipe.execute())
+        state = SessionState()
+        if self.with_route:
+            raw = results.pop(0)
+            state.route = raw.decode() if isinstance(raw, bytes) else raw
+        if recent > 0:
+            state.recent = [Turn.model_validate_json(r) for r in results.pop(0)]
+        if self.notes is not None:
+            state.notes = self.notes.ordered(results)[-NOTES_SHOWN:]
+        return state
