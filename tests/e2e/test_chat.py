@@ -143,3 +143,29 @@ async def test_llm_down_is_a_clear_502(stack: Stack) -> None:
     assert "LLM" in str(body["error"])
     status, _ = await stack.chat("sales", "and now?", sid())
     assert status == 200
+
+
+async def test_a_browser_gets_a_chat_page(stack: Stack) -> None:
+    async with stack.http.get(f"{stack.url}/") as r:
+        assert r.status == 200
+        assert r.content_type == "text/html"
+        page = await r.text()
+    # the page lists agents, streams replies from the chat endpoint, and can forget a session
+    for needle in (
+        'id="agent"',
+        "/api/agents",
+        "/api/chat/",
+        "text/event-stream",
+        "/api/sessions/",
+        'id="message"',
+    ):
+        assert needle in page
+    # what the page's script sends gets a streamed answer
+    body = {"message": "from the page", "session_id": sid()}
+    async with stack.http.post(
+        f"{stack.url}/api/chat/support", json=body, headers={"Accept": "text/event-stream"}
+    ) as r:
+        assert r.status == 200
+        text = await r.text()
+    assert "event: chunk" in text
+    assert "event: done" in text

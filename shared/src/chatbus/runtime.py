@@ -66,9 +66,15 @@ class Runtime:
     def redis(self) -> aioredis.Redis:
         """The service's Redis client (one per service, closed at shutdown)."""
         if self._redis is None:
-            client = aioredis.Redis.from_url(
-                self.settings.redis_url, decode_responses=False, health_check_interval=30
+            # A blocking pool: under load callers wait for a connection instead of failing
+            # (the default asyncio pool raises past its limit).
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.settings.redis_url,
+                max_connections=self.settings.redis_max_connections,
+                timeout=self.settings.redis_wait_s,
+                health_check_interval=30,
             )
+            client = aioredis.Redis.from_pool(pool)
             self._redis = client
             self.stack.push_async_callback(client.aclose)
 

@@ -28,6 +28,9 @@ class ServiceSettings(BaseSettings):
     app_env: Literal["development", "staging", "production"] = "development"
     nats_url: str = "nats://127.0.0.1:4222"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Connections to Redis; a caller waits up to redis_wait_s for a free one instead of failing.
+    redis_max_connections: int = Field(default=256, ge=4)
+    redis_wait_s: float = Field(default=5.0, gt=0)
     # HTTP port for /health, /ready and /metrics (the gateway serves its API there too).
     port: int = Field(default=8080, ge=0, le=65535)
     host: str = "0.0.0.0"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from chatbus.cost_client import BusCosts
@@ -27,9 +26,11 @@ from chatbus_gateway.openai_api import setup_openai_routes
 from chatbus_gateway.openapi import setup_openapi
 from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
 from chatbus_gateway.ratelimit import RateLimiter
+from chatbus_gateway.records_routes import setup_records_routes
 from chatbus_gateway.session_order import SessionOrder
 from chatbus_gateway.settings import GatewaySettings
 from chatbus_gateway.usage_routes import setup_usage_routes
+from chatbus_gateway.web_routes import setup_web_routes
 
 log = logging.getLogger("chatbus.gateway")
 
@@ -64,28 +65,6 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> web.Application:
     return setup_gateway(web.Application(), deps)
 
 
-def redis_client(rt: Runtime, settings: GatewaySettings) -> aioredis.Redis:
-    """A client whose pool waits for a free connection instead of failing under load.
-
-    (redis-py's default asyncio pool raises MaxConnectionsError past 100 connections; a
-    failed release would hold a session's turn until it times out.)
-    """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_max_connections,
-        timeout=settings.redis_wait_s,
-        health_check_interval=30,
-    )
-    client = aioredis.Redis.from_pool(pool)
-    rt.stack.push_async_callback(client.aclose)
-
-    async def redis_ok() -> bool:
-        return bool(await client.ping())
-
-    rt.add_ready_check("redis", redis_ok)
-    return client
-
-
 async def wire(rt: Runtime) -> None:
     settings = rt.settings
     assert isinstance(settings, GatewaySettings)
@@ -94,7 +73,7 @@ async def wire(rt: Runtime) -> None:
     deps = GatewayDeps(
         settings=settings,
         bus=rt.bus,
-        redis=redis_client(rt, settings),
+        redis=rt.redis(),
         metrics=rt.metrics,
         http=http,
         is_draining=lambda: rt.draining,
@@ -102,6 +81,8 @@ async def wire(rt: Runtime) -> None:
     app = setup_gateway(rt.http, deps)
     setup_usage_routes(app, BusCosts(rt.bus))
     setup_memory_routes(app, BusMemory(rt.bus))
+    setup_records_routes(app, deps.redis)
+    setup_web_routes(app)
     worker = JobWorker(app[JOBS], app[PIPELINE], http, settings.job_max_deliver)
     await start_worker(rt.bus, settings, worker)
 

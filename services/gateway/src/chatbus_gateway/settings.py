@@ -29,9 +29,6 @@ class GatewaySettings(ServiceSettings):
 
     # Prefix of every Redis key the gateway writes (replicas that share limits share it).
     redis_prefix: str = "gw:"
-    # Connections to Redis; a request waits up to redis_wait_s for a free one (never fails).
-    redis_max_connections: int = Field(default=256, ge=4)
-    redis_wait_s: float = Field(default=5.0, gt=0)
 
     # -- requests ---------------------------------------------------------------------------
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
