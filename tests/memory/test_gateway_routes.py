@@ -137,16 +137,17 @@ async def test_unknown_session_is_empty(client: TestClient) -> None:
 async def test_bad_input_is_422(client: TestClient, path: str, body: object) -> None:
     r = await client.post(path, json=body)
     assert r.status == 422, await r.text()
-    data = await r.json()
-    assert data["error"]
-    assert isinstance(data["detail"], list)
+    error = (await r.json())["error"]
+    assert error["message"]
+    assert error["param"]  # names the field that is wrong
 
 
-async def test_not_json_is_422(client: TestClient) -> None:
+async def test_not_json_is_400_and_a_bad_query_422(client: TestClient) -> None:
     r = await client.post(
         "/api/memory/search", data=b"{nope", headers={"Content-Type": "application/json"}
     )
-    assert r.status == 422
+    assert r.status == 400
+    assert "not JSON" in (await r.json())["error"]["message"]
     r = await client.get("/api/sessions/s/messages", params={"limit": "many"})
     assert r.status == 422
 

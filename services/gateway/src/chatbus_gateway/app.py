@@ -23,7 +23,8 @@ from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
 from chatbus_gateway.memory_routes import setup_memory_routes
 from chatbus_gateway.middleware import drain_middleware, error_middleware
 from chatbus_gateway.openai_api import setup_openai_routes
-from chatbus_gateway.openapi import setup_openapi
+from chatbus_gateway.openapi import OPENAPI_PATHS, setup_openapi
+from chatbus_gateway.openapi_store_paths import store_paths
 from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
 from chatbus_gateway.ratelimit import RateLimiter
 from chatbus_gateway.records_routes import setup_records_routes
@@ -82,6 +83,7 @@ async def wire(rt: Runtime) -> None:
     setup_usage_routes(app, BusCosts(rt.bus))
     setup_memory_routes(app, BusMemory(rt.bus))
     setup_records_routes(app, deps.redis)
+    app[OPENAPI_PATHS].update(store_paths())
     setup_web_routes(app)
     worker = JobWorker(app[JOBS], app[PIPELINE], http, settings.job_max_deliver)
     await start_worker(rt.bus, settings, worker)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chatbus.contracts.chat import Turn
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 from chatbus.memory_client import BusMemory
+from chatbus_gateway.errors import ApiError
 
 log = logging.getLogger("chatbus.gateway.memory")
 
@@ -81,7 +82,11 @@ def _tenant(request: web.Request) -> str:
 
 
 def _invalid(message: str, detail: list[dict[str, Any]]) -> web.Response:
-    return web.json_response({"error": message, "detail": detail}, status=422)
+    """422 in the gateway's error shape, naming the first bad field."""
+    first = detail[0] if detail else {}
+    param = ".".join(str(p) for p in first.get("loc", [])) or None
+    text = f"{param}: {first.get('msg')}" if param and first.get("msg") else message
+    return ApiError(422, text, param=param).response()
 
 
 def _detail(err: ValidationError) -> list[dict[str, Any]]:
@@ -95,10 +100,7 @@ async def _json(request: web.Request) -> Any:
     try:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise web.HTTPUnprocessableEntity(
-            text=json.dumps({"error": "body is not JSON", "detail": [{"msg": str(e)}]}),
-            content_type="application/json",
-        ) from None
+        raise ApiError(400, f"body is not JSON: {e}") from None
 
 
 def _turn_json(t: Turn) -> dict[str, Any]:
@@ -114,21 +116,19 @@ def _guard(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> web.StreamResponse:
         try:
             return await handler(request)
+        except ApiError as e:
+            return e.response()
         except ValidationError as e:
             return _invalid("invalid request", _detail(e))
         except (NoResponders, RequestTimeout, BusUnavailable) as e:
             log.warning("memory service unavailable: %s", e)
-            return web.json_response(
-                {"error": "memory service unavailable", "detail": [{"msg": type(e).__name__}]},
-                status=503,
-            )
+            return ApiError(503, "memory service unavailable", type="unavailable").response()
         except RemoteError as e:
             if e.code == "invalid":
                 return _invalid(e.message, [e.detail or {}])
             status = 503 if e.code in ("unavailable", "timeout") else 502
-            return web.json_response(
-                {"error": e.message, "detail": [{"code": e.code}]}, status=status
-            )
+            kind = "unavailable" if status == 503 else "upstream_error"
+            return ApiError(status, e.message, type=kind).response()
 
     return wrapped
 

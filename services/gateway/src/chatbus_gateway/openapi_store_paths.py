@@ -1,0 +1,152 @@
+"""``/openapi.json`` entries for the memory, usage and records endpoints.
+
+Request schemas come from the models the routes validate with; answers are described by
+status (their bodies are the services' own JSON).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from chatbus_gateway.memory_routes import ImportBody, SearchBody
+from chatbus_gateway.records_routes import KINDS
+
+ID = {"type": "string", "minLength": 1, "maxLength": 200}
+
+
+def _inline(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` resolved in place (refs are global)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.rsplit("/", 1)[1]])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return {"application/json": {"schema": resolve(schema)}}
+
+
+def _search_body() -> dict[str, Any]:
+    content = _inline(SearchBody)
+    # a session to search, or a user when searching across the user's sessions
+    content["application/json"]["schema"]["anyOf"] = [
+        {"required": ["session_id"], "properties": {"session_id": ID}},
+        {
+            "required": ["user_id", "scope"],
+            "properties": {"user_id": ID, "scope": {"const": "user"}},
+        },
+    ]
+    return content
+
+
+def _answers(ok: str, *errors: str) -> dict[str, Any]:
+    text = {
+        "200": ok,
+        "201": ok,
+        "401": "Missing or unknown API key",
+        "403": "Not allowed",
+        "404": "Not found",
+        "422": "Invalid field",
+        "429": "Rate limited",
+        "503": "The memory or cost service is unavailable",
+    }
+    out = {
+        code: {"description": text[code], "content": {"application/json": {"schema": {}}}}
+        for code in errors
+    }
+    return out
+
+
+def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or ID}
+
+
+def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema}
+
+
+def store_paths() -> dict[str, Any]:
+    errors = ("401", "422", "429", "503")
+    paths: dict[str, Any] = {
+        "/api/sessions/{id}/messages": {
+            "get": {
+                "summary": "A session's history, oldest first",
+                "parameters": [
+                    _path("id"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
+                    _query("before", {"type": "number"}),
+                ],
+                "responses": _answers("History", "200", *errors),
+            },
+            "post": {
+                "summary": "Import a past transcript into a session",
+                "parameters": [_path("id")],
+                "requestBody": {"required": True, "content": _inline(ImportBody)},
+                "responses": _answers("Imported", "201", *errors),
+            },
+        },
+        "/api/memory/search": {
+            "post": {
+                "summary": "Search a session's (or user's) memory",
+                "requestBody": {"required": True, "content": _search_body()},
+                "responses": _answers("Scored earlier turns", "200", *errors),
+            }
+        },
+        "/api/sessions/{id}": {
+            "delete": {
+                "summary": "Forget a session: history, memory, cached embeddings",
+                "parameters": [_path("id")],
+                "responses": _answers("Forgotten", "200", *errors),
+            }
+        },
+        "/api/users/{id}": {
+            "delete": {
+                "summary": "Forget a user across all sessions",
+                "parameters": [_path("id")],
+                "responses": _answers("Forgotten", "200", *errors),
+            }
+        },
+        "/api/usage": {
+            "get": {
+                "summary": "Tokens and cost, grouped",
+                "parameters": [
+                    _query("from", {"type": "string", "format": "date"}),
+                    _query("to", {"type": "string", "format": "date"}),
+                    _query(
+                        "group_by",
+                        {"type": "string", "enum": ["day", "agent", "model", "user", "session"]},
+                    ),
+                    _query("tenant", ID),
+                ],
+                "responses": _answers("Usage rows and totals", "200", "403", *errors),
+            }
+        },
+    }
+    for plural in KINDS:
+        paths[f"/api/{plural}"] = {
+            "get": {
+                "summary": f"The tenant's {plural}, newest first",
+                "parameters": [
+                    _query("session_id", ID),
+                    _query("user_id", ID),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                ],
+                "responses": _answers(f"{plural.title()}", "200", "401", "422", "429"),
+            }
+        }
+        paths[f"/api/{plural}/{{record_id}}"] = {
+            "get": {
+                "summary": f"One of the tenant's {plural}",
+                "parameters": [_path("record_id")],
+                "responses": _answers(f"{plural[:-1].title()}", "200", "401", "404", "429"),
+            }
+        }
+    return paths
