@@ -63,8 +63,7 @@ async def test_dead_letter_after_max_deliveries_then_redrive(
     assert (hook["status"], hook["attempts"]) == ("dead_lettered", 3)
     assert "language model" in hook["error"]["message"]
     assert len(llm.requests_for(agent.agent)) == 3
-    async with http.get(f"{gw.url}/api/admin/dead-letters?limit=1000") as r:
-        parked = [p for p in (await r.json())["dead_letters"] if p["job_id"] == job_id]
+    parked = await parked_jobs(http, gw, job_id)
     assert len(parked) == 1 and parked[0]["deliveries"] == 3
     async with http.post(f"{gw.url}/api/admin/dead-letters/{parked[0]['seq']}/redrive") as r:
         assert r.status == 200 and (await r.json())["job_id"] == job_id
@@ -74,6 +73,17 @@ async def test_dead_letter_after_max_deliveries_then_redrive(
         assert job_id not in [p["job_id"] for p in (await r.json())["dead_letters"]]
     async with http.post(f"{gw.url}/api/admin/dead-letters/999999999/redrive") as r:
         assert r.status == 404
+
+
+async def parked_jobs(http: aiohttp.ClientSession, gw: RunningGateway, job_id: str) -> list[Any]:
+    """The job's entries on the dead-letter stream (parked just after its callback was sent)."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        async with http.get(f"{gw.url}/api/admin/dead-letters?limit=1000") as r:
+            parked = [p for p in (await r.json())["dead_letters"] if p["job_id"] == job_id]
+        if parked or asyncio.get_running_loop().time() > deadline:
+            return parked
+        await asyncio.sleep(0.05)  # allowed: the DLQ publish follows the callback
 
 
 def start_stub(agent: str, nats_url: str, llm_url: str) -> subprocess.Popen[bytes]:
@@ -124,3 +134,24 @@ async def test_jobs_survive_a_killed_agent_and_complete_once(
         assert status == 200 and record["status"] == "done"
         assert record["result"]["reply"]
     assert len(callbacks.received) == len(ids)
+
+
+async def test_idempotency_key_queues_an_async_job_once(
+    gateway: RunningGateway,
+    agent: StubAgent,
+    fake_llm: tuple[OfflineLLM, str],
+    callbacks: Callbacks,
+    http: aiohttp.ClientSession,
+) -> None:
+    llm, _ = fake_llm
+    url = f"{gateway.url}/api/chat/{agent.agent}?mode=async"
+    body = {"message": "only once please", "session_id": "idem-jobs", "callback_url": callbacks.url}
+    ids = []
+    for _ in range(2):
+        async with http.post(url, json=body, headers={"Idempotency-Key": "k-42"}) as r:
+            assert r.status == 202
+            ids.append((await r.json())["job_id"])
+    assert ids[0] == ids[1]
+    hook = await callbacks.next()
+    assert (hook["job_id"], hook["status"]) == (ids[0], "done")
+    assert len(llm.requests_for(agent.agent)) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 from aiohttp import web
@@ -21,23 +22,47 @@ async def submit_job(
 ) -> web.Response:
     deps = request.app[DEPS]
     store = request.app[JOBS]
+    job_id = new_job_id()
+    # Idempotency-Key: the same key (per tenant) names the same job, queued once.
+    slot = idempotency_slot(request, deps.settings.redis_prefix, req.tenant_id)
+    if slot is not None:
+        ttl = deps.settings.job_ttl_s
+        if not await store.redis.set(slot, job_id, nx=True, ex=ttl):
+            first = await store.redis.get(slot)
+            if first is not None:
+                job_first = first.decode() if isinstance(first, bytes) else str(first)
+                return accepted(job_first, req.request_id, replayed=True)
     await request.app[PIPELINE].admit(request, req)
-    job = ChatJob(
-        job_id=new_job_id(), request=req, callback_url=callback_url, created_at=time.time()
-    )
+    job = ChatJob(job_id=job_id, request=req, callback_url=callback_url, created_at=time.time())
     await store.create(job)
     subject = ChatJob.subject_for(req.agent, deps.settings.jobs_subject)
-    if not deps.bus.connected:
-        raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
     try:
+        if not deps.bus.connected:
+            raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
         await deps.bus.js_publish(job, subject, msg_id=job.job_id)
     except Exception as e:
-        await store.redis.delete(store.key(job.job_id))
+        await store.redis.delete(store.key(job.job_id), *([slot] if slot else []))
+        if isinstance(e, ApiError):
+            raise
         raise ApiError(503, "the job queue is unavailable, try again", type="unavailable") from e
+    return accepted(job.job_id, req.request_id)
+
+
+def idempotency_slot(request: web.Request, prefix: str, tenant_id: str) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return None
+    return f"{prefix}jobkey:{tenant_id}:{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def accepted(job_id: str, request_id: str, *, replayed: bool = False) -> web.Response:
+    headers = {"Location": f"/api/jobs/{job_id}", "X-Request-Id": request_id}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
     return web.json_response(
-        {"job_id": job.job_id, "status": "queued", "request_id": req.request_id},
+        {"job_id": job_id, "status": "queued", "request_id": request_id},
         status=202,
-        headers={"Location": f"/api/jobs/{job.job_id}", "X-Request-Id": req.request_id},
+        headers=headers,
     )
 
 
