@@ -28,14 +28,26 @@ class LocalService:
     port: int
 
 
-SERVICES = (
-    LocalService("cost", "chatbus_cost", 8084),
-    LocalService("memory", "chatbus_memory", 8083),
-    LocalService("agent-support", "agent_support", 8081),
-    LocalService("agent-sales", "agent_sales", 8082),
-    LocalService("gateway", "chatbus_gateway", 8080),
-)
+AGENT_PORTS = {"agent-support": 8081, "agent-sales": 8082}
+FIRST_EXTRA_AGENT_PORT = 8085
 OFFLINE_PORT = 8099
+
+
+def services(root: Path) -> list[LocalService]:
+    """Cost and memory, every agent folder under ``services/agent-*``, then the gateway."""
+    folders = sorted(d.name for d in (root / "services").glob("agent-*") if (d / "src").is_dir())
+    agents, extra = [], FIRST_EXTRA_AGENT_PORT
+    for name in folders or list(AGENT_PORTS):
+        port = AGENT_PORTS.get(name)
+        if port is None:
+            port, extra = extra, extra + 1
+        agents.append(LocalService(name, name.replace("-", "_"), port))
+    return [
+        LocalService("cost", "chatbus_cost", 8084),
+        LocalService("memory", "chatbus_memory", 8083),
+        *agents,
+        LocalService("gateway", "chatbus_gateway", 8080),
+    ]
 
 
 def _say(text: str) -> None:
@@ -111,7 +123,7 @@ class LocalStack:
     def start_services(self) -> None:
         self.env.setdefault("DATA_DIR", str(self.data_dir))
         self.env.setdefault("LOG_FORMAT", "json")
-        for svc in SERVICES:
+        for svc in services(Path.cwd()):
             proc = self._spawn(svc.name, ["-m", svc.module], PORT=str(svc.port), HOST="127.0.0.1")
             if not _wait_http(f"http://127.0.0.1:{svc.port}/ready", proc):
                 tail = (self.logs / f"{svc.name}.log").read_text(errors="replace")[-2000:]
