@@ -15,13 +15,21 @@ async def test_one_trace_follows_a_message_through_every_service(stack: Stack) -
     async with stack.http.post(f"{stack.url}/api/chat/support", json=body, headers=headers) as r:
         assert r.status == 200
 
-    wanted = {"gateway", "agent-support", "memory", "cost"}
+    # every hop of the message, the JetStream usage consumer included
+    wanted = {
+        ("gateway", "POST /api/chat/{agent_id}"),
+        ("agent-support", "handle chat.request.v1.support"),
+        ("memory", "handle memory.search.v1"),
+        ("cost", "handle cost.authorize.v1"),
+        ("cost", "consume cost.usage.recorded.v1"),
+    }
 
     def complete() -> bool:
-        """Every service reported, and every span's parent is in the trace (or is ours)."""
+        """Every hop reported, and every span's parent is in the trace (or is ours)."""
         spans = stack.spans.trace(trace_id)
         ids = {s.span_id for s in spans} | {parent}
-        return wanted <= {s.service for s in spans} and all(s.parent_id in ids for s in spans)
+        names = {(s.service, s.name) for s in spans}
+        return wanted <= names and all(s.parent_id in ids for s in spans)
 
     async with stack.spans.arrived:
         try:
@@ -32,12 +40,9 @@ async def test_one_trace_follows_a_message_through_every_service(stack: Stack) -
 
     spans = stack.spans.trace(trace_id)
     assert len({s.span_id for s in spans}) == len(spans)  # no duplicated span ids
-    names = {(s.service, s.name) for s in spans}
-    assert ("gateway", "POST /api/chat/{agent_id}") in names
-    assert ("agent-support", "handle chat.request.v1.support") in names
-    assert ("memory", "handle memory.search.v1") in names
-    assert ("cost", "handle cost.authorize.v1") in names
-    assert ("cost", "consume cost.usage.recorded.v1") in names  # across JetStream too
+    usage_span = next(s for s in spans if s.name == "consume cost.usage.recorded.v1")
+    assert usage_span.attributes.get("chatbus.agent") == ["support"], usage_span
+    assert "chatbus.cost_usd" in usage_span.attributes
     llm_span = next(s for s in spans if s.name.startswith("chat "))
     assert llm_span.service == "agent-support"
     assert int(llm_span.attributes.get("gen_ai.usage.input_tokens", 0)) > 0  # type: ignore[call-overload]

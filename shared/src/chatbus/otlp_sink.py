@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -23,6 +24,13 @@ class ReceivedSpan:
     span_id: str
     parent_id: str
     attributes: dict[str, object]
+
+
+def _value(v: Any) -> object:
+    kind = v.WhichOneof("value") or "string_value"
+    if kind == "array_value":
+        return [_value(x) for x in v.array_value.values]
+    return getattr(v, kind)
 
 
 @dataclass
@@ -48,8 +56,7 @@ class SpanSink:
                 for s in ss.spans:
                     attrs: dict[str, object] = {}
                     for a in s.attributes:
-                        v = a.value
-                        attrs[a.key] = getattr(v, v.WhichOneof("value") or "string_value")
+                        attrs[a.key] = _value(a.value)
                     new.append(
                         ReceivedSpan(
                             service,

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from opentelemetry import trace
 from prometheus_client import Counter
 
 from chatbus.contracts.cost import (
@@ -183,6 +184,16 @@ class CostService:
     async def record_batch(self, events: list[UsageRecorded]) -> None:
         """Count usage events exactly once each (called by the JetStream consumer)."""
         items = [Usage(e, self.cost_of(e), self.counters(who_of(e), e.ts)) for e in events]
+        trace.get_current_span().set_attributes(
+            {
+                "chatbus.agent": sorted({e.agent for e in events}),
+                "gen_ai.request.model": sorted({e.model for e in events}),
+                "gen_ai.usage.input_tokens": sum(e.prompt_tokens for e in events),
+                "gen_ai.usage.output_tokens": sum(e.completion_tokens for e in events),
+                "chatbus.cost_usd": sum(i.nusd for i in items) / NANO,
+                "chatbus.cache_hits": sum(1 for e in events if e.cached),
+            }
+        )
         fresh = await self.ledger.record_many(items, seen_ttl_s=self.tuning.seen_ttl_s)
         gauges: dict[tuple[str, str], BudgetRule] = {}
         for item, new in zip(items, fresh, strict=True):
