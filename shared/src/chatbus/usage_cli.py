@@ -21,7 +21,7 @@ import nats
 from chatbus.bus import Bus
 from chatbus.contracts.cost import UsageReport
 from chatbus.cost_client import BusCosts
-from chatbus.errors import BusError
+from chatbus.errors import BusError, NoResponders
 
 
 def forecast_month_end(daily_cost: Mapping[str, float], today: date) -> float:
@@ -115,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     tenant = None if args.all_tenants else args.tenant
     try:
         asyncio.run(print_usage(args.nats_url, args.days, tenant_id=tenant))
+    except NoResponders:
+        sys.stderr.write(
+            f"chatbus usage: no cost service answers on {args.nats_url} "
+            "(start it with `./dev up` or `python -m chatbus_cost`)\n"
+        )
+        return 1
     except (BusError, OSError, nats.errors.Error) as e:
         sys.stderr.write(f"chatbus usage: cannot get usage from the cost service: {e}\n")
         return 1
