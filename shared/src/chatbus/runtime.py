@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import signal
 import time
@@ -215,6 +216,10 @@ async def _run(
             runner.addresses[0][1] if runner.addresses else settings.port,
             settings.nats_url,
         )
+        # Everything built so far lives as long as the service: keep the garbage collector
+        # from rescanning it on every collection (less CPU per message).
+        gc.collect()
+        gc.freeze()
         if started:
             started(rt)
         await stop.wait()
