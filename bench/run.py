@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
-from chatbus.servers import ServerProcess, free_port, start_nats, start_redis
+from chatbus.servers import ServerProcess, free_port, start_nats, start_redis, wait_http_ok
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -189,16 +189,8 @@ class Stack:
         return p
 
     async def wait(self, url: str) -> None:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                try:
-                    async with http.get(url) as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)  # polling child processes for readiness
-        raise SystemExit(f"{url} never became ready; logs in {self.tmp}")
+        if not await wait_http_ok(url, timeout=30):
+            raise SystemExit(f"{url} never became ready; logs in {self.tmp}")
 
     async def start(self) -> tuple[str, str]:
         nats = start_nats(self.tmp / "nats")

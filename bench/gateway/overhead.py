@@ -18,9 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import aiohttp
-
-from chatbus.servers import free_port, start_nats, start_redis
+from chatbus.servers import free_port, start_nats, start_redis, wait_http_ok
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -36,16 +34,8 @@ def cpu_s(pid: int) -> float:
 
 
 async def wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(400):
-            try:
-                async with http.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.05)  # polling a child process for readiness
-    raise SystemExit(f"{url} never became ready")
+    if not await wait_http_ok(url, timeout=20):
+        raise SystemExit(f"{url} never became ready")
 
 
 async def main() -> None:

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -177,6 +178,30 @@ async def wait_for_port(url: str, timeout: float = 20.0) -> bool:
         if port_open(url, 0.2):
             return True
         await asyncio.sleep(0.05)  # polling a child process for readiness
+    return False
+
+
+async def wait_http_ok(
+    url: str, *, timeout: float = 30.0, alive: Callable[[], bool] | None = None
+) -> bool:
+    """Poll ``url`` until it answers 200 (a service's ``/ready``), for at most ``timeout`` s.
+
+    Returns False on timeout, or as soon as ``alive()`` says the process behind it died.
+    """
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if alive is not None and not alive():
+                return False
+            try:
+                async with http.get(url) as r:
+                    if r.status == 200:
+                        return True
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)  # polling a child process for readiness
     return False
 
 

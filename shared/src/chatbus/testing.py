@@ -26,7 +26,7 @@ from chatbus import offline_llm
 from chatbus.bus import Bus
 from chatbus.offline_llm import OfflineLLM
 from chatbus.runtime import Runtime, Wire, serve
-from chatbus.servers import free_port, start_nats, start_redis, wait_for_port
+from chatbus.servers import free_port, start_nats, start_redis, wait_for_port, wait_http_ok
 from chatbus.settings import ServiceSettings
 
 
@@ -145,22 +145,15 @@ class ServiceProcess:
         return self
 
     async def wait_ready(self, path: str = "/ready", timeout: float = 30.0) -> None:
-        import aiohttp
+        def alive() -> bool:
+            return self.proc is None or self.proc.poll() is None
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async with aiohttp.ClientSession() as http:
-            while loop.time() < deadline:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.module} exited:\n{self.log.read_text()[-3000:]}")
-                try:
-                    async with http.get(self.url + path) as r:
-                        if r.status == 200:
-                            return
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.05)  # polling a child process for readiness
-        raise TimeoutError(f"{self.module} not ready:\n{self.log.read_text()[-3000:]}")
+        if await wait_http_ok(self.url + path, timeout=timeout, alive=alive):
+            return
+        tail = self.log.read_text()[-3000:]
+        if not alive():
+            raise RuntimeError(f"{self.module} exited:\n{tail}")
+        raise TimeoutError(f"{self.module} not ready:\n{tail}")
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, then wait for a clean exit; returns the exit code."""
