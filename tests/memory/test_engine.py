@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -94,6 +96,35 @@ async def test_history_order_and_before(engine: Engine) -> None:
     earlier = await engine.history("t", "s", 2, before=last[0].created_at)
     assert [t.content for t in earlier] == ["turn 3", "turn 4"]
     assert await engine.history("t", "other", 3) == []
+
+
+async def test_paging_back_holds_while_the_shard_optimises(
+    tmp_path: Path, embedder: LocalEmbedder
+) -> None:
+    """Paging back with ``before`` never repeats the boundary turn, even mid-optimisation."""
+    store = EdgeStore(tmp_path / "shard")
+    await store.open(384)
+    engine = Engine(store, embedder, SparseEncoder(), Chunker(), ExtractiveSummarizer())
+    stop = threading.Event()
+
+    def optimise() -> None:
+        while not stop.is_set():
+            store._s().optimize()
+
+    worker = threading.Thread(target=optimise)
+    worker.start()
+    try:
+        for n in range(60):
+            session = f"s{n}"
+            ts = turns(*[f"turn {i}" for i in range(10)], t0=time.time())
+            await engine.store_turns(items("t", session, ts))
+            last = await engine.history("t", session, 3)
+            earlier = await engine.history("t", session, 50, before=last[0].created_at)
+            assert [t.content for t in earlier] == [f"turn {i}" for i in range(7)]
+    finally:
+        stop.set()
+        worker.join()
+        await store.close()
 
 
 async def test_cap_summarises_oldest_turns(engine: Engine) -> None:

@@ -186,10 +186,18 @@ class Engine:
     async def history(
         self, tenant_id: str, session_id: str, limit: int, before: float | None = None
     ) -> list[Turn]:
-        extra = (Cond("lt", "created_at", before),) if before is not None else ()
-        w = where(tenant_id, session_id=session_id, head=True, extra=extra)
-        newest = await self.store.scroll(w, limit=limit, newest_first=True)
-        return [_turn(p) for p in reversed(newest)]
+        if before is None:
+            w = where(tenant_id, session_id=session_id, head=True)
+            newest = await self.store.scroll(w, limit=limit, newest_first=True)
+            return [_turn(p) for p in reversed(newest)]
+        # qdrant-edge can let the boundary point through a ``lt`` range while it optimises a
+        # segment, so ask for a few more and apply the bound here too.
+        w = where(
+            tenant_id, session_id=session_id, head=True, extra=(Cond("lt", "created_at", before),)
+        )
+        page = await self.store.scroll(w, limit=limit + 4, newest_first=True)
+        older = [p for p in page if float(p.get("created_at", 0.0)) < before][:limit]
+        return [_turn(p) for p in reversed(older)]
 
     async def counts(self, tenant_id: str, session_id: str | None = None) -> dict[str, int]:
         all_heads = await self.store.count(where(tenant_id, session_id=session_id, head=True))
