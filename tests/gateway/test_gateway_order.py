@@ -107,13 +107,13 @@ async def test_a_crashed_turn_holder_never_wedges_the_session(
     start_gateway: StartGateway,
     agent: StubAgent,
     bus: Any,
-    redis: Any,
+    redis_link: Any,
     http: aiohttp.ClientSession,
     uid: str,
 ) -> None:
     gw = await start_gateway(session_turn_timeout_s=1.0)
     # Another replica took the session's turn and died holding it.
-    order = SessionOrder(redis, bus, f"gwtest:{uid}:", turn_timeout_s=1.0)
+    order = SessionOrder(redis_link, bus, f"gwtest:{uid}:", turn_timeout_s=1.0)
     held = order.turn("default", "stuck", wait_s=1)
     await held.__aenter__()  # never exited: the crash
     started = time.monotonic()

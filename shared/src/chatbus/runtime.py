@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from chatbus.alerts import Alerter
 from chatbus.bus import Bus
 from chatbus.metrics import Metrics
+from chatbus.redis_link import RedisLink
 from chatbus.settings import ServiceSettings
 from chatbus.telemetry import Redactor, setup_logging, setup_tracing, trace_middleware
 
@@ -50,6 +51,7 @@ class Runtime:
     draining: bool = False
     started_at: float = field(default_factory=time.time)
     _redis: aioredis.Redis | None = None
+    _redis_link: RedisLink | None = None
 
     @property
     def metrics(self) -> Metrics:
@@ -84,6 +86,21 @@ class Runtime:
 
             self.add_ready_check("redis", redis_ok)
         return self._redis
+
+    def redis_link(self) -> RedisLink:
+        """The service's multiplexed Redis connection for the message path (see redis_link)."""
+        if self._redis_link is None:
+            self._redis_link = RedisLink(
+                self.settings.redis_url, reply_timeout_s=max(self.settings.redis_wait_s, 1.0)
+            )
+            link = self._redis_link
+            self.stack.push_async_callback(link.close)
+
+            async def link_ok() -> bool:
+                return bool(await link.call("PING") == b"PONG")
+
+            self.add_ready_check("redis", link_ok)
+        return self._redis_link
 
 
 Wire = Callable[[Runtime], Awaitable[None]]

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from chatbus import offline_llm
 from chatbus.bus import Bus
 from chatbus.offline_llm import OfflineLLM
+from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime, Wire, serve
 from chatbus.servers import free_port, start_nats, start_redis, wait_for_port, wait_http_ok
 from chatbus.settings import ServiceSettings
@@ -64,6 +65,14 @@ async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     client = aioredis.Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def redis_link(redis_url: str) -> AsyncIterator[RedisLink]:
+    """The multiplexed connection the services use on the message path."""
+    link = RedisLink(redis_url)
+    yield link
+    await link.close()
 
 
 @pytest_asyncio.fixture

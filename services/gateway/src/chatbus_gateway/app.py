@@ -39,8 +39,8 @@ log = logging.getLogger("chatbus.gateway")
 def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     """Install the gateway on ``app`` (the runtime's app, which already serves probes)."""
     s = deps.settings
-    limits = HttpLimits(RateLimiter(deps.redis, s.redis_prefix), s, deps.metrics)
-    order = SessionOrder(deps.redis, deps.bus, s.redis_prefix, s.session_turn_timeout_s)
+    limits = HttpLimits(RateLimiter(deps.link, s.redis_prefix), s, deps.metrics)
+    order = SessionOrder(deps.link, deps.bus, s.redis_prefix, s.session_turn_timeout_s)
     pending_s = s.request_timeout_s + s.session_turn_timeout_s + 5
     idem = Idempotency(deps.redis, deps.bus, s.redis_prefix, s.idempotency_ttl_s, pending_s)
     keys = KeyStore(deps.redis, s.redis_prefix, s.key_cache_s)
@@ -75,6 +75,7 @@ async def wire(rt: Runtime) -> None:
         settings=settings,
         bus=rt.bus,
         redis=rt.redis(),
+        link=rt.redis_link(),
         metrics=rt.metrics,
         http=http,
         is_draining=lambda: rt.draining,

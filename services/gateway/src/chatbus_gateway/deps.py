@@ -11,6 +11,7 @@ from aiohttp import web
 
 from chatbus.bus import Bus
 from chatbus.metrics import Metrics
+from chatbus.redis_link import RedisLink
 from chatbus_gateway.middleware import InFlight
 from chatbus_gateway.settings import GatewaySettings
 
@@ -20,6 +21,7 @@ class GatewayDeps:
     settings: GatewaySettings
     bus: Bus
     redis: aioredis.Redis
+    link: RedisLink  # the message path's commands (turn order, rate limits)
     metrics: Metrics
     # For job callbacks; one session for the process, never one per request.
     http: aiohttp.ClientSession | None = None

@@ -11,8 +11,7 @@ import math
 import uuid
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
+from chatbus.redis_link import RedisLink
 from chatbus_gateway.session_order import TAKE_FN, SessionOrder, Ticket
 
 WINDOW_MS = 60_000
@@ -118,12 +117,12 @@ UNLIMITED = Decision(True, 0, 0, 0)
 
 
 class RateLimiter:
-    def __init__(self, redis: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, redis: RedisLink, prefix: str) -> None:
         self.redis = redis
         self.prefix = f"{prefix}rl:"
-        self._admit = redis.register_script(ADMIT)
-        self._spend = redis.register_script(SPEND)
-        self._admit_and_take = redis.register_script(ADMIT_AND_TAKE)
+        self._admit = redis.script(ADMIT)
+        self._spend = redis.script(SPEND)
+        self._admit_and_take = redis.script(ADMIT_AND_TAKE)
 
     def limit(self, name: str, ident: str, per_minute: int) -> Limit:
         return Limit(name, f"{self.prefix}{name}:{ident}", per_minute)

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from chatbus.bus import Bus
+from chatbus.redis_link import RedisLink
 from chatbus_gateway import signals
 from chatbus_gateway.errors import ApiError
 
@@ -74,15 +73,15 @@ class Ticket:
 
 
 class SessionOrder:
-    def __init__(self, redis: aioredis.Redis, bus: Bus, prefix: str, turn_timeout_s: float) -> None:
+    def __init__(self, redis: RedisLink, bus: Bus, prefix: str, turn_timeout_s: float) -> None:
         self.redis = redis
         self.bus = bus
         self.prefix = f"{prefix}turn:"
         self.turn_timeout_s = turn_timeout_s
         self.ttl_ms = int(turn_timeout_s * 4 * 1000)
-        self._take = redis.register_script(TAKE)
-        self._done = redis.register_script(DONE)
-        self._skip = redis.register_script(SKIP)
+        self._take = redis.script(TAKE)
+        self._done = redis.script(DONE)
+        self._skip = redis.script(SKIP)
 
     def place(self, tenant: str, session: str) -> tuple[tuple[str, str, str], str]:
         """The session's Redis keys and its signal topic."""
@@ -127,7 +126,7 @@ class SessionOrder:
         checks_per_turn = max(int(self.turn_timeout_s), 1)  # one re-check per second
 
         async def my_turn() -> bool | None:
-            now = int(await self.redis.get(keys[1]) or 0)
+            now = int(await self.redis.call("GET", keys[1]) or 0)
             if now >= ticket:
                 return True
             if now != stuck["value"]:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from chatbus.contracts.chat import Turn
+from chatbus.redis_link import RedisLink
 
 
 def history_key(tenant_id: str, session_id: str) -> str:
@@ -15,7 +14,7 @@ def history_key(tenant_id: str, session_id: str) -> str:
 class RedisHistory:
     """Keeps the last ``keep`` turns of each session; sessions expire after ``ttl_s`` idle."""
 
-    def __init__(self, redis: aioredis.Redis, *, keep: int = 50, ttl_s: int = 7 * 86400) -> None:
+    def __init__(self, redis: RedisLink, *, keep: int = 50, ttl_s: int = 7 * 86400) -> None:
         self.redis = redis
         self.keep = keep
         self.ttl_s = ttl_s
@@ -23,15 +22,17 @@ class RedisHistory:
     async def recent(self, tenant_id: str, session_id: str, n: int) -> list[Turn]:
         if n <= 0:
             return []
-        raw = await self.redis.lrange(history_key(tenant_id, session_id), -n, -1)
+        raw = await self.redis.call("LRANGE", history_key(tenant_id, session_id), -n, -1)
         return [Turn.model_validate_json(r) for r in raw]
 
     async def append(self, tenant_id: str, session_id: str, turns: list[Turn]) -> None:
         if not turns:
             return
         key = history_key(tenant_id, session_id)
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
-            pipe.rpush(key, *[t.to_bytes() for t in turns])
-            pipe.ltrim(key, -self.keep, -1)
-            pipe.expire(key, self.ttl_s)
-            await pipe.execute()
+        await self.redis.batch(  # one round trip
+            [
+                ("RPUSH", key, *[t.to_bytes() for t in turns]),
+                ("LTRIM", key, -self.keep, -1),
+                ("EXPIRE", key, self.ttl_s),
+            ]
+        )

@@ -15,8 +15,9 @@ import json
 import logging
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
+
+from chatbus.redis_link import RedisLink
 
 log = logging.getLogger("chatbus.agent.response_cache")
 
@@ -44,7 +45,7 @@ class RedisResponseCache:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisLink,
         ttl_s: float = 300,
         prefix: str = "chatbus:cache:resp:",
         *,
@@ -71,7 +72,7 @@ class RedisResponseCache:
         """The cached reply for this exact prompt, or None."""
         try:
             async with asyncio.timeout(self.timeout_s):
-                raw = await self.redis.get(self.key(agent, model, messages, tenant_id))
+                raw = await self.redis.call("GET", self.key(agent, model, messages, tenant_id))
         except (RedisError, TimeoutError) as e:
             log.warning("response cache unavailable (miss): %s", e)
             return None
@@ -94,8 +95,8 @@ class RedisResponseCache:
             return
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self.redis.set(
-                    self.key(agent, model, messages, tenant_id), data, px=self.ttl_ms
+                await self.redis.call(
+                    "SET", self.key(agent, model, messages, tenant_id), data, "PX", self.ttl_ms
                 )
         except (RedisError, TimeoutError) as e:
             log.warning("response cache unavailable (not stored): %s", e)

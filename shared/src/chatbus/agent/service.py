@@ -83,12 +83,11 @@ async def build_deps(
             cheap_model=settings.cheap_model or spec.cheap_model,
             fallback_model=settings.fallback_model or spec.fallback_model,
         )
-    redis = rt.redis()
     deps = AgentDeps(
         spec=spec,
         config=config,
         llm=ResilientLLM(chat, retries=settings.llm_retries, on_failure=on_llm_failure),
-        history=RedisHistory(redis),
+        history=RedisHistory(rt.redis_link()),
     )
     await attach_services(rt, deps, settings)
     return deps
@@ -112,7 +111,7 @@ async def attach_services(rt: Runtime, deps: AgentDeps, settings: AgentSettings)
         from chatbus.agent.response_cache import RedisResponseCache
 
         deps.cache = CountingCache(
-            RedisResponseCache(rt.redis(), ttl_s=settings.cache_ttl_s), rt.metrics
+            RedisResponseCache(rt.redis_link(), ttl_s=settings.cache_ttl_s), rt.metrics
         )
 
 
@@ -168,7 +167,9 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
         deps = await build_deps(rt, spec, settings, metrics)
         await attach_collaboration(rt, deps, metrics)  # handoffs, tool records, events
         notes = deps.notes if isinstance(deps.notes, CustomerNotes) else None
-        deps.session = RedisSessionReader(rt.redis(), notes=notes, with_route=bool(deps.router))
+        deps.session = RedisSessionReader(
+            rt.redis_link(), notes=notes, with_route=bool(deps.router)
+        )
         instance_id = uuid.uuid4().hex[:12]
 
         async def on_chat(req: ChatRequest) -> ChatReply:

@@ -10,12 +10,11 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import redis.asyncio as aioredis
-
 from chatbus.agent.events import NOTES_SHOWN
 from chatbus.agent.handoff import route_key
 from chatbus.agent.history import history_key
 from chatbus.contracts.chat import ChatRequest, Turn
+from chatbus.redis_link import Arg, RedisLink
 
 if TYPE_CHECKING:
     from chatbus.agent.events import CustomerNotes
@@ -56,23 +55,20 @@ class PortsReader:
 class RedisSessionReader:
     """One pipelined Redis round trip for the route, the recent turns and the notes."""
 
-    def __init__(
-        self, redis: aioredis.Redis, *, notes: CustomerNotes | None, with_route: bool
-    ) -> None:
+    def __init__(self, redis: RedisLink, *, notes: CustomerNotes | None, with_route: bool) -> None:
         self.redis, self.notes, self.with_route = redis, notes, with_route
 
     async def load(self, req: ChatRequest, recent: int) -> SessionState:
         note_keys = (
             self.notes.keys_for(req.tenant_id, req.user_id, req.session_id) if self.notes else []
         )
-        async with self.redis.pipeline(transaction=False) as pipe:
-            if self.with_route:
-                pipe.get(route_key(req.tenant_id, req.session_id))
-            if recent > 0:
-                pipe.lrange(history_key(req.tenant_id, req.session_id), -recent, -1)
-            for key in note_keys:
-                pipe.hgetall(key)
-            results = list(await pipe.execute())
+        commands: list[tuple[Arg, ...]] = []
+        if self.with_route:
+            commands.append(("GET", route_key(req.tenant_id, req.session_id)))
+        if recent > 0:
+            commands.append(("LRANGE", history_key(req.tenant_id, req.session_id), -recent, -1))
+        commands += [("HGETALL", key) for key in note_keys]
+        results = await self.redis.batch(commands)
         state = SessionState()
         if self.with_route:
             raw = results.pop(0)
@@ -80,5 +76,6 @@ class RedisSessionReader:
         if recent > 0:
             state.recent = [Turn.model_validate_json(r) for r in results.pop(0)]
         if self.notes is not None:
-            state.notes = self.notes.ordered(results)[-NOTES_SHOWN:]
+            found = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in results]
+            state.notes = self.notes.ordered(found)[-NOTES_SHOWN:]
         return state

@@ -1,0 +1,278 @@
+"""One multiplexed Redis connection for the message path: pipelined commands, hiredis replies.
+
+Every message crosses Redis a few times (the session's turn, its history, rate limits), and
+redis-py spends ~100 µs of CPU on each command (pool checkout, retry wrapper, per-command
+parsing), more than Redis itself. A :class:`RedisLink` writes every command of the process
+on one socket and matches replies to callers in order, the way ioredis and redis-rs's
+multiplexed connection do: concurrent callers share the socket, and a command costs ~10 µs.
+
+It speaks only plain request/reply commands (no MULTI, no blocking or pub/sub commands, which
+would hold the shared socket); everything else keeps using redis-py. Errors are redis-py's
+(``ConnectionError``, ``TimeoutError``, ``ResponseError``, ``NoScriptError``), so callers
+handle both clients the same way. A lost connection fails the commands in flight and the next
+command reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import hiredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+Arg = str | bytes | int | float
+Reply = Any
+
+
+def encode_command(args: Sequence[Arg]) -> bytes:
+    """The RESP encoding of one command."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, bytes):
+            b = a
+        elif isinstance(a, str):
+            b = a.encode()
+        elif isinstance(a, bool):
+            raise TypeError("Redis arguments cannot be bool; send 0/1 or a string")
+        elif isinstance(a, int):
+            b = b"%d" % a
+        else:
+            b = repr(a).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(b), b))
+    return b"".join(out)
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """host/port or path, username, password and db of a ``redis://``, ``rediss://`` or
+    ``unix://`` URL (the db from the path, or ``?db=`` for a socket)."""
+    u = urlsplit(url)
+    if u.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {u.scheme}://…")
+    out: dict[str, Any] = {
+        "username": unquote(u.username) if u.username else None,
+        "password": unquote(u.password) if u.password else None,
+    }
+    query = parse_qs(u.query)
+    if u.scheme == "unix":
+        out["path"] = u.path
+        out["db"] = int(query.get("db", ["0"])[0])
+    else:
+        out["host"], out["port"] = u.hostname or "localhost", u.port or 6379
+        db = u.path.lstrip("/") or query.get("db", ["0"])[0]
+        out["db"] = int(db)
+    return out
+
+
+def _as_error(reply: hiredis.ReplyError) -> ResponseError:
+    text = str(reply)
+    if text.startswith("NOSCRIPT"):
+        return NoScriptError(text)
+    return ResponseError(text)
+
+
+class _Waiter:
+    """The caller of one command or one batch: ``left`` replies still to come."""
+
+    __slots__ = ("fut", "left", "replies", "sent_at")
+
+    def __init__(self, fut: asyncio.Future[list[Reply]], n: int, sent_at: float) -> None:
+        self.fut, self.left, self.sent_at = fut, n, sent_at
+        self.replies: list[Reply] = []
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader(replyError=hiredis.ReplyError)
+        self.waiters: deque[_Waiter] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        waiters = self.waiters
+        while (reply := self.reader.gets()) is not False:
+            if not waiters:  # a reply nobody asked for: the stream is out of step
+                self.abort(RedisConnectionError("unexpected reply from Redis"))
+                return
+            w = waiters[0]
+            w.replies.append(reply)
+            w.left -= 1
+            if w.left == 0:
+                waiters.popleft()
+                if not w.fut.done():  # the caller may have been cancelled
+                    w.fut.set_result(w.replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+
+    def fail(self, exc: Exception) -> None:
+        self.lost = self.lost or exc
+        while self.waiters:
+            w = self.waiters.popleft()
+            if not w.fut.done():
+                w.fut.set_exception(self.lost)
+
+    def abort(self, exc: Exception) -> None:
+        self.fail(exc)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def send(self, payload: bytes, n: int) -> asyncio.Future[list[Reply]]:
+        assert self.transport is not None
+        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        self.waiters.append(_Waiter(fut, n, time.monotonic()))
+        self.transport.write(payload)
+        return fut
+
+
+class RedisLink:
+    """A shared, pipelined connection to the Redis at ``url`` (``redis://``, ``rediss://``,
+    ``unix://``). ``reply_timeout_s`` bounds how long a command waits for its reply; past it
+    the connection is dropped (failing what is in flight) and the next command reconnects."""
+
+    def __init__(
+        self, url: str, *, connect_timeout_s: float = 5.0, reply_timeout_s: float = 10.0
+    ) -> None:
+        self.url = url
+        self.options: dict[str, Any] = parse_url(url)
+        self.connect_timeout_s = connect_timeout_s
+        self.reply_timeout_s = reply_timeout_s
+        self._proto: _Protocol | None = None
+        self._connecting: asyncio.Task[_Protocol] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def call(self, *args: Arg) -> Reply:
+        """Send one command; its reply (bytes, int, list, None), or its error raised."""
+        proto = await self._ready()
+        replies = await self._send(proto, encode_command(args), 1)
+        reply = replies[0]
+        if isinstance(reply, hiredis.ReplyError):
+            raise _as_error(reply)
+        return reply
+
+    async def batch(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+        """Send several commands in one write; their replies in order.
+
+        Not a transaction: each command runs on its own. If any failed, the first error is
+        raised once every reply is in (the others still ran).
+        """
+        if not commands:
+            return []
+        proto = await self._ready()
+        payload = b"".join(encode_command(c) for c in commands)
+        replies = await self._send(proto, payload, len(commands))
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise _as_error(reply)
+        return replies
+
+    def script(self, source: str) -> LinkScript:
+        return LinkScript(self, source)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.fail(RedisConnectionError("Redis link closed"))
+            proto.transport.close()
+
+    # -- connection --------------------------------------------------------------------------
+
+    async def _ready(self) -> _Protocol:
+        proto = self._proto
+        if proto is not None and proto.lost is None:
+            return proto
+        return await self._connect()
+
+    def _send(self, proto: _Protocol, payload: bytes, n: int) -> asyncio.Future[list[Reply]]:
+        fut = proto.send(payload, n)
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().call_later(
+                self.reply_timeout_s / 2, self._check_replies
+            )
+        return fut
+
+    def _check_replies(self) -> None:
+        """Every half timeout while commands are in flight: drop a connection gone silent."""
+        self._watchdog = None
+        proto = self._proto
+        if proto is None or not proto.waiters:
+            return
+        if time.monotonic() - proto.waiters[0].sent_at > self.reply_timeout_s:
+            proto.abort(RedisTimeoutError(f"no reply from Redis in {self.reply_timeout_s:g} s"))
+            return
+        self._watchdog = asyncio.get_running_loop().call_later(
+            self.reply_timeout_s / 2, self._check_replies
+        )
+
+    async def _connect(self) -> _Protocol:
+        if self._closed:
+            raise RedisConnectionError("Redis link closed")
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.create_task(self._open())
+        # Shielded: one caller giving up must not cancel the connection the others wait for.
+        return await asyncio.shield(self._connecting)
+
+    async def _open(self) -> _Protocol:
+        o = self.options
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                if "path" in o:
+                    _, proto = await loop.create_unix_connection(_Protocol, o["path"])
+                else:
+                    tls = ssl.create_default_context() if self.url.startswith("rediss:") else None
+                    _, proto = await loop.create_connection(
+                        _Protocol, o.get("host", "localhost"), int(o.get("port", 6379)), ssl=tls
+                    )
+                hello: list[list[Arg]] = []
+                if o.get("password"):
+                    hello.append(["AUTH", o.get("username") or "default", o["password"]])
+                if int(o.get("db") or 0):
+                    hello.append(["SELECT", int(o["db"])])
+                for cmd in hello:
+                    (reply,) = await proto.send(encode_command(cmd), 1)
+                    if isinstance(reply, hiredis.ReplyError):
+                        refused = RedisConnectionError(f"Redis refused {cmd[0]!s}: {reply}")
+                        proto.abort(refused)
+                        raise refused
+        except (OSError, TimeoutError) as e:
+            raise RedisConnectionError(f"cannot connect to Redis: {e}") from e
+        self._proto = proto
+        return proto
+
+
+class LinkScript:
+    """A Lua script run by EVALSHA, loaded on first use (and again after a SCRIPT FLUSH)."""
+
+    def __init__(self, link: RedisLink, source: str) -> None:
+        self.link = link
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, keys: Sequence[Arg] = (), args: Sequence[Arg] = ()) -> Reply:
+        cmd = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        try:
+            return await self.link.call(*cmd)
+        except NoScriptError:
+            await self.link.call("SCRIPT", "LOAD", self.source)
+            return await self.link.call(*cmd)
