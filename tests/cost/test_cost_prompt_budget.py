@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from chatbus.agent.prompt_budget import fit_prompt
+from chatbus.agent.prompt_budget import fit_prompt, upper_bound
 from chatbus.tokens import TokenCounter
 
 MODEL = "gpt-4o-mini"
@@ -82,3 +84,28 @@ def test_huge_system_prompt_is_cut_too_but_kept(tokens: TokenCounter) -> None:
 def test_default_budget_of_3500_holds_for_a_long_session(tokens: TokenCounter) -> None:
     got = fit_prompt(SYSTEM, turns(200), NEW, budget=3500, model=MODEL, tokens=tokens)
     assert 3000 < tokens.count_messages(got, MODEL) <= 3500
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4", "llama3"])
+def test_the_quick_bound_never_undercounts(tokens: TokenCounter, model: str) -> None:
+    """A prompt is passed through untokenized only when it surely fits: the bound holds."""
+    rng = random.Random(7)
+    alphabet = "abc xyz 123 .,!? é ß ü 日本語 中文 한국어 🙂🚀 \n\t" + "".join(
+        map(chr, range(33, 127))
+    )
+    for _ in range(300):
+        messages = [
+            {
+                "role": rng.choice(["system", "user", "assistant"]),
+                "content": "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 200))),
+            }
+            for _ in range(rng.randrange(1, 6))
+        ]
+        if rng.random() < 0.3:
+            messages[0]["name"] = "agent_" + str(rng.randrange(1000))
+        bound = upper_bound(messages)
+        assert bound is not None and bound >= tokens.count_messages(messages, model)
+        budget = bound  # exactly at the bound: passed through, and truly within budget
+        got = fit_prompt(messages[:-1], [], messages[-1], budget=budget, model=model, tokens=tokens)
+        assert tokens.count_messages(got, model) <= budget
+    assert upper_bound([{"role": "assistant", "content": None, "tool_calls": [{}]}]) is None

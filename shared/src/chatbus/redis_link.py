@@ -95,9 +95,11 @@ class _Protocol(asyncio.Protocol):
         self.waiters: deque[_Waiter] = deque()
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
+        self.out: list[bytes] = []  # commands written in this loop iteration, sent together
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self.reader.feed(data)
@@ -130,11 +132,24 @@ class _Protocol(asyncio.Protocol):
             self.transport.abort()
 
     def send(self, payload: bytes, n: int) -> asyncio.Future[list[Reply]]:
-        assert self.transport is not None
-        fut: asyncio.Future[list[Reply]] = asyncio.get_running_loop().create_future()
+        """Queue a command (or ``n`` of them) for the socket; the future gets the replies.
+
+        Commands queued in the same loop iteration go out in one write (one syscall).
+        """
+        fut: asyncio.Future[list[Reply]] = self.loop.create_future()
+        if self.lost is not None:
+            fut.set_exception(self.lost)
+            return fut
         self.waiters.append(_Waiter(fut, n, time.monotonic()))
-        self.transport.write(payload)
+        if not self.out:
+            self.loop.call_soon(self.flush)
+        self.out.append(payload)
         return fut
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        if self.transport is not None and self.lost is None and out:
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
 
 
 class RedisLink:

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from chatbus.agent.ports import Tokens
+from chatbus.tokens import REPLY_PRIMING, TOKENS_PER_MESSAGE, TOKENS_PER_NAME
 
 log = logging.getLogger("chatbus.agent.prompt_budget")
 
@@ -39,6 +40,10 @@ def fit_prompt(
     Token counts follow ``tokens.count_messages`` (OpenAI's chat accounting), so the result
     is what the provider will bill as prompt tokens.
     """
+    whole = [*system, *history, new]
+    bound = upper_bound(whole)
+    if bound is not None and bound <= budget:
+        return whole  # surely fits: no need to tokenize
     base = tokens.count_messages([], model)
 
     def cost(m: dict[str, Any]) -> int:
@@ -84,6 +89,26 @@ def fit_prompt(
     if over > 0:
         log.warning("prompt is %d tokens over a budget of %d even after cutting", over, budget)
     return [*system, new]
+
+
+def upper_bound(messages: list[dict[str, Any]]) -> int | None:
+    """A cheap upper bound of the prompt tokens of all-text ``messages`` (None otherwise).
+
+    Every token of a byte-level BPE (all of OpenAI's encodings) stands for at least one byte,
+    so a text never has more tokens than UTF-8 bytes; the chat framing is added as counted.
+    """
+    total = REPLY_PRIMING
+    for m in messages:
+        total += TOKENS_PER_MESSAGE
+        for key, value in m.items():
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                return None
+            total += len(value) if value.isascii() else len(value.encode())
+            if key == "name":
+                total += TOKENS_PER_NAME
+    return total
 
 
 def _text_cost(m: dict[str, Any], model: str, tokens: Tokens) -> int:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from chatbus.agent.events import NOTES_SHOWN
 from chatbus.agent.handoff import route_key
-from chatbus.agent.history import history_key
+from chatbus.agent.history import history_key, parse_turns
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.redis_link import Arg, RedisLink
 
@@ -74,7 +74,7 @@ class RedisSessionReader:
             raw = results.pop(0)
             state.route = raw.decode() if isinstance(raw, bytes) else raw
         if recent > 0:
-            state.recent = [Turn.model_validate_json(r) for r in results.pop(0)]
+            state.recent = parse_turns(results.pop(0))
         if self.notes is not None:
             found = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in results]
             state.notes = self.notes.ordered(found)[-NOTES_SHOWN:]
