@@ -18,6 +18,7 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from chatbus.agent.http1 import Http1Pool, HttpConnectionError
 from chatbus.agent.ports import Completion, ToolCall
 from chatbus.bus import trace_headers
 from chatbus.contracts.chat import Usage
@@ -71,8 +72,11 @@ class OpenAIChat:
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout_s = timeout_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
         self._session = session
+        # Plain calls take the lean keep-alive client; streamed ones take aiohttp.
+        self.pool = Http1Pool(base_url, connect_timeout_s=5.0)
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -82,6 +86,7 @@ class OpenAIChat:
         return self._session
 
     async def close(self) -> None:
+        await self.pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -122,19 +127,38 @@ class OpenAIChat:
         self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta | None
     ) -> Completion:
         model = str(body["model"])
+        if on_delta is not None:
+            return await self._post_stream(body, headers, on_delta)
+        try:
+            resp = await self.pool.post(
+                "/chat/completions", orjson.dumps(body), headers, timeout_s=self.timeout_s
+            )
+        except TimeoutError as e:
+            raise LLMError("timeout", f"LLM did not answer within {self.timeout_s:g}s") from e
+        except HttpConnectionError as e:
+            raise LLMError("connection", f"cannot reach the LLM: {e}") from e
+        if resp.status != 200:
+            raise _error_for(resp.status, resp.text())
+        try:
+            data = orjson.loads(resp.body)
+        except orjson.JSONDecodeError as e:
+            raise LLMError("server", "LLM answered with something other than JSON") from e
+        return _parse_completion(data, model)
+
+    async def _post_stream(
+        self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta
+    ) -> Completion:
+        model = str(body["model"])
         try:
             data_out = orjson.dumps(body)
             async with self.session.post(self.url, data=data_out, headers=headers) as resp:
                 if resp.status != 200:
                     raise _error_for(resp.status, await resp.text())
-                if on_delta is not None:
-                    return await _read_stream(resp, model, on_delta)
-                data = orjson.loads(await resp.read())
+                return await _read_stream(resp, model, on_delta)
         except TimeoutError as e:
-            raise LLMError("timeout", f"LLM did not answer within {self.timeout.total}s") from e
+            raise LLMError("timeout", f"LLM did not answer within {self.timeout_s:g}s") from e
         except aiohttp.ClientError as e:
             raise LLMError("connection", f"cannot reach the LLM: {type(e).__name__}") from e
-        return _parse_completion(data, model)
 
 
 def _parse_completion(data: dict[str, Any], model: str) -> Completion:

@@ -1,0 +1,153 @@
+"""The agent's LLM client over real HTTP: framing, compression, kept-alive connections, faults."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from chatbus.agent.llm import LLMError, OpenAIChat
+
+ANSWER = {
+    "model": "gpt-4o-mini",
+    "choices": [{"message": {"role": "assistant", "content": "Hi there 👋"}}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3},
+}
+MESSAGES = [{"role": "user", "content": "Hello!"}]
+
+Server = Callable[[web.Application], Awaitable[str]]
+
+
+@pytest_asyncio.fixture
+async def serve_app() -> AsyncIterator[Server]:
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}/v1"
+
+    yield start
+    for r in runners:
+        await r.cleanup()
+
+
+async def ask(url: str, **kw: float) -> str:
+    chat = OpenAIChat(url, "sk-test", **kw)
+    try:
+        done = await chat.complete(MESSAGES, model="gpt-4o-mini", temperature=0, agent="support")
+        return done.content
+    finally:
+        await chat.close()
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip", "deflate", "close"])
+async def test_every_response_framing_is_read(serve_app: Server, framing: str) -> None:
+    async def handler(request: web.Request) -> web.StreamResponse:
+        assert request.headers["Authorization"] == "Bearer sk-test"
+        assert (await request.json())["messages"] == MESSAGES
+        if framing == "length":
+            return web.json_response(ANSWER)
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        if framing == "chunked":
+            resp.enable_chunked_encoding()
+        elif framing in ("gzip", "deflate"):
+            resp.enable_compression(web.ContentCoding[framing])
+        else:
+            resp.force_close()
+        await resp.prepare(request)
+        data = orjson.dumps(ANSWER)
+        for i in range(0, len(data), 7):
+            await resp.write(data[i : i + 7])
+        await resp.write_eof()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    assert await ask(await serve_app(app)) == "Hi there 👋"
+
+
+async def test_a_body_that_ends_at_the_close_is_read() -> None:
+    body = orjson.dumps(ANSWER)
+
+    async def raw(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(raw, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await ask(f"http://127.0.0.1:{port}/v1") == "Hi there 👋"
+    finally:
+        server.close()
+
+
+async def test_connections_are_kept_alive_and_a_dropped_one_is_replaced(
+    serve_app: Server,
+) -> None:
+    connections: list[asyncio.BaseTransport] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        if request.transport not in connections:
+            connections.append(request.transport)
+        return web.json_response(ANSWER)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    chat = OpenAIChat(await serve_app(app), None)
+    try:
+        for _ in range(5):
+            await chat.complete(MESSAGES, model="gpt-4o-mini", temperature=0, agent="support")
+        assert len(connections) == 1  # five calls, one connection
+        connections[0].close()  # the server drops the idle connection
+        done = await chat.complete(MESSAGES, model="gpt-4o-mini", temperature=0, agent="support")
+        assert done.content == "Hi there 👋"
+        assert len(connections) == 2
+    finally:
+        await chat.close()
+
+
+async def test_faults_become_clear_llm_errors(serve_app: Server) -> None:
+    with pytest.raises(LLMError) as refused:
+        await ask("http://127.0.0.1:1/v1")
+    assert refused.value.kind == "connection"
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(LLMError) as slow:
+            await ask(f"http://127.0.0.1:{port}/v1", timeout_s=0.3)
+        assert slow.value.kind == "timeout"
+    finally:
+        server.close()
+
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(text="<html>proxy error</html>", content_type="text/html")
+
+    async def overloaded(request: web.Request) -> web.Response:
+        return web.json_response({"error": {"message": "slow down"}}, status=429)
+
+    app = web.Application()
+    app.router.add_post("/garbage/chat/completions", garbage)
+    app.router.add_post("/busy/chat/completions", overloaded)
+    base = (await serve_app(app)).removesuffix("/v1")
+    with pytest.raises(LLMError) as not_json:
+        await ask(f"{base}/garbage")
+    assert not_json.value.kind == "server"
+    with pytest.raises(LLMError, match="slow down") as limited:
+        await ask(f"{base}/busy")
+    assert limited.value.kind == "rate_limited"
