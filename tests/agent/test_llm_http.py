@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -151,3 +155,58 @@ async def test_faults_become_clear_llm_errors(serve_app: Server) -> None:
     with pytest.raises(LLMError, match="slow down") as limited:
         await ask(f"{base}/busy")
     assert limited.value.kind == "rate_limited"
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A certificate for localhost and its key (openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subject = ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"]
+    files = ["-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            *subject,
+            *files,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_https_with_the_systems_trust_store(
+    self_signed: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An https base URL (a self-hosted server with its own CA, trusted via SSL_CERT_FILE)."""
+    cert, key = self_signed
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response(ANSWER)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with pytest.raises(LLMError) as untrusted:  # not trusted yet: refused, clearly
+            await ask(f"https://localhost:{port}/v1")
+        assert untrusted.value.kind == "connection"
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert await ask(f"https://localhost:{port}/v1") == "Hi there 👋"
+    finally:
+        await runner.cleanup()
