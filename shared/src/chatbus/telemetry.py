@@ -23,7 +23,8 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+from chatbus.trace_context import ContextOnlyTracerProvider
 
 log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "chatbus_log_context", default=None
@@ -110,19 +111,23 @@ def setup_logging(
     return redact
 
 
-def setup_tracing(service: str) -> TracerProvider:
+def setup_tracing(service: str) -> trace.TracerProvider:
     """Install a tracer provider; export over OTLP/HTTP when the endpoint is configured.
 
-    Without an exporter nothing would read the spans, so none is recorded (``ALWAYS_OFF``):
-    trace and span ids are still made and propagated, so log lines keep their ``trace_id``,
-    but the per-span work is skipped on the message path. ``OTEL_TRACES_SAMPLER`` wins.
+    Without an exporter nothing would read the spans, so none is recorded: the provider is
+    :class:`~chatbus.trace_context.ContextOnlyTracerProvider`, which still makes and carries
+    trace ids (log lines keep their ``trace_id``) at no per-span cost. Setting
+    ``OTEL_TRACES_SAMPLER`` asks for the SDK anyway (with its span processors, if any).
     """
     exporting = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
-    sampler = None if exporting or os.environ.get("OTEL_TRACES_SAMPLER") else ALWAYS_OFF
-    provider = TracerProvider(resource=Resource.create({"service.name": service}), sampler=sampler)
+    if not exporting and not os.environ.get("OTEL_TRACES_SAMPLER"):
+        light = ContextOnlyTracerProvider()
+        trace.set_tracer_provider(light)
+        return light
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
