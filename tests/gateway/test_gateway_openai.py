@@ -127,3 +127,50 @@ async def test_models_and_errors(gateway: RunningGateway, agent: StubAgent, uid:
             model=agent.agent, messages=[{"role": "system", "content": "only system"}]
         )
     await client.close()
+
+
+async def test_a_streamed_retry_with_the_same_idempotency_key_is_replayed(
+    gateway: RunningGateway,
+    agent: StubAgent,
+    fake_llm: tuple[OfflineLLM, str],
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    """A client that lost a streamed answer retries with its key: same text, one model call."""
+    llm, _ = fake_llm
+    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="cb-test", max_retries=0)
+    key = {"Idempotency-Key": f"stream-{uid}", "X-Session-Id": f"s-{uid}"}
+
+    async def streamed() -> tuple[str, str | None]:
+        raw = await client.chat.completions.with_raw_response.create(
+            model=agent.agent,
+            messages=[{"role": "user", "content": "stream me once"}],
+            stream=True,
+            extra_headers=key,
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in raw.parse() if c.choices])
+        return text, raw.headers.get("Idempotent-Replayed")
+
+    first, replayed_first = await streamed()
+    second, replayed_second = await streamed()
+    assert "stream me once" in first and second == first
+    assert (replayed_first, replayed_second) == (None, "true")
+    assert len(llm.requests_for(agent.agent)) == 1
+    # The native API with the same key replays it too, as chunk + done events.
+    async with http.post(
+        f"{gateway.url}/api/chat/{agent.agent}",
+        json={"message": "stream me once", "session_id": f"s-{uid}"},
+        headers={"Accept": "text/event-stream", "Idempotency-Key": f"native-{uid}"},
+    ) as r:
+        assert r.status == 200 and "Idempotent-Replayed" not in r.headers
+        await r.read()
+    async with http.post(
+        f"{gateway.url}/api/chat/{agent.agent}",
+        json={"message": "stream me once", "session_id": f"s-{uid}"},
+        headers={"Accept": "text/event-stream", "Idempotency-Key": f"native-{uid}"},
+    ) as r:
+        assert r.headers.get("Idempotent-Replayed") == "true"
+        events = [line.decode().strip() async for line in r.content if line.strip()]
+    assert [e for e in events if e.startswith("event: ")] == ["event: chunk", "event: done"]
+    assert len(llm.requests_for(agent.agent)) == 2
+    await client.close()

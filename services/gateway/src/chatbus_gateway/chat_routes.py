@@ -13,7 +13,7 @@ from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import check_agent_id
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.job_routes import submit_job
-from chatbus_gateway.pipeline import PIPELINE
+from chatbus_gateway.pipeline import PIPELINE, REPLAYED
 from chatbus_gateway.schemas import ChatIn, ChatOut
 from chatbus_gateway.sse import open_sse, send_event
 
@@ -72,7 +72,10 @@ async def _stream(request: web.Request, req: ChatRequest) -> web.StreamResponse:
     items = request.app[PIPELINE].stream(request, req)
     try:
         first = await anext(items)  # errors before the first chunk are plain JSON answers
-        resp = await open_sse(request, {"X-Request-Id": req.request_id})
+        headers = {"X-Request-Id": req.request_id}
+        if request.get(REPLAYED):
+            headers["Idempotent-Replayed"] = "true"
+        resp = await open_sse(request, headers)
         item: ChatChunk | ChatReply | None = first
         try:
             while item is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
@@ -29,6 +30,14 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 return redis.call('HMGET', KEYS[1], 'state', 'fp', 'reply')
 """
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A key claimed by the first request that carries it."""
+
+    record: str  # the Redis hash holding state, fingerprint and reply
+    topic: str  # where waiting duplicates are signalled
 
 
 def fingerprint(*parts: str) -> str:
@@ -54,6 +63,20 @@ class Idempotency:
         work: Callable[[], Awaitable[ChatReply]],
     ) -> tuple[ChatReply, bool]:
         """The reply for this key (running ``work`` only the first time) and whether replayed."""
+        claim = await self.begin(tenant, key, fp)
+        if isinstance(claim, ChatReply):
+            return claim, True
+        try:
+            reply = await work()
+        except BaseException:
+            await self.abandon(claim)
+            raise
+        await self.finish(claim, reply)
+        return reply, False
+
+    async def begin(self, tenant: str, key: str, fp: str) -> Claim | ChatReply:
+        """Claim ``key`` for a first run, or the stored reply of an earlier identical request
+        (waiting for it while it is still running)."""
         if not key or len(key) > MAX_KEY:
             raise ApiError(
                 422, f"Idempotency-Key: 1 to {MAX_KEY} characters", param="Idempotency-Key"
@@ -63,7 +86,7 @@ class Idempotency:
         while True:
             got = await self._begin(keys=[record], args=[fp, int(self.pending_ttl_s * 1000)])
             if got[0] == b"new":
-                return await self._first(record, topic, work), False
+                return Claim(record, topic)
             state, stored_fp, reply = got
             if stored_fp is not None and stored_fp.decode() != fp:
                 raise ApiError(
@@ -73,24 +96,21 @@ class Idempotency:
                     param="Idempotency-Key",
                 )
             if state == b"done" and reply is not None:
-                return ChatReply.model_validate_json(reply), True
+                return ChatReply.model_validate_json(reply)
             await self._wait(record, topic)
 
-    async def _first(
-        self, record: str, topic: str, work: Callable[[], Awaitable[ChatReply]]
-    ) -> ChatReply:
-        try:
-            reply = await work()
-        except BaseException:
-            await self.redis.delete(record)
-            await signals.notify(self.bus, topic)
-            raise
+    async def finish(self, claim: Claim, reply: ChatReply) -> None:
+        """Store the first run's reply for ``ttl_s`` and wake the duplicates waiting for it."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(record, mapping={"state": "done", "reply": reply.model_dump_json()})
-            pipe.expire(record, self.ttl_s)
+            pipe.hset(claim.record, mapping={"state": "done", "reply": reply.model_dump_json()})
+            pipe.expire(claim.record, self.ttl_s)
             await pipe.execute()
-        await signals.notify(self.bus, topic)
-        return reply
+        await signals.notify(self.bus, claim.topic)
+
+    async def abandon(self, claim: Claim) -> None:
+        """The first run failed: free the key so a retry runs again."""
+        await self.redis.delete(claim.record)
+        await signals.notify(self.bus, claim.topic)
 
     async def _wait(self, record: str, topic: str) -> None:
         async def settled() -> bool | None:

@@ -24,7 +24,7 @@ from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import AGENT_ID
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.openai_schemas import ChatCompletionsIn, InMessage, usage_of
-from chatbus_gateway.pipeline import PIPELINE
+from chatbus_gateway.pipeline import PIPELINE, REPLAYED
 from chatbus_gateway.sse import open_sse, send_event
 
 
@@ -119,6 +119,8 @@ async def _stream(
     items = request.app[PIPELINE].stream(request, req)
     try:
         item = await anext(items)  # errors before the first chunk are plain JSON answers
+        if request.get(REPLAYED):
+            headers["Idempotent-Replayed"] = "true"
         resp = await open_sse(request, headers)
         await send_event(resp, chunk(req, created, {"role": "assistant", "content": ""}, None))
         try:

@@ -71,8 +71,43 @@ class ChatPipeline:
     async def stream(
         self, request: web.Request, req: ChatRequest
     ) -> AsyncGenerator[ChatChunk | ChatReply, None]:
-        ticket = await self.admit(request, req, take_turn=True)
-        assert ticket is not None
+        """Chunks as the agent writes them, then its reply.
+
+        With an ``Idempotency-Key``, a repeat gets the stored reply as one chunk (and
+        ``request[REPLAYED]`` is set), with no second model call.
+        """
+        key = request.headers.get("Idempotency-Key")
+        if key is None:
+            ticket = await self.admit(request, req, take_turn=True)
+            assert ticket is not None
+            async for item in self._stream(request, req, ticket):
+                yield item
+            return
+        await self.admit(request, req)
+        fp = fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
+        claim = await self.idem.begin(req.tenant_id, key, fp)
+        if isinstance(claim, ChatReply):
+            request[REPLAYED] = True
+            yield ChatChunk(
+                request_id=claim.request_id, index=0, delta=claim.reply, agent=claim.agent
+            )
+            yield claim
+            return
+        stored = False
+        try:
+            ticket = await self.order.take(req.tenant_id, req.session_id)
+            async for item in self._stream(request, req, ticket):
+                if isinstance(item, ChatReply):
+                    await self.idem.finish(claim, item)
+                    stored = True
+                yield item
+        finally:
+            if not stored:
+                await self.idem.abandon(claim)
+
+    async def _stream(
+        self, request: web.Request, req: ChatRequest, ticket: Ticket
+    ) -> AsyncGenerator[ChatChunk | ChatReply, None]:
         tokens = self.limits.tokens_limit(request)
         async with self.order.hold(ticket, self.turn_wait_s):
             async for item in ask_stream(self.deps.bus, req, self.timeout):
@@ -89,3 +124,5 @@ class ChatPipeline:
 
 
 PIPELINE = web.AppKey("chatbus_gateway_pipeline", ChatPipeline)
+# Set on a request whose answer is the stored reply of an earlier one (Idempotency-Key).
+REPLAYED = web.RequestKey("chatbus_gateway_replayed", bool)
