@@ -35,6 +35,8 @@ async def start_gateway(nats_url: str, redis_url: str, uid: str) -> AsyncIterato
             "redis_prefix": f"gwtest:{uid}:",
             "jobs_stream": f"JOBS_{uid}",
             "jobs_subject": f"test.{uid}.jobs",
+            "callbacks_stream": f"CALLBACKS_{uid}",
+            "callbacks_subject": f"test.{uid}.callbacks",
             "auth": "off",
         }
         values.update(overrides)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
+from aiohttp import web
 
 from chatbus.offline_llm import OfflineLLM
 from tests.gateway.gw_agent_stub import StubAgent
@@ -155,3 +161,95 @@ async def test_idempotency_key_queues_an_async_job_once(
     hook = await callbacks.next()
     assert (hook["job_id"], hook["status"]) == (ids[0], "done")
     assert len(llm.requests_for(agent.agent)) == 1
+
+
+class FlakyReceiver:
+    """A callback receiver answering from a script of statuses (then 200), keeping requests."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.delivered: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.url = ""
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        self.requests.append((dict(request.headers), body))
+        status = self.statuses.pop(0) if self.statuses else 200
+        if status == 200:
+            self.delivered.put_nowait(json.loads(body))
+        return web.json_response({"status": status}, status=status)
+
+
+@pytest_asyncio.fixture
+async def receiver() -> AsyncIterator[Callable[[list[int]], Awaitable[FlakyReceiver]]]:
+    runners: list[web.AppRunner] = []
+
+    async def make(statuses: list[int]) -> FlakyReceiver:
+        hooks = FlakyReceiver(statuses)
+        app = web.Application()
+        app.router.add_post("/hook", hooks.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runners.append(runner)
+        hooks.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+        return hooks
+
+    yield make
+    for r in runners:
+        await r.cleanup()
+
+
+async def job_until(
+    http: aiohttp.ClientSession, gw: RunningGateway, job_id: str, callback: str
+) -> dict[str, Any]:
+    """The job record once its callback outcome reads ``callback`` (polled: no event for it)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        _, record = await job(http, gw, job_id)
+        if record.get("callback") == callback or asyncio.get_running_loop().time() > deadline:
+            return dict(record)
+        await asyncio.sleep(0.05)  # polling the job API, as a client would
+
+
+async def test_callbacks_are_retried_signed_and_refusals_respected(
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    receiver: Callable[[list[int]], Awaitable[FlakyReceiver]],
+    http: aiohttp.ClientSession,
+) -> None:
+    secret = "whsec-test-0123456789"
+    gw = await start_gateway(
+        callback_backoff_s=(0.05, 0.1), callback_max_deliver=3, callback_secret=secret
+    )
+    # Down twice (503, then a reset-like 502), then up: delivered once, on the third try.
+    flaky = await receiver([503, 502])
+    job_id = await submit(http, gw, agent.agent, "call me back", flaky.url)
+    hook = await asyncio.wait_for(flaky.delivered.get(), 10)
+    assert (hook["job_id"], hook["status"]) == (job_id, "done")
+    assert len(flaky.requests) == 3
+    headers, body = flaky.requests[-1]
+    t, v1 = (part.split("=", 1)[1] for part in headers["X-Chatbus-Signature"].split(","))
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(v1, expected)
+    assert headers["X-Chatbus-Job-Id"] == job_id
+    assert (await job_until(http, gw, job_id, "delivered (200)"))["callback"] == "delivered (200)"
+
+    # A receiver that says "not here" is not asked again.
+    gone = await receiver([404])
+    job_id = await submit(http, gw, agent.agent, "nobody home", gone.url)
+    assert (await job_until(http, gw, job_id, "refused (404)"))["callback"] == "refused (404)"
+    assert len(gone.requests) == 1
+
+    # Down for good: parked on the dead-letter stream after 3 tries, then re-driven.
+    down = await receiver([503, 503, 503])
+    job_id = await submit(http, gw, agent.agent, "still down", down.url)
+    parked = await parked_jobs(http, gw, job_id)
+    assert len(parked) == 1 and parked[0]["deliveries"] == 3
+    assert parked[0]["subject"].endswith("callbacks")
+    assert len(down.requests) == 3
+    async with http.post(f"{gw.url}/api/admin/dead-letters/{parked[0]['seq']}/redrive") as r:
+        assert r.status == 200 and (await r.json())["job_id"] == job_id
+    hook = await asyncio.wait_for(down.delivered.get(), 10)
+    assert hook["job_id"] == job_id and len(down.requests) == 4

@@ -22,6 +22,8 @@ async def test_ip_limit_holds_across_two_gateway_processes(
         "REDIS_PREFIX": f"gwtest:{uid}:",
         "JOBS_STREAM": f"JOBS_{uid}",
         "JOBS_SUBJECT": f"test.{uid}.jobs",
+        "CALLBACKS_STREAM": f"CALLBACKS_{uid}",
+        "CALLBACKS_SUBJECT": f"test.{uid}.callbacks",
     }
     one, two = await asyncio.gather(
         service_factory.start("chatbus_gateway", **env),

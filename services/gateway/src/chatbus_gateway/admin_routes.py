@@ -6,7 +6,7 @@ import nats.js.errors
 from aiohttp import web
 from pydantic import ValidationError
 
-from chatbus.contracts.jobs import ChatJob
+from chatbus.contracts.jobs import ChatJob, JobCallback
 from chatbus.jetstream import DLQ_STREAM, list_dead_letters, redrive
 from chatbus_gateway.auth import require_admin
 from chatbus_gateway.deps import DEPS
@@ -17,6 +17,16 @@ from chatbus_gateway.job_routes import JOBS
 def _job(data: bytes) -> ChatJob | None:
     try:
         return ChatJob.from_bytes(data)
+    except (ValidationError, ValueError):
+        return None
+
+
+def _job_id(data: bytes) -> str | None:
+    """The job a parked message belongs to: a job itself, or one of its callbacks."""
+    if job := _job(data):
+        return job.job_id
+    try:
+        return JobCallback.from_bytes(data).job_id
     except (ValidationError, ValueError):
         return None
 
@@ -37,7 +47,7 @@ async def dead_letters(request: web.Request) -> web.Response:
                 "reason": p.reason,
                 "deliveries": p.deliveries,
                 "consumer": p.consumer,
-                "job_id": job.job_id if job else None,
+                "job_id": _job_id(p.data),
                 "agent": job.request.agent if job else None,
             }
         )
@@ -59,9 +69,7 @@ async def redrive_one(request: web.Request) -> web.Response:
     if job is not None:  # a fresh start: the worker counts attempts again from zero
         await request.app[JOBS].requeue(job.job_id)
     subject = await redrive(bus, seq)
-    return web.json_response(
-        {"seq": seq, "subject": subject, "job_id": job.job_id if job else None}
-    )
+    return web.json_response({"seq": seq, "subject": subject, "job_id": _job_id(msg.data or b"")})
 
 
 def setup_admin_routes(app: web.Application) -> None:

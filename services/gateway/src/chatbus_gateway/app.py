@@ -17,7 +17,7 @@ from chatbus_gateway.chat_routes import setup_chat_routes
 from chatbus_gateway.deps import DEPS, GatewayDeps
 from chatbus_gateway.idempotency import Idempotency
 from chatbus_gateway.job_routes import JOBS, setup_job_routes
-from chatbus_gateway.jobs import JobStore, JobWorker, start_worker
+from chatbus_gateway.jobs import CallbackSender, JobStore, JobWorker, start_worker
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
 from chatbus_gateway.memory_routes import setup_memory_routes
@@ -86,8 +86,12 @@ async def wire(rt: Runtime) -> None:
     setup_records_routes(app, deps.redis)
     app[OPENAPI_PATHS].update(store_paths())
     setup_web_routes(app)
-    worker = JobWorker(app[JOBS], app[PIPELINE], http, settings.job_max_deliver)
-    await start_worker(rt.bus, settings, worker)
+    worker = JobWorker(
+        app[JOBS], app[PIPELINE], rt.bus, settings.job_max_deliver, settings.callbacks_subject
+    )
+    secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
+    sender = CallbackSender(app[JOBS], http, secret)
+    await start_worker(rt.bus, settings, worker, sender)
 
     async def finish_in_flight() -> None:
         # bus.drain() waits for this before closing the connection in-flight requests use.

@@ -9,6 +9,8 @@ lives ``job_ttl_s``; its id carries its creation time, so an expired job answers
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -20,7 +22,7 @@ import redis.asyncio as aioredis
 from nats.js import api
 
 from chatbus.bus import Bus
-from chatbus.contracts.jobs import ChatJob
+from chatbus.contracts.jobs import ChatJob, JobCallback
 from chatbus.errors import RemoteError
 from chatbus.jetstream import ConsumerSpec, consume, ensure_dlq, ensure_stream
 from chatbus_gateway.errors import ApiError
@@ -98,6 +100,8 @@ class JobStore:
         for field in ("result", "error"):
             if rec.get(field):
                 out[field] = json.loads(rec[field])
+        if rec.get("callback"):
+            out["callback"] = rec["callback"]
         return out
 
     async def update(self, job_id: str, **fields: str | int | float) -> None:
@@ -122,7 +126,7 @@ class JobStore:
                 pipe.hset(
                     key, mapping={"status": "queued", "attempts": 0, "updated_at": time.time()}
                 )
-                pipe.hdel(key, "callback_sent")
+                pipe.hdel(key, "callback_sent", "callback")
                 await pipe.execute()
 
     async def claim_callback(self, job_id: str) -> bool:
@@ -135,13 +139,15 @@ class JobWorker:
         self,
         store: JobStore,
         pipeline: ChatPipeline,
-        http: aiohttp.ClientSession | None,
+        bus: Bus,
         max_deliver: int,
+        callbacks_subject: str = JobCallback.subject,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
-        self.http = http
+        self.bus = bus
         self.max_deliver = max_deliver
+        self.subject = callbacks_subject
 
     async def handle(self, job: ChatJob) -> None:
         rec = await self.store.get(job.job_id)
@@ -168,33 +174,96 @@ class JobWorker:
         await self.callback(job)
 
     async def callback(self, job: ChatJob) -> None:
-        if not job.callback_url or self.http is None:
+        """Queue the job's callback (once per run of the job); :class:`CallbackSender` sends it."""
+        if not job.callback_url:
             return
         if not await self.store.claim_callback(job.job_id):
             return
-        rec = await self.store.get(job.job_id)
+        await self.bus.js_publish(
+            JobCallback(job_id=job.job_id, url=job.callback_url), self.subject
+        )
+
+
+RETRY_STATUSES = frozenset({408, 425, 429})
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<body>">``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+class CallbackSender:
+    """POSTs a finished job's record to its callback URL until the receiver takes it.
+
+    2xx: delivered. Any other 4xx (but 408, 425, 429): the receiver refused it, no retry.
+    Network errors, timeouts, 408/425/429 and 5xx: retried on the consumer's backoff, then
+    parked on the dead-letter stream (listed and re-drivable by the admin API). The outcome
+    is kept on the job (``callback`` in ``GET /api/jobs/{id}``).
+    """
+
+    def __init__(self, store: JobStore, http: aiohttp.ClientSession, secret: str | None) -> None:
+        self.store = store
+        self.http = http
+        self.secret = secret
+
+    async def handle(self, cb: JobCallback) -> None:
+        rec = await self.store.get(cb.job_id)
         if rec is None:
+            log.warning("job %s expired before its callback was sent", cb.job_id)
             return
         rec.pop("tenant", None)
+        body = json.dumps(rec).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "chatbus-gateway",
+            "X-Chatbus-Job-Id": cb.job_id,
+        }
+        if self.secret:
+            headers["X-Chatbus-Signature"] = signature(self.secret, int(time.time()), body)
         try:
-            async with self.http.post(job.callback_url, json=rec) as resp:
-                log.info("job %s callback answered %d", job.job_id, resp.status)
-        except Exception as e:  # the callee's problem: the job itself is done
-            log.warning("job %s callback failed: %s", job.job_id, type(e).__name__)
+            async with self.http.post(cb.url, data=body, headers=headers) as resp:
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            await self._note(cb.job_id, f"failed: {type(e).__name__}")
+            raise RemoteError("unavailable", f"callback of {cb.job_id}: {type(e).__name__}") from e
+        if 200 <= status < 300:
+            log.info("job %s callback delivered (%d)", cb.job_id, status)
+            await self._note(cb.job_id, f"delivered ({status})")
+        elif status >= 500 or status in RETRY_STATUSES:
+            await self._note(cb.job_id, f"failed ({status})")
+            raise RemoteError("unavailable", f"callback of {cb.job_id} answered {status}")
+        else:
+            log.warning("job %s callback refused by the receiver (%d)", cb.job_id, status)
+            await self._note(cb.job_id, f"refused ({status})")
+
+    async def _note(self, job_id: str, outcome: str) -> None:
+        await self.store.update(job_id, callback=outcome)
 
 
-async def start_worker(bus: Bus, settings: GatewaySettings, worker: JobWorker) -> None:
-    """Create the jobs work queue (and the dead-letter stream) and consume it in the background."""
+async def start_worker(
+    bus: Bus, settings: GatewaySettings, worker: JobWorker, sender: CallbackSender
+) -> None:
+    """Create the jobs work queue, the callbacks queue and the dead-letter stream, and consume
+    both queues in the background."""
+    s = settings
     await ensure_stream(
         bus,
-        settings.jobs_stream,
-        [f"{settings.jobs_subject}.>"],
+        s.jobs_stream,
+        [f"{s.jobs_subject}.>"],
         retention=api.RetentionPolicy.WORK_QUEUE,
-        max_age=float(settings.job_ttl_s),
+        max_age=float(s.job_ttl_s),
+        storage=api.StorageType.FILE,
+    )
+    await ensure_stream(
+        bus,
+        s.callbacks_stream,
+        [worker.subject],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        max_age=float(s.job_ttl_s),
         storage=api.StorageType.FILE,
     )
     await ensure_dlq(bus)
-    s = settings
     spec = ConsumerSpec(
         stream=s.jobs_stream,
         durable=f"{s.jobs_stream}_worker",
@@ -206,3 +275,13 @@ async def start_worker(bus: Bus, settings: GatewaySettings, worker: JobWorker) -
         concurrency=s.job_concurrency,
     )
     bus.spawn(consume(bus, spec, ChatJob, worker.handle))
+    callbacks = ConsumerSpec(
+        stream=s.callbacks_stream,
+        durable=f"{s.callbacks_stream}_sender",
+        subject=worker.subject,
+        max_deliver=s.callback_max_deliver,
+        backoff=s.callback_backoff_s,
+        ack_wait=s.callback_timeout_s + 10,
+        concurrency=s.job_concurrency,
+    )
+    bus.spawn(consume(bus, callbacks, JobCallback, sender.handle))

@@ -105,6 +105,8 @@ class JobOut(BaseModel):
     updated_at: float
     result: ChatOut | None = None
     error: ErrorDetail | None = None
+    # The callback's outcome so far: "delivered (200)", "failed (503)", "refused (404)", ...
+    callback: str | None = None
 
 
 class DeadLetterOut(BaseModel):

@@ -56,7 +56,16 @@ class GatewaySettings(ServiceSettings):
     job_max_deliver: int = Field(default=5, ge=1)
     job_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
     job_concurrency: int = Field(default=16, ge=1)
+    # Job callbacks: each POST within callback_timeout_s; network errors, 408, 429 and 5xx
+    # are retried on this schedule, then the callback is parked on the dead-letter stream.
     callback_timeout_s: float = Field(default=5.0, gt=0)
+    callbacks_stream: str = "GATEWAY_CALLBACKS"
+    callbacks_subject: str = "gateway.callbacks.v1"
+    callback_max_deliver: int = Field(default=8, ge=1)
+    callback_backoff_s: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0)
+    # When set, every callback carries X-Chatbus-Signature: t=<unix time>,v1=<hex HMAC-SHA256
+    # of "<t>.<body>"> so the receiver can check it came from this gateway.
+    callback_secret: SecretStr | None = None
 
     def check_production(self) -> None:
         if self.app_env == "production" and self.auth != "on":

@@ -21,3 +21,12 @@ class ChatJob(Message):
     @staticmethod
     def subject_for(agent: str, prefix: str = "gateway.jobs.v1") -> str:
         return f"{prefix}.{agent}"
+
+
+class JobCallback(Message):
+    """POST job ``job_id``'s record to ``url``: queued on JetStream, retried until delivered."""
+
+    subject: ClassVar[str] = "gateway.callbacks.v1"
+
+    job_id: str
+    url: str
