@@ -14,6 +14,7 @@ from chatbus.agent.events import CustomerNotes
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus_gateway.caller import TENANT_ID
 from chatbus_gateway.records_routes import setup_records_routes
 from tests.collab.collab_harness import agents, ask, call, pair
 
@@ -25,7 +26,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 def records_app(redis: aioredis.Redis) -> web.Application:
     @web.middleware
     async def tenant(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request["tenant_id"] = request.headers.get("X-Tenant", "default")  # the auth's job
+        request[TENANT_ID] = request.headers.get("X-Tenant", "default")  # the auth's job
         return await handler(request)
 
     app = web.Application(middlewares=[tenant])

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from chatbus.bus import Bus
 from chatbus.memory_client import BusMemory
 from chatbus.runtime import Runtime
+from chatbus_gateway.caller import TENANT_ID
 from chatbus_gateway.memory_routes import setup_memory_routes
 
 from .conftest import memory_settings, running_memory
@@ -31,7 +32,7 @@ async def memory_rt(
 async def fake_auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
     tenant = request.headers.get("X-Test-Tenant")
     if tenant:
-        request["tenant_id"] = tenant
+        request[TENANT_ID] = tenant
     return await handler(request)
 
 

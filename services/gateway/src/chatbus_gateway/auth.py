@@ -1,4 +1,4 @@
-"""Who is calling: ``Authorization: Bearer <key>`` -> ``request["tenant_id"]``, ``["is_admin"]``.
+"""Who is calling: ``Authorization: Bearer <key>`` -> the caller (``chatbus_gateway.caller``).
 
 With ``CHATBUS_AUTH=off`` (local development) every caller is the ``default`` tenant and
 admin. The admin key (``CHATBUS_ADMIN_KEY``) sees every tenant; it acts for the tenant named
@@ -13,6 +13,7 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from chatbus_gateway.caller import IS_ADMIN, KEY_ID, TENANT_ID, is_admin
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.middleware import Handler, is_api
@@ -38,7 +39,7 @@ def auth_middleware(settings: GatewaySettings, keys: KeyStore) -> Middleware:
         if not is_api(request.path):
             return await handler(request)
         if not settings.auth_on:
-            request["tenant_id"], request["is_admin"] = "default", True
+            request[TENANT_ID], request[IS_ADMIN] = "default", True
             return await handler(request)
         token = bearer(request)
         if token is None:
@@ -52,20 +53,20 @@ def auth_middleware(settings: GatewaySettings, keys: KeyStore) -> Middleware:
             tenant = request.headers.get("X-Tenant-Id", "default")
             if not TENANT.match(tenant):
                 raise ApiError(422, "X-Tenant-Id: not a tenant id", param="X-Tenant-Id")
-            request["tenant_id"], request["is_admin"] = tenant, True
+            request[TENANT_ID], request[IS_ADMIN] = tenant, True
             return await handler(request)
         record = await keys.lookup(token)
         if record is None:
             raise ApiError(
                 401, "invalid or revoked API key", type="authentication_error", headers=CHALLENGE
             )
-        request["tenant_id"], request["is_admin"] = record.tenant, False
-        request["key_id"] = record.key_id
+        request[TENANT_ID], request[IS_ADMIN] = record.tenant, False
+        request[KEY_ID] = record.key_id
         return await handler(request)
 
     return middleware
 
 
 def require_admin(request: web.Request) -> None:
-    if not request.get("is_admin"):
+    if not is_admin(request):
         raise ApiError(403, "this endpoint needs the admin key", type="permission_error")

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus_gateway.body import json_response, read_model
+from chatbus_gateway.caller import tenant_of
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import check_agent_id
 from chatbus_gateway.errors import ApiError
@@ -28,10 +29,6 @@ def request_id_for(request: web.Request) -> str:
 
 def wants_stream(request: web.Request) -> bool:
     return "text/event-stream" in request.headers.get("Accept", "")
-
-
-def tenant_of(request: web.Request) -> str:
-    return str(request.get("tenant_id") or "default")
 
 
 async def chat(request: web.Request) -> web.StreamResponse:

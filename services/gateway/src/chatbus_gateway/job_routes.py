@@ -9,6 +9,7 @@ from aiohttp import web
 
 from chatbus.contracts.chat import ChatRequest
 from chatbus.contracts.jobs import ChatJob
+from chatbus_gateway.caller import is_admin, tenant_of
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.jobs import JobStore, created_ms, new_job_id
@@ -75,7 +76,7 @@ async def get_job(request: web.Request) -> web.Response:
         if born is not None and born / 1000 + deps.settings.job_ttl_s < time.time():
             raise ApiError(410, f"job {job_id} expired", type="expired")
         raise ApiError(404, f"no job {job_id[:100]!r}", type="not_found")
-    if record.pop("tenant") != request.get("tenant_id") and not request.get("is_admin"):
+    if record.pop("tenant") != tenant_of(request) and not is_admin(request):
         raise ApiError(404, f"no job {job_id!r}", type="not_found")
     return web.json_response(record)
 

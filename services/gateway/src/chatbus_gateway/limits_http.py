@@ -6,6 +6,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from chatbus.metrics import Metrics
+from chatbus_gateway.caller import key_id_of
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.middleware import Handler, is_api, route_name
 from chatbus_gateway.ratelimit import Decision, Limit, RateLimiter
@@ -35,12 +36,12 @@ class HttpLimits:
     def caller_limits(self, request: web.Request) -> list[Limit]:
         s = self.settings
         out = [self.limiter.limit("ip", client_ip(request, s), s.rate_ip_per_min)]
-        if key_id := request.get("key_id"):
+        if key_id := key_id_of(request):
             out.append(self.limiter.limit("key", str(key_id), s.rate_key_per_min))
         return out
 
     def tokens_limit(self, request: web.Request) -> Limit | None:
-        key_id = request.get("key_id")
+        key_id = key_id_of(request)
         if not key_id:
             return None
         return self.limiter.limit("tokens", str(key_id), self.settings.tokens_key_per_min)

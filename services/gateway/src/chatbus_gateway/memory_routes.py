@@ -6,7 +6,7 @@
 ``DELETE /api/sessions/{id}``           forget a session
 ``DELETE /api/users/{id}``              forget a user (all their sessions)
 
-The tenant is ``request["tenant_id"]`` (set by the auth middleware), ``"default"`` without one.
+The tenant is ``caller.tenant_of(request)`` (set by the auth middleware), ``"default"`` without one.
 Bad input is a 422 ``{"error", "detail": [...]}``; the memory service down is a 503.
 """
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chatbus.contracts.chat import Turn
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 from chatbus.memory_client import BusMemory
+from chatbus_gateway.caller import tenant_of
 from chatbus_gateway.errors import ApiError
 
 log = logging.getLogger("chatbus.gateway.memory")
@@ -78,7 +79,7 @@ class HistoryQuery(BaseModel):
 
 
 def _tenant(request: web.Request) -> str:
-    return str(request.get("tenant_id", "default"))
+    return tenant_of(request)
 
 
 def _invalid(message: str, detail: list[dict[str, Any]]) -> web.Response:

@@ -19,7 +19,8 @@ from aiohttp import web
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus_gateway.agents import discover
 from chatbus_gateway.body import json_response, read_model
-from chatbus_gateway.chat_routes import request_id_for, tenant_of
+from chatbus_gateway.caller import tenant_of
+from chatbus_gateway.chat_routes import request_id_for
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import AGENT_ID
 from chatbus_gateway.errors import ApiError

@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from chatbus.agent.tools import RecordStore
+from chatbus_gateway.caller import tenant_of
 from chatbus_gateway.errors import error_body
 
 KINDS = {"tickets": "ticket", "leads": "lead", "invoices": "invoice", "orders": "order"}
@@ -19,7 +20,7 @@ MAX_LIMIT = 200
 
 
 def _tenant(request: web.Request) -> str:
-    return str(request.get("tenant_id") or "default")
+    return tenant_of(request)
 
 
 def _bad(message: str, param: str) -> web.Response:

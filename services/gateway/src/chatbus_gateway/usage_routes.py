@@ -19,6 +19,7 @@ from chatbus.contracts.cost import GROUP_BY, GroupBy
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
 from chatbus.usage_cli import forecast_month_end
+from chatbus_gateway.caller import is_admin, tenant_of
 
 MAX_DAYS = 400
 
@@ -54,10 +55,10 @@ def setup_usage_routes(app: web.Application, costs: BusCosts) -> None:
         group_by = request.query.get("group_by", "day")
         if group_by not in GROUP_BY:
             return _bad(f"'group_by' must be one of {', '.join(GROUP_BY)}")
-        tenant: str | None = str(request.get("tenant_id", "default"))
+        tenant: str | None = tenant_of(request)
         asked = request.query.get("tenant")
         if asked is not None and asked != tenant:
-            if not request.get("is_admin"):
+            if not is_admin(request):
                 return web.json_response(
                     {"error": "only an admin may read another tenant's usage"}, status=403
                 )
