@@ -48,7 +48,7 @@ async def make_embedder(settings: MemorySettings) -> Embedder:
         )
         await emb.probe()
         return emb
-    return LocalEmbedder(batch_size=settings.embed_batch)
+    return LocalEmbedder(batch_size=settings.embed_batch, threads=settings.embed_threads)
 
 
 def make_store(settings: MemorySettings, model: str, dims: int) -> VectorStore:

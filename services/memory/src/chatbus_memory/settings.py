@@ -25,6 +25,9 @@ class MemorySettings(ServiceSettings):
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
     embed_batch: int = Field(default=32, ge=1, le=2048)
+    # Threads for one local embedding batch (0: every core). 1 spends the least CPU per text
+    # (for a machine shared with many services); more gives a batch back sooner.
+    embed_threads: int = Field(default=0, ge=0, le=256)
     embed_cache_ttl_s: int = Field(default=7 * 86400, ge=0)
 
     # Summaries of turns past the cap: by this model when an LLM endpoint or key is set.
