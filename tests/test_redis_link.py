@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbus.redis_link import RedisLink
+from chatbus.servers import start_redis
 
 
 async def test_commands_batches_and_errors(redis_link: RedisLink, uid: str) -> None:
@@ -145,3 +146,23 @@ def test_it_runs_on_uvloop_as_the_services_do(redis_url: str, uid: str) -> None:
             await link.close()
 
     assert uvloop.run(scenario()) == [b"1", 2]
+
+
+async def test_a_restarting_redis_is_waited_for() -> None:
+    """Commands sent while Redis restarts wait for it (within connect_retry_s), not fail."""
+    first = await asyncio.to_thread(start_redis)
+    port = int(first.url.rsplit(":", 1)[1].split("/")[0])
+    link = RedisLink(first.url, connect_retry_s=10.0)
+    second = None
+    try:
+        assert await link.call("SET", "k", "before") == b"OK"
+        await asyncio.to_thread(first.stop)
+        assert link._proto is not None
+        await asyncio.wait_for(link._proto.closed.wait(), 5)  # the link saw it go
+        waiting = asyncio.ensure_future(link.call("PING"))  # refused: retried meanwhile
+        second = await asyncio.to_thread(start_redis, port)
+        assert await asyncio.wait_for(waiting, 10) == b"PONG"
+    finally:
+        await link.close()
+        if second is not None:
+            await asyncio.to_thread(second.stop)

@@ -96,6 +96,7 @@ class _Protocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost: Exception | None = None
         self.out: list[bytes] = []  # commands written in this loop iteration, sent together
+        self.closed = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -118,6 +119,7 @@ class _Protocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.fail(RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}"))
+        self.closed.set()
 
     def fail(self, exc: Exception) -> None:
         self.lost = self.lost or exc
@@ -154,15 +156,23 @@ class _Protocol(asyncio.Protocol):
 
 class RedisLink:
     """A shared, pipelined connection to the Redis at ``url`` (``redis://``, ``rediss://``,
-    ``unix://``). ``reply_timeout_s`` bounds how long a command waits for its reply; past it
-    the connection is dropped (failing what is in flight) and the next command reconnects."""
+    ``unix://``). A refused connection is tried again for ``connect_retry_s`` (a restarting
+    Redis), each try bounded by ``connect_timeout_s``. ``reply_timeout_s`` bounds how long a
+    command waits for its reply; past it the connection is dropped (failing what is in
+    flight) and the next command reconnects."""
 
     def __init__(
-        self, url: str, *, connect_timeout_s: float = 5.0, reply_timeout_s: float = 10.0
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        connect_retry_s: float = 1.0,
+        reply_timeout_s: float = 10.0,
     ) -> None:
         self.url = url
         self.options: dict[str, Any] = parse_url(url)
         self.connect_timeout_s = connect_timeout_s
+        self.connect_retry_s = connect_retry_s
         self.reply_timeout_s = reply_timeout_s
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
@@ -248,32 +258,50 @@ class RedisLink:
         return await asyncio.shield(self._connecting)
 
     async def _open(self) -> _Protocol:
-        o = self.options
         loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.connect_retry_s
+        delay = 0.05
+        while True:
+            try:
+                async with asyncio.timeout(self.connect_timeout_s):
+                    proto = await self._dial(loop)
+                break
+            except (OSError, TimeoutError) as e:
+                if loop.time() + delay > give_up:
+                    raise RedisConnectionError(f"cannot connect to Redis: {e}") from e
+                await asyncio.sleep(delay)  # retry pacing while Redis (re)starts
+                delay = min(delay * 2, 0.5)
         try:
             async with asyncio.timeout(self.connect_timeout_s):
-                if "path" in o:
-                    _, proto = await loop.create_unix_connection(_Protocol, o["path"])
-                else:
-                    tls = ssl.create_default_context() if self.url.startswith("rediss:") else None
-                    _, proto = await loop.create_connection(
-                        _Protocol, o.get("host", "localhost"), int(o.get("port", 6379)), ssl=tls
-                    )
-                hello: list[list[Arg]] = []
-                if o.get("password"):
-                    hello.append(["AUTH", o.get("username") or "default", o["password"]])
-                if int(o.get("db") or 0):
-                    hello.append(["SELECT", int(o["db"])])
-                for cmd in hello:
-                    (reply,) = await proto.send(encode_command(cmd), 1)
-                    if isinstance(reply, hiredis.ReplyError):
-                        refused = RedisConnectionError(f"Redis refused {cmd[0]!s}: {reply}")
-                        proto.abort(refused)
-                        raise refused
-        except (OSError, TimeoutError) as e:
-            raise RedisConnectionError(f"cannot connect to Redis: {e}") from e
+                await self._hello(proto)
+        except TimeoutError as e:
+            proto.abort(RedisConnectionError("Redis did not answer AUTH/SELECT"))
+            raise RedisConnectionError("Redis did not answer AUTH/SELECT in time") from e
         self._proto = proto
         return proto
+
+    async def _dial(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
+        o = self.options
+        if "path" in o:
+            _, proto = await loop.create_unix_connection(_Protocol, o["path"])
+        else:
+            tls = ssl.create_default_context() if self.url.startswith("rediss:") else None
+            _, proto = await loop.create_connection(_Protocol, o["host"], o["port"], ssl=tls)
+        return proto
+
+    async def _hello(self, proto: _Protocol) -> None:
+        o = self.options
+        hello: list[list[Arg]] = []
+        if o.get("password"):
+            hello.append(["AUTH", o.get("username") or "default", o["password"]])
+        if int(o.get("db") or 0):
+            hello.append(["SELECT", int(o["db"])])
+        for cmd in hello:
+            (reply,) = await proto.send(encode_command(cmd), 1)
+            if isinstance(reply, hiredis.ReplyError):
+                refused = RedisConnectionError(f"Redis refused {cmd[0]!s}: {reply}")
+                proto.abort(refused)
+                raise refused
 
 
 class LinkScript:
