@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,15 +13,6 @@ from chatbus.telemetry import logging_context, setup_logging
 
 SECRET = "sk-test-9f8e7d6c5b4a39281706"
 ADMIN_KEY = "admin-0123456789abcdef"
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def lines(err: str) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry import propagate, trace
@@ -13,15 +12,6 @@ from chatbus.telemetry import setup_logging
 from chatbus.trace_context import ContextOnlyTracerProvider
 
 tracer = ContextOnlyTracerProvider().get_tracer("test")
-
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def test_the_edge_starts_a_trace_and_every_hop_continues_it() -> None:
