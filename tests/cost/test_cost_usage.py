@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from chatbus.bus import Bus
 from chatbus.cost_client import BusCosts
 from chatbus.usage_cli import forecast_month_end, main, print_usage
+from chatbus_gateway.caller import IS_ADMIN, TENANT_ID
 from chatbus_gateway.usage_routes import setup_usage_routes
 
 TODAY = datetime.now(UTC).date()
@@ -78,8 +79,8 @@ async def gateway(start_cost) -> AsyncIterator[tuple[TestClient, object]]:
 
     @web.middleware
     async def auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        request["tenant_id"] = request.headers.get("X-Tenant", "default")
-        request["is_admin"] = request.headers.get("X-Admin") == "yes"
+        request[TENANT_ID] = request.headers.get("X-Tenant", "default")
+        request[IS_ADMIN] = request.headers.get("X-Admin") == "yes"
         return await handler(request)
 
     app = web.Application(middlewares=[auth])
