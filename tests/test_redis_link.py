@@ -52,7 +52,7 @@ async def test_a_cancelled_caller_does_not_shift_the_replies(
     await redis_link.call("SET", f"link:{uid}:b", "B")
     first = asyncio.ensure_future(redis_link.call("GET", f"link:{uid}:a"))
     second = asyncio.ensure_future(redis_link.call("GET", f"link:{uid}:b"))
-    await asyncio.sleep(0)  # let both reach the socket
+    await asyncio.sleep(0)  # allowed: one loop turn, so both commands are queued
     first.cancel()
     assert await second == b"B"
     assert await redis_link.call("GET", f"link:{uid}:a") == b"A"

@@ -210,7 +210,7 @@ async def job_until(
         _, record = await job(http, gw, job_id)
         if record.get("callback") == callback or asyncio.get_running_loop().time() > deadline:
             return dict(record)
-        await asyncio.sleep(0.05)  # polling the job API, as a client would
+        await asyncio.sleep(0.05)  # allowed: polling the job API, as a client would
 
 
 async def test_callbacks_are_retried_signed_and_refusals_respected(
