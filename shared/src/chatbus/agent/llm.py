@@ -1,9 +1,10 @@
 """Talking to an OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp, offline model).
 
-We speak the wire protocol with one shared aiohttp session instead of the ``openai`` SDK: at
-1,000+ messages/s on two cores the SDK's ~2.7 ms of CPU per call would be the largest single
-cost of the pipeline (measured: a plain aiohttp POST costs ~0.2 ms). The request and response
-shapes are exactly the SDK's, so every OpenAI-compatible server works.
+We speak the wire protocol ourselves instead of using the ``openai`` SDK: at 1,000+ messages/s
+on two cores the SDK's ~2.7 ms of CPU per call would be the largest single cost of the
+pipeline. Plain calls go over :mod:`chatbus.agent.http1` (~40 µs a call), streamed ones over
+one shared aiohttp session (SSE). The request and response shapes are exactly the SDK's, so
+every OpenAI-compatible server works.
 """
 
 from __future__ import annotations
