@@ -80,10 +80,12 @@ async def test_every_response_framing_is_read(serve_app: Server, framing: str) -
 
 
 async def test_a_body_that_ends_at_the_close_is_read() -> None:
+    """An HTTP/1.0-style answer (no length, ends at the close), after an informational one."""
     body = orjson.dumps(ANSWER)
 
     async def raw(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n")
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
         await writer.drain()
         writer.close()

@@ -89,8 +89,12 @@ class _Conn(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # informational (100 Continue, 103 Early Hints): more to come
+            self._reset()
+            return
         fut, self.fut = self.fut, None
-        response = Response(self.parser.get_status_code(), self.headers, b"".join(self.body))
+        response = Response(status, self.headers, b"".join(self.body))
         if not self.parser.should_keep_alive():
             self.close()
         self._reset()
