@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 import pytest_asyncio
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 from chatbus.agent.llm import LLMError, OpenAIChat
 
@@ -212,3 +212,42 @@ async def test_https_with_the_systems_trust_store(
         assert await ask(f"https://localhost:{port}/v1") == "Hi there 👋"
     finally:
         await runner.cleanup()
+
+
+async def test_calls_go_through_the_proxy_the_environment_names(
+    serve_app: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY (and NO_PROXY) are honoured."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(ANSWER)
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", answer)
+    target = await serve_app(upstream)
+
+    relayed: list[str] = []
+
+    async def relay(request: web.Request) -> web.Response:
+        """A forward proxy: the request line carries the absolute URL of the target."""
+        relayed.append(str(request.url))
+        async with ClientSession() as client:
+            body = await request.read()
+            headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+            async with client.post(str(request.url), data=body, headers=headers) as r:
+                return web.Response(body=await r.read(), status=r.status, headers=headers)
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{tail:.*}", relay)
+    proxy_url = (await serve_app(proxy)).removesuffix("/v1")
+    monkeypatch.setenv("HTTP_PROXY", proxy_url)
+    monkeypatch.setenv("http_proxy", proxy_url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    assert await ask(target) == "Hi there 👋"
+    assert relayed == [f"{target}/chat/completions"]
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert await ask(target) == "Hi there 👋"
+    assert len(relayed) == 1  # straight to the target this time

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -76,18 +78,23 @@ class OpenAIChat:
         self.timeout_s = timeout_s
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
         self._session = session
-        # Plain calls take the lean keep-alive client; streamed ones take aiohttp.
-        self.pool = Http1Pool(base_url, connect_timeout_s=5.0)
+        # Plain calls take the lean keep-alive client; streamed ones take aiohttp. Behind an
+        # HTTP(S)_PROXY (NO_PROXY honoured) every call takes aiohttp, which speaks to proxies.
+        self.proxied = uses_proxy(base_url)
+        self.pool = None if self.proxied else Http1Pool(base_url, connect_timeout_s=5.0)
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, trust_env=self.proxied
+            )
         return self._session
 
     async def close(self) -> None:
-        await self.pool.close()
+        if self.pool is not None:
+            await self.pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -128,8 +135,8 @@ class OpenAIChat:
         self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta | None
     ) -> Completion:
         model = str(body["model"])
-        if on_delta is not None:
-            return await self._post_stream(body, headers, on_delta)
+        if on_delta is not None or self.pool is None:
+            return await self._post_aiohttp(body, headers, on_delta)
         try:
             resp = await self.pool.post(
                 "/chat/completions", orjson.dumps(body), headers, timeout_s=self.timeout_s
@@ -140,14 +147,10 @@ class OpenAIChat:
             raise LLMError("connection", f"cannot reach the LLM: {e}") from e
         if resp.status != 200:
             raise _error_for(resp.status, resp.text())
-        try:
-            data = orjson.loads(resp.body)
-        except orjson.JSONDecodeError as e:
-            raise LLMError("server", "LLM answered with something other than JSON") from e
-        return _parse_completion(data, model)
+        return _parse_completion(_json(resp.body), model)
 
-    async def _post_stream(
-        self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta
+    async def _post_aiohttp(
+        self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta | None
     ) -> Completion:
         model = str(body["model"])
         try:
@@ -155,11 +158,28 @@ class OpenAIChat:
             async with self.session.post(self.url, data=data_out, headers=headers) as resp:
                 if resp.status != 200:
                     raise _error_for(resp.status, await resp.text())
-                return await _read_stream(resp, model, on_delta)
+                if on_delta is not None:
+                    return await _read_stream(resp, model, on_delta)
+                raw = await resp.read()
         except TimeoutError as e:
             raise LLMError("timeout", f"LLM did not answer within {self.timeout_s:g}s") from e
         except aiohttp.ClientError as e:
             raise LLMError("connection", f"cannot reach the LLM: {type(e).__name__}") from e
+        return _parse_completion(_json(raw), model)
+
+
+def uses_proxy(url: str) -> bool:
+    """Whether the environment routes ``url`` through a proxy (``HTTP(S)_PROXY``, ``NO_PROXY``)."""
+    u = urlsplit(url)
+    proxy = urllib.request.getproxies_environment().get(u.scheme)
+    return bool(proxy) and not urllib.request.proxy_bypass(u.hostname or "")
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise LLMError("server", "LLM answered with something other than JSON") from e
 
 
 def _parse_completion(data: dict[str, Any], model: str) -> Completion:
