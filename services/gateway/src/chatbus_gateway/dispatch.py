@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -46,49 +47,48 @@ async def ask_stream(
 ) -> AsyncGenerator[ChatChunk | ChatReply, None]:
     """Chunks as the agent publishes them, then its final reply.
 
-    The chunk inbox is subscribed before the request is sent, so no chunk is missed. Chunks
-    published before the reply are already queued when the reply arrives (same connection,
-    in order), so the tail is drained without waiting.
+    The chunk inbox is subscribed before the request is sent, so no chunk is missed. Its
+    callback only queues each chunk: the agent publishes its chunks before its reply on one
+    connection, so every chunk is queued here before the reply can wake us, and none is left
+    behind when the reply comes (no consuming waiter is ever cancelled holding a chunk).
     """
     _check_bus(bus)
+    chunks: deque[Msg] = deque()
+    arrived = asyncio.Event()
+
+    async def on_chunk(msg: Msg) -> None:
+        chunks.append(msg)
+        arrived.set()
+
     try:
         inbox = bus.nc.new_inbox()
-        sub = await bus.nc.subscribe(inbox)
+        sub = await bus.nc.subscribe(inbox, cb=on_chunk)
     except Exception as e:
         raise from_bus_error(BusUnavailable(str(e)), req.agent) from e
     req = req.model_copy(update={"stream_inbox": inbox})
     reply_task = asyncio.ensure_future(
         bus.request(req, ChatReply, ChatRequest.subject_for(req.agent), timeout=timeout)
     )
-    next_chunk: asyncio.Future[Msg] | None = None
+    waiter: asyncio.Future[Any] | None = None
     try:
-        while not reply_task.done():
-            if next_chunk is None:
-                next_chunk = asyncio.ensure_future(sub.next_msg(timeout=None))
-            waiting: set[asyncio.Future[Any]] = {reply_task, next_chunk}
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if next_chunk.done():
-                chunk = _chunk(next_chunk.result())
-                next_chunk = None
-                if chunk is not None:
+        while True:
+            while chunks:
+                if (chunk := _chunk(chunks.popleft())) is not None:
                     yield chunk
-        if next_chunk is not None and next_chunk.done():
-            chunk = _chunk(next_chunk.result())
-            next_chunk = None
-            if chunk is not None:
-                yield chunk
-        while sub.pending_msgs > 0:
-            chunk = _chunk(await sub.next_msg(timeout=1))
-            if chunk is not None:
-                yield chunk
+            if reply_task.done():
+                break
+            arrived.clear()
+            waiter = asyncio.ensure_future(arrived.wait())
+            await asyncio.wait({reply_task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
         try:
             reply = reply_task.result()
         except Exception as e:
             raise from_bus_error(e, req.agent) from e
         yield reply
     finally:
-        if next_chunk is not None:
-            next_chunk.cancel()
+        if waiter is not None:
+            waiter.cancel()
         if not reply_task.done():
             reply_task.cancel()
         with contextlib.suppress(Exception):
