@@ -47,6 +47,9 @@ log = logging.getLogger("chatbus.agent")
 
 Publish = Callable[[str], Awaitable[None]]
 
+# A reply's created_at is its question's plus this: 4 float steps at today's epoch, invisible.
+REPLY_AFTER_S = 1e-6
+
 
 @dataclass
 class AgentConfig:
@@ -287,7 +290,8 @@ async def _finish(
     now = time.time()
     turns = [
         Turn(role="user", content=req.message, created_at=now, speaker=req.user_id),
-        Turn(role="assistant", content=text, created_at=now, agent=deps.spec.id),
+        # Strictly after its question, so every store lists a turn's two messages in order.
+        Turn(role="assistant", content=text, created_at=now + REPLY_AFTER_S, agent=deps.spec.id),
     ]
     # History, memory and usage are independent writes: do them together.
     writes = [deps.history.append(req.tenant_id, req.session_id, turns)]

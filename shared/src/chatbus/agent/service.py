@@ -89,11 +89,13 @@ async def build_deps(
         llm=ResilientLLM(chat, retries=settings.llm_retries, on_failure=on_llm_failure),
         history=RedisHistory(rt.redis_link()),
     )
-    await attach_services(rt, deps, settings)
+    await attach_services(rt, deps, settings, base_url=base_url)
     return deps
 
 
-async def attach_services(rt: Runtime, deps: AgentDeps, settings: AgentSettings) -> None:
+async def attach_services(
+    rt: Runtime, deps: AgentDeps, settings: AgentSettings, *, base_url: str
+) -> None:
     """Memory, costs, response cache and token counting, each when enabled."""
     from chatbus.tokens import TokenCounter
 
@@ -108,10 +110,20 @@ async def attach_services(rt: Runtime, deps: AgentDeps, settings: AgentSettings)
 
         deps.costs = BusCosts(rt.bus)
     if settings.cache_enabled:
-        from chatbus.agent.response_cache import RedisResponseCache
+        from chatbus.agent.handoff import transfer_definitions
+        from chatbus.agent.response_cache import RedisResponseCache, answer_scope
 
+        spec = deps.spec
+        scope = answer_scope(
+            base_url=base_url,
+            temperature=deps.config.temperature,
+            system_prompt=spec.system_prompt,
+            tools=[t.definition() for t in spec.tools]
+            + transfer_definitions(spec.id, spec.handoffs),
+        )
         deps.cache = CountingCache(
-            RedisResponseCache(rt.redis_link(), ttl_s=settings.cache_ttl_s), rt.metrics
+            RedisResponseCache(rt.redis_link(), ttl_s=settings.cache_ttl_s, scope=scope),
+            rt.metrics,
         )
 
 
