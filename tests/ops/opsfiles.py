@@ -117,6 +117,36 @@ def parse_dockerfile(path: Path) -> list[Instruction]:
     return out
 
 
+def build_args(svc: Svc) -> dict[str, str]:
+    """The build arguments the one Dockerfile takes for a service (compose passes these)."""
+    return {"SERVICE": svc.dir, "PORT": str(svc.port)}
+
+
+_ARG_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _expand(text: str, scope: dict[str, str]) -> str:
+    return _ARG_REF.sub(lambda m: scope.get(m[1] or m[2], m[0]), text)
+
+
+def render_dockerfile(path: Path, build_args: dict[str, str]) -> list[Instruction]:
+    """The instructions with ``ARG`` values substituted the way Docker does it: an ``ARG`` is
+    in scope from its declaration to the end of its stage (RUN's shell sees it too); a build
+    argument overrides its default; other references (``ENV`` values) are left as written."""
+    out: list[Instruction] = []
+    scope: dict[str, str] = {}
+    stage = -1
+    for ins in parse_dockerfile(path):
+        if ins.stage != stage:
+            stage, scope = ins.stage, {}
+        if ins.cmd == "ARG":
+            name, _, default = ins.args.partition("=")
+            scope[name] = build_args.get(name, default)
+            continue
+        out.append(Instruction(ins.cmd, _expand(ins.args, scope), ins.stage))
+    return out
+
+
 def exec_form(args: str) -> list[str]:
     value = json.loads(args)
     assert isinstance(value, list) and all(isinstance(v, str) for v in value), args

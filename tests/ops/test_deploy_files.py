@@ -6,6 +6,7 @@ and check each fact against the packages and settings classes they deploy.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import tomllib
@@ -20,6 +21,7 @@ from tests.ops.opsfiles import (
     ROOT,
     SERVICES,
     Svc,
+    build_args,
     commented_keys,
     compose_vars,
     dotenv,
@@ -27,6 +29,7 @@ from tests.ops.opsfiles import (
     exec_form,
     load_compose,
     parse_dockerfile,
+    render_dockerfile,
     settings_class,
     substitute,
 )
@@ -49,9 +52,18 @@ def test_package_runs_as_python_m(svc: Svc) -> None:
     assert (pkg / "__main__.py").is_file(), f"`python -m {svc.package}` needs __main__.py"
 
 
+def test_one_dockerfile_for_every_service() -> None:
+    assert (ROOT / "Dockerfile").is_file()
+    per_service = sorted(ROOT.glob("services/*/Dockerfile"))
+    assert not per_service, f"one Dockerfile with a SERVICE build argument, not {per_service}"
+    args = {i.args.split("=")[0] for i in parse_dockerfile(ROOT / "Dockerfile") if i.cmd == "ARG"}
+    assert args == {"SERVICE", "PORT"}, args
+
+
 @svc_params
 def test_dockerfile(svc: Svc) -> None:
-    ins = parse_dockerfile(svc.path / "Dockerfile")
+    """The Dockerfile as Docker builds it with this service's build arguments."""
+    ins = render_dockerfile(ROOT / "Dockerfile", build_args(svc))
     last = max(i.stage for i in ins)
     assert last >= 1, "multi-stage: a build stage and a small runtime stage"
     froms = [i.args for i in ins if i.cmd == "FROM"]
@@ -63,15 +75,18 @@ def test_dockerfile(svc: Svc) -> None:
     ), "uv comes from its image"
     syncs = [i.args for i in build if i.cmd == "RUN" and "uv sync" in i.args]
     assert syncs and all(
-        "--frozen" in s and "--no-dev" in s and f"--package {svc.dist}" in s for s in syncs
+        "--frozen" in s and "--no-dev" in s and s.endswith(f"--package {svc.dist}") for s in syncs
     ), syncs
     # Only the lockfile, shared/ and this service are copied in: never another service.
     for i in build:
         if i.cmd == "COPY" and not i.args.startswith("--from"):
             sources = i.args.split()[:-1]
             for src in sources:
-                assert src in ("pyproject.toml", "uv.lock") or src.startswith(
-                    ("shared", f"services/{svc.dir}")
+                assert (
+                    src in ("pyproject.toml", "uv.lock")
+                    or src == "shared"
+                    or src.startswith(("shared/", f"services/{svc.dir}/"))
+                    or src == f"services/{svc.dir}"
                 ), f"copies {src}"
                 assert (ROOT / src).exists(), f"COPY source {src} does not exist"
 
@@ -84,24 +99,35 @@ def test_dockerfile(svc: Svc) -> None:
     env = " ".join(i.args for i in runtime if i.cmd == "ENV")
     assert re.search(rf"\bPORT={svc.port}\b", env)
     assert "HOST=0.0.0.0" in env
+    assert re.search(rf"\bOTEL_SERVICE_NAME={svc.dist}\b", env)
     health = [i.args for i in runtime if i.cmd == "HEALTHCHECK"]
     assert len(health) == 1 and "urllib" in health[0] and "/health" in health[0]
     probe = exec_form(health[0][health[0].index("CMD ") + 4 :])
     assert probe[:2] == ["python", "-c"]
     compile(probe[2], "HEALTHCHECK", "exec")
-    assert f"'{svc.port}'" in health[0], "the health check defaults to the service's port"
+    assert "os.environ['PORT']" in health[0], "the health check asks the port the image sets"
+    # The command execs the service's console script, so the service is PID 1 and gets SIGTERM.
+    assert re.search(rf"\bCHATBUS_SERVICE={svc.dist}\b", env)
     cmd = [exec_form(i.args) for i in runtime if i.cmd == "CMD"]
-    assert cmd == [["python", "-m", svc.package]]
+    assert cmd == [["/bin/sh", "-c", 'exec "$CHATBUS_SERVICE"']]
+    scripts = tomllib.loads((svc.path / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts[svc.dist] == f"{svc.package}.__main__:main"
+    assert callable(importlib.import_module(f"{svc.package}.__main__").main)
 
 
 @svc_params
 def test_railway_json(svc: Svc) -> None:
     cfg = json.loads((svc.path / "railway.json").read_text())
     assert cfg["build"]["builder"] == "DOCKERFILE"
-    assert cfg["build"]["dockerfilePath"] == f"services/{svc.dir}/Dockerfile"
+    assert cfg["build"]["dockerfilePath"] == "Dockerfile"
     assert (ROOT / cfg["build"]["dockerfilePath"]).is_file()
-    assert set(cfg["build"]["watchPatterns"]) == {f"services/{svc.dir}/**", "shared/**", "uv.lock"}
-    assert cfg["deploy"]["startCommand"] == f"python -m {svc.package}"
+    assert set(cfg["build"]["watchPatterns"]) == {
+        f"services/{svc.dir}/**",
+        "shared/**",
+        "uv.lock",
+        "Dockerfile",
+    }
+    assert cfg["deploy"]["startCommand"] == svc.dist
     assert cfg["deploy"]["healthcheckPath"] in ("/health", "/ready")
 
 
@@ -126,7 +152,11 @@ def test_compose_runs_the_full_stack() -> None:
 @svc_params
 def test_compose_service(svc: Svc) -> None:
     spec = load_compose()["services"][svc.dir]
-    assert spec["build"] == {"context": ".", "dockerfile": f"services/{svc.dir}/Dockerfile"}
+    assert spec["build"] == {
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "args": {k: str(v) for k, v in build_args(svc).items()},
+    }
     env = {k: substitute(str(v)) for k, v in spec["environment"].items()}
     for key in (*COMMON_ENV, *svc.required_env):
         assert key in env, f"{svc.dir}: {key} not set in compose"
