@@ -181,25 +181,86 @@ async def wait_for_port(url: str, timeout: float = 20.0) -> bool:
     return False
 
 
-async def wait_http_ok(
-    url: str, *, timeout: float = 30.0, alive: Callable[[], bool] | None = None
-) -> bool:
-    """Poll ``url`` until it answers 200 (a service's ``/ready``), for at most ``timeout`` s.
+def slowness() -> float:
+    """How much busier than idle this machine is now: runnable processes per core, at least 1."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return 1.0
+    return max(1.0, load / (os.cpu_count() or 1))
 
-    Returns False on timeout, or as soon as ``alive()`` says the process behind it died.
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time ``pid`` has used so far (user + system), None when it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ReadinessBound:
+    """How long to wait for a starting process: generous, and adapted to a busy machine.
+
+    The wait lasts ``timeout`` seconds on an idle machine, stretched by :func:`slowness` (the
+    highest seen while waiting). Past that, it goes on while the process still uses CPU (it is
+    working on starting: importing, loading a model) — up to ``stretch`` x ``timeout`` — and
+    ends as soon as the process sits idle without being ready.
+    """
+
+    def __init__(self, timeout: float, pid: int | None = None, *, stretch: float = 6.0) -> None:
+        self.timeout = timeout
+        self.pid = pid
+        self.cap = timeout * stretch
+        self.started = time.monotonic()
+        self.scale = slowness()
+        self.checked_at = self.started
+        self.cpu = cpu_seconds(pid) if pid is not None else None
+
+    def expired(self) -> bool:
+        now = time.monotonic()
+        elapsed = now - self.started
+        self.scale = max(self.scale, slowness())
+        if elapsed < min(self.timeout * self.scale, self.cap):
+            return False
+        if elapsed >= self.cap or self.pid is None:
+            return True
+        if now - self.checked_at < 1.0:
+            return False
+        cpu = cpu_seconds(self.pid)
+        working = cpu is not None and self.cpu is not None and cpu > self.cpu
+        self.cpu, self.checked_at = cpu, now
+        return not working
+
+    def waited(self) -> float:
+        return time.monotonic() - self.started
+
+
+async def wait_http_ok(
+    url: str,
+    *,
+    timeout: float = 30.0,
+    alive: Callable[[], bool] | None = None,
+    pid: int | None = None,
+) -> bool:
+    """Poll ``url`` until it answers 200 (a service's ``/ready``).
+
+    Waits as long as :class:`ReadinessBound` allows (``timeout`` on an idle machine, longer on a
+    busy one or while process ``pid`` is still working on starting). Returns False when the
+    bound is reached, or as soon as ``alive()`` says the process behind it died.
     """
     import aiohttp
 
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
+    bound = ReadinessBound(timeout, pid)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while not bound.expired():
             if alive is not None and not alive():
                 return False
             try:
                 async with http.get(url) as r:
                     if r.status == 200:
                         return True
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(0.05)  # polling a child process for readiness
     return False
