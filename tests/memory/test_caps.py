@@ -63,7 +63,7 @@ async def test_turns_past_the_cap_become_an_llm_summary(
                 Turn(role="assistant", content=f"reply {i}", created_at=1001 + 2 * i),
             ],
         )
-        ids += [turn_event_id(req.request_id, 0), turn_event_id(req.request_id, 1)]
+        ids += [turn_event_id(req, 0), turn_event_id(req, 1)]
     await indexed.wait_for(ids)
 
     stats = await memory.stats("default", session)

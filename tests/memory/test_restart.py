@@ -27,7 +27,7 @@ async def remember(memory: BusMemory, session: str, texts: list[str]) -> list[st
             request_id=uuid.uuid4().hex, agent="a", session_id=session, message=text, user_id="u1"
         )
         await memory.remember(req, [Turn(role="user", content=text)])
-        ids.append(turn_event_id(req.request_id, 0))
+        ids.append(turn_event_id(req, 0))
     return ids
 
 

@@ -69,7 +69,7 @@ async def say(
         req = request(session, user_text, **kw)
         turns = [Turn(role="user", content=user_text), Turn(role="assistant", content=reply)]
         await memory.remember(req, turns)
-        ids += [turn_event_id(req.request_id, i) for i in range(len(turns))]
+        ids += [turn_event_id(req, i) for i in range(len(turns))]
     await indexed.wait_for(ids)
 
 

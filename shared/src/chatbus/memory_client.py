@@ -7,6 +7,7 @@ memory service is down or slow it logs a warning and returns nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import nats.js.errors
@@ -52,9 +53,15 @@ async def ensure_memory_stream(bus: Bus, *, max_age_s: float = 7 * 86400) -> Non
     )
 
 
-def turn_event_id(request_id: str, index: int) -> str:
-    """The idempotency key of the ``index``-th turn remembered for a request."""
-    return f"{request_id}:{index}"
+def turn_event_id(req: ChatRequest, index: int) -> str:
+    """The idempotency key (``Nats-Msg-Id``) of the ``index``-th turn remembered for ``req``.
+
+    JetStream de-duplicates by this id across the whole stream, so it is scoped by tenant and
+    session: a retry of the same request stores nothing twice, while another tenant (or
+    session) reusing the same request id can never make this turn vanish.
+    """
+    seed = "\0".join((req.tenant_id, req.session_id, req.request_id))
+    return f"{hashlib.sha256(seed.encode()).hexdigest()[:40]}:{index}"
 
 
 class BusMemory:
@@ -97,7 +104,7 @@ class BusMemory:
         for index, turn in enumerate(turns):
             if not turn.content.strip():
                 continue
-            event_id = turn_event_id(req.request_id, index)
+            event_id = turn_event_id(req, index)
             event = TurnStored(
                 event_id=event_id,
                 tenant_id=req.tenant_id,

@@ -21,7 +21,7 @@ from chatbus_gateway.jobs import CallbackSender, JobStore, JobWorker, start_work
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
 from chatbus_gateway.memory_routes import setup_memory_routes
-from chatbus_gateway.middleware import drain_middleware, error_middleware
+from chatbus_gateway.middleware import drain_middleware, echo_request_id, error_middleware
 from chatbus_gateway.openai_api import setup_openai_routes
 from chatbus_gateway.openapi import OPENAPI_PATHS, setup_openapi
 from chatbus_gateway.openapi_store_paths import store_paths
@@ -52,6 +52,7 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     app.middlewares.append(auth_middleware(s, keys))
     app.middlewares.append(limits.middleware())
     app.on_response_prepare.append(add_rate_headers)
+    app.on_response_prepare.append(echo_request_id)
     setup_chat_routes(app)
     setup_agent_routes(app)
     setup_openai_routes(app)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 
 from aiohttp import web
@@ -18,13 +17,15 @@ from chatbus_gateway.pipeline import PIPELINE, REPLAYED
 from chatbus_gateway.schemas import ChatIn, ChatOut
 from chatbus_gateway.sse import open_sse, send_event
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
+def new_request_id() -> str:
+    """The id of one exchange: always the server's own, never the caller's ``X-Request-Id``.
 
-def request_id_for(request: web.Request) -> str:
-    """The caller's ``X-Request-Id`` when it is a sane token, else a fresh one."""
-    given = request.headers.get("X-Request-Id", "")
-    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+    Everything keyed by it downstream (the token ledger, memory and cost de-duplication, the
+    job) is then unique, so no client value can merge, drop or overwrite another exchange.
+    The caller's ``X-Request-Id`` is only a label, echoed back (``middleware.echo_request_id``).
+    """
+    return uuid.uuid4().hex
 
 
 def wants_stream(request: web.Request) -> bool:
@@ -45,7 +46,7 @@ async def chat(request: web.Request) -> web.StreamResponse:
             param="message",
         )
     req = ChatRequest(
-        request_id=request_id_for(request),
+        request_id=new_request_id(),
         agent=agent,
         session_id=body.session_id,
         message=body.message,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from chatbus.metrics import Metrics
+from chatbus.telemetry import logging_context
 from chatbus_gateway.errors import ApiError, error_body
 
 log = logging.getLogger("chatbus.gateway")
@@ -21,6 +23,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths that do work for a caller (and so need auth, limits and a drain); the rest are probes.
 API_PREFIXES = ("/api/", "/v1/")
+
+
+# A caller's X-Request-Id is a correlation label only: echoed and logged, never an identity.
+CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def client_request_id(request: web.Request) -> str | None:
+    """The caller's ``X-Request-Id`` when it is a sane label (else None: not echoed)."""
+    given = request.headers.get("X-Request-Id", "")
+    return given if CLIENT_REQUEST_ID.match(given) else None
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Answer with the caller's own ``X-Request-Id`` (the body keeps the server's id)."""
+    label = client_request_id(request)
+    if label is not None:
+        response.headers["X-Request-Id"] = label
 
 
 def is_api(path: str) -> bool:
@@ -58,7 +77,8 @@ def error_middleware(metrics: Metrics) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            response = await handler(request)
+            with logging_context(client_request_id=client_request_id(request)):
+                response = await handler(request)
         except ApiError as e:
             response = e.response()
         except web.HTTPException as e:

@@ -20,7 +20,7 @@ from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus_gateway.agents import discover
 from chatbus_gateway.body import json_response, read_model
 from chatbus_gateway.caller import tenant_of
-from chatbus_gateway.chat_routes import request_id_for
+from chatbus_gateway.chat_routes import new_request_id
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import AGENT_ID
 from chatbus_gateway.errors import ApiError
@@ -61,7 +61,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, f"unknown model {body.model[:80]!r}", type="not_found", param="model")
     tenant = tenant_of(request)
     req = ChatRequest(
-        request_id=request_id_for(request),
+        request_id=new_request_id(),
         agent=body.model,
         session_id=session_for(request, body, tenant),
         message=last_user_message(body.messages, deps.settings.max_message_chars),

@@ -118,9 +118,7 @@ class ChatPipeline:
     async def _spend(self, tokens: Limit | None, reply: ChatReply) -> None:
         # Awaited, so the caller's next request already sees these tokens.
         if tokens is not None:
-            await self.limits.limiter.spend_tokens(
-                tokens, reply.request_id, reply.usage.total_tokens
-            )
+            await self.limits.limiter.spend_tokens(tokens, reply.usage.total_tokens)
 
 
 PIPELINE = web.AppKey("chatbus_gateway_pipeline", ChatPipeline)

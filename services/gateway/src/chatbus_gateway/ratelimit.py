@@ -176,8 +176,12 @@ class RateLimiter:
             ticket = turn[0].ticket(turn[1], turn[2], int(answer[5]), int(answer[6]))
         return decision, ticket
 
-    async def spend_tokens(self, tokens: Limit, request_id: str, count: int) -> None:
-        """Log ``count`` tokens used by one answer against the per-minute token limit."""
+    async def spend_tokens(self, tokens: Limit, count: int) -> None:
+        """Log ``count`` tokens used by one answer against the per-minute token limit.
+
+        Each entry gets its own server-made id: two answers never collapse into one entry,
+        whatever ids the caller sent.
+        """
         if tokens.per_minute <= 0 or count <= 0:
             return
-        await self._spend(keys=[tokens.key], args=[f"{request_id}:{count}", WINDOW_MS])
+        await self._spend(keys=[tokens.key], args=[f"{uuid.uuid4().hex}:{count}", WINDOW_MS])

@@ -1,0 +1,90 @@
+"""Fixtures of the adversarial suite: the gateway test harness, two tenants, real memory.
+
+The gateway runs in-process (``tests/gateway`` harness) with auth on; every attack goes over
+real HTTP to it, with real NATS and Redis behind. The only fake is the language model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import redis.asyncio as aioredis
+
+from chatbus.bus import Bus
+from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
+from chatbus.memory_client import BusMemory
+from chatbus.runtime import Runtime
+from chatbus_gateway.keys import KeyStore
+from tests.gateway.conftest import agent, callbacks, gateway, http, start_gateway
+from tests.gateway.gw_agent_stub import StubAgent
+from tests.memory.conftest import memory_settings, running_memory
+
+__all__ = ["agent", "callbacks", "gateway", "http", "start_gateway"]
+
+ADMIN_KEY = "adm-" + "x" * 40
+
+
+@dataclass(frozen=True)
+class Tenant:
+    name: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+@pytest_asyncio.fixture
+async def tenants(redis_url: str, uid: str) -> tuple[Tenant, Tenant]:
+    """Two tenants with one API key each, in the gateway harness's Redis prefix."""
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        store = KeyStore(client, f"gwtest:{uid}:")
+        a, _ = await store.create(f"ta-{uid}")
+        b, _ = await store.create(f"tb-{uid}")
+    finally:
+        await client.aclose()
+    return Tenant(f"ta-{uid}", a), Tenant(f"tb-{uid}", b)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def memory_rt(
+    nats_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Runtime]:
+    """The real memory service, in-process, for the routes and agents that use it."""
+    settings = memory_settings(nats_url, redis_url, Path(tmp_path_factory.mktemp("memory")))
+    async with running_memory(settings) as rt:
+        yield rt
+
+
+class RememberingAgent(StubAgent):
+    """The stub agent that also stores each exchange in memory, as the agent runtime does."""
+
+    memory: BusMemory | None = None
+
+    async def answer(self, req: ChatRequest) -> ChatReply:
+        reply = await super().answer(req)
+        assert self.memory is not None
+        turns = [
+            Turn(role="user", content=req.message),
+            Turn(role="assistant", content=reply.reply, agent=self.agent),
+        ]
+        await self.memory.remember(req, turns)
+        return reply
+
+
+@pytest_asyncio.fixture
+async def remembering_agent(
+    bus: Bus, fake_llm: tuple[Any, str], uid: str, memory_rt: Runtime
+) -> AsyncIterator[RememberingAgent]:
+    _, url = fake_llm
+    stub = RememberingAgent(bus, f"mem-{uid}", url, label="Memory")
+    stub.memory = BusMemory(bus, timeout=10)
+    await stub.start()
+    yield stub
+    await stub.close()
