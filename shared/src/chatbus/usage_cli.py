@@ -12,30 +12,15 @@ import asyncio
 import calendar
 import os
 import sys
-from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import TextIO
 
 import nats
 
 from chatbus.bus import Bus
-from chatbus.contracts.cost import UsageReport
+from chatbus.contracts.cost import UsageReport, forecast_month_end
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, NoResponders
-
-
-def forecast_month_end(daily_cost: Mapping[str, float], today: date) -> float:
-    """Projected cost of ``today``'s month: average daily cost so far x days in the month.
-
-    ``daily_cost`` maps ISO dates to USD; days outside the month or after ``today`` are ignored,
-    and a missing day counts as zero.
-    """
-    first = today.replace(day=1)
-    so_far = sum(
-        cost for day, cost in daily_cost.items() if first <= date.fromisoformat(day) <= today
-    )
-    days_in_month = calendar.monthrange(today.year, today.month)[1]
-    return so_far / today.day * days_in_month
 
 
 def render(report: UsageReport, days: int, today: date) -> str:

