@@ -6,8 +6,11 @@ parsing), more than Redis itself. A :class:`RedisLink` writes every command of t
 on one socket and matches replies to callers in order, the way ioredis and redis-rs's
 multiplexed connection do: concurrent callers share the socket, and a command costs ~10 µs.
 
-It speaks only plain request/reply commands (no MULTI, no blocking or pub/sub commands, which
-would hold the shared socket); everything else keeps using redis-py. Errors are redis-py's
+It speaks request/reply commands, batches, MULTI/EXEC blocks written in one piece, SCAN and
+Lua scripts; never blocking or pub/sub commands, which would hold the shared socket (the bus
+does what pub/sub would). With a ``redis+sentinel://`` URL it asks Redis Sentinel where the
+master is and follows a failover: a lost or demoted master (READONLY) makes the next command
+reconnect through the Sentinels. Errors are redis-py's
 (``ConnectionError``, ``TimeoutError``, ``ResponseError``, ``NoScriptError``), so callers
 handle both clients the same way. A lost connection fails the commands in flight and the next
 command reconnects.
@@ -20,7 +23,7 @@ import hashlib
 import ssl
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -51,10 +54,20 @@ def encode_command(args: Sequence[Arg]) -> bytes:
     return b"".join(out)
 
 
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+
 def parse_url(url: str) -> dict[str, Any]:
     """host/port or path, username, password and db of a ``redis://``, ``rediss://`` or
-    ``unix://`` URL (the db from the path, or ``?db=`` for a socket)."""
+    ``unix://`` URL (the db from the path, or ``?db=`` for a socket).
+
+    ``redis+sentinel://[user:password@]host:port,host:port,…/<master name>[/db]`` names the
+    Sentinels that watch a replicated Redis: the link asks them where the master is (the
+    credentials are the master's; ``?sentinel_password=`` for Sentinels that require one).
+    """
     u = urlsplit(url)
+    if u.scheme in SENTINEL_SCHEMES:
+        return _parse_sentinel_url(u)
     if u.scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"not a Redis URL (redis://, rediss:// or unix://): {u.scheme}://…")
     out: dict[str, Any] = {
@@ -70,6 +83,33 @@ def parse_url(url: str) -> dict[str, Any]:
         db = u.path.lstrip("/") or query.get("db", ["0"])[0]
         out["db"] = int(db)
     return out
+
+
+def _parse_sentinel_url(u: Any) -> dict[str, Any]:
+    auth, _, hosts = u.netloc.rpartition("@")
+    user, _, password = auth.partition(":")
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host:  # no port given
+            host, port = port, "26379"
+        sentinels.append((host.strip("[]"), int(port)))
+    parts = [p for p in u.path.split("/") if p]
+    if not parts or not hosts:
+        raise ValueError(
+            "a Sentinel URL names its Sentinels and the master: "
+            "redis+sentinel://host:26379,host:26379/<master name>[/db]"
+        )
+    query = parse_qs(u.query)
+    return {
+        "sentinels": sentinels,
+        "master": unquote(parts[0]),
+        "db": int(parts[1]) if len(parts) > 1 else 0,
+        "username": unquote(user) if user else None,
+        "password": unquote(password) if password else None,
+        "sentinel_password": query.get("sentinel_password", [None])[0],
+        "tls": u.scheme.startswith("rediss"),
+    }
 
 
 def _as_error(reply: hiredis.ReplyError) -> ResponseError:
@@ -109,6 +149,10 @@ class _Protocol(asyncio.Protocol):
             if not waiters:  # a reply nobody asked for: the stream is out of step
                 self.abort(RedisConnectionError("unexpected reply from Redis"))
                 return
+            if isinstance(reply, hiredis.ReplyError) and str(reply).startswith("READONLY"):
+                # The master we talk to was demoted (a Sentinel failover): reconnect through
+                # the Sentinels once this reply is delivered.
+                self.loop.call_soon(self.abort, RedisConnectionError("Redis master demoted"))
             w = waiters[0]
             w.replies.append(reply)
             w.left -= 1
@@ -206,6 +250,38 @@ class RedisLink:
                 raise _as_error(reply)
         return replies
 
+    async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+        """Run ``commands`` as one MULTI/EXEC transaction; their replies in order.
+
+        The block goes out in one write on the shared socket, so no other caller's command
+        lands inside it. A command Redis refuses raises after the block (the others ran,
+        as in Redis itself); a refused block (EXECABORT) runs nothing.
+        """
+        if not commands:
+            return []
+        proto = await self._ready()
+        block = [("MULTI",), *commands, ("EXEC",)]
+        payload = b"".join(encode_command(c) for c in block)
+        replies = await self._send(proto, payload, len(block))
+        results = replies[-1]
+        if isinstance(results, hiredis.ReplyError):
+            queued = next((r for r in replies[1:-1] if isinstance(r, hiredis.ReplyError)), None)
+            raise _as_error(queued or results)
+        for reply in results:
+            if isinstance(reply, hiredis.ReplyError):
+                raise _as_error(reply)
+        return list(results)
+
+    async def scan(self, match: str, count: int = 500) -> AsyncIterator[bytes]:
+        """Every key matching ``match`` (SCAN: non-blocking, may repeat a key)."""
+        cursor: Reply = b"0"
+        while True:
+            cursor, keys = await self.call("SCAN", cursor, "MATCH", match, "COUNT", count)
+            for key in keys:
+                yield key
+            if cursor == b"0":
+                return
+
     def script(self, source: str) -> LinkScript:
         return LinkScript(self, source)
 
@@ -265,12 +341,14 @@ class RedisLink:
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
                     proto = await self._dial(loop)
-                break
-            except (OSError, TimeoutError) as e:
+                return await self._greet(proto)
+            except (OSError, TimeoutError) as e:  # refused, or (Sentinel) no master yet
                 if loop.time() + delay > give_up:
                     raise RedisConnectionError(f"cannot connect to Redis: {e}") from e
-                await asyncio.sleep(delay)  # retry pacing while Redis (re)starts
+                await asyncio.sleep(delay)  # retry pacing while Redis (re)starts or fails over
                 delay = min(delay * 2, 0.5)
+
+    async def _greet(self, proto: _Protocol) -> _Protocol:
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await self._hello(proto)
@@ -282,12 +360,49 @@ class RedisLink:
 
     async def _dial(self, loop: asyncio.AbstractEventLoop) -> _Protocol:
         o = self.options
+        if "sentinels" in o:
+            host, port = await self._ask_sentinels()
+            tls = ssl.create_default_context() if o["tls"] else None
+            _, proto = await loop.create_connection(_Protocol, host, port, ssl=tls)
+            return proto
         if "path" in o:
             _, proto = await loop.create_unix_connection(_Protocol, o["path"])
         else:
             tls = ssl.create_default_context() if self.url.startswith("rediss:") else None
             _, proto = await loop.create_connection(_Protocol, o["host"], o["port"], ssl=tls)
         return proto
+
+    async def _ask_sentinels(self) -> tuple[str, int]:
+        """The master's address, from the first Sentinel that knows it."""
+        o = self.options
+        ask: list[list[Arg]] = [["SENTINEL", "get-master-addr-by-name", o["master"]]]
+        if o["sentinel_password"]:
+            ask.insert(0, ["AUTH", o["sentinel_password"]])
+        errors: list[str] = []
+        for host, port in o["sentinels"]:
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError as e:
+                errors.append(f"{host}:{port}: {e.strerror or e}")
+                continue
+            try:
+                writer.write(b"".join(encode_command(c) for c in ask))
+                parser = hiredis.Reader(replyError=hiredis.ReplyError)
+                replies: list[Reply] = []
+                while len(replies) < len(ask):
+                    data = await reader.read(4096)
+                    if not data:
+                        break
+                    parser.feed(data)
+                    while (reply := parser.gets()) is not False:
+                        replies.append(reply)
+            finally:
+                writer.close()
+            addr = replies[-1] if len(replies) == len(ask) else None
+            if isinstance(addr, list) and len(addr) == 2:
+                return addr[0].decode(), int(addr[1])
+            errors.append(f"{host}:{port}: no master named {o['master']!r}")
+        raise OSError(f"no Sentinel knows the master: {'; '.join(errors)}")
 
     async def _hello(self, proto: _Protocol) -> None:
         o = self.options
@@ -296,12 +411,17 @@ class RedisLink:
             hello.append(["AUTH", o.get("username") or "default", o["password"]])
         if int(o.get("db") or 0):
             hello.append(["SELECT", int(o["db"])])
+        if "sentinels" in o:
+            hello.append(["ROLE"])  # a Sentinel may still name a master that was just demoted
         for cmd in hello:
             (reply,) = await proto.send(encode_command(cmd), 1)
             if isinstance(reply, hiredis.ReplyError):
                 refused = RedisConnectionError(f"Redis refused {cmd[0]!s}: {reply}")
                 proto.abort(refused)
                 raise refused
+            if cmd[0] == "ROLE" and reply[0] != b"master":
+                proto.abort(RedisConnectionError("not the master yet"))
+                raise OSError("the Sentinels name a Redis that is not the master (failover)")
 
 
 class LinkScript:

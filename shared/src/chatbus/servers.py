@@ -270,3 +270,73 @@ def child_env(**overrides: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides)
     return env
+
+
+@dataclass
+class SentinelSet:
+    """A replicated Redis watched by Sentinels, on loopback: ``url`` is the link's URL."""
+
+    master: ServerProcess
+    replicas: list[ServerProcess]
+    sentinels: list[ServerProcess]
+    name: str
+    url: str
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, *self.replicas, self.master):
+            server.stop()
+
+
+def start_redis_sentinel(
+    directory: Path, *, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1000
+) -> SentinelSet:
+    """A master, ``replicas`` replicas and ``sentinels`` Sentinels (quorum: a majority) on free
+    ports; returns once every Sentinel watches the master and knows every replica."""
+    name = "chatbus"
+    master = start_redis()
+    mport = int(master.url.rsplit(":", 1)[1].split("/")[0])
+    reps = [start_redis() for _ in range(replicas)]
+    for rep in reps:
+        port = int(rep.url.rsplit(":", 1)[1].split("/")[0])
+        _redis_command(port, "REPLICAOF", "127.0.0.1", str(mport))
+    binary = find_binary("redis-server")
+    assert binary is not None  # start_redis found it
+    quorum = sentinels // 2 + 1
+    watchers: list[ServerProcess] = []
+    for i in range(sentinels):
+        port = free_port()
+        conf = directory / f"sentinel-{i}.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {directory}\n"
+            f"sentinel monitor {name} 127.0.0.1 {mport} {quorum}\n"
+            f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+            f"sentinel failover-timeout {name} {max(3 * down_after_ms, 3000)}\n"
+        )
+        proc = subprocess.Popen(
+            [binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        watchers.append(ServerProcess("redis-sentinel", f"redis://127.0.0.1:{port}", proc))
+    ports = [int(w.url.rsplit(":", 1)[1]) for w in watchers]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        known = [_redis_command(p, "SENTINEL", "replicas", name) for p in ports]
+        if all(k is not None and k.count(b"slave") >= replicas for k in known):
+            hosts = ",".join(f"127.0.0.1:{p}" for p in ports)
+            return SentinelSet(master, reps, watchers, name, f"redis+sentinel://{hosts}/{name}")
+        time.sleep(0.1)  # polling child processes for readiness
+    SentinelSet(master, reps, watchers, name, "").stop()
+    raise RuntimeError("the Sentinels did not discover the replicas in time")
+
+
+def _redis_command(port: int, *args: str) -> bytes | None:
+    """One command over a raw socket; the raw reply bytes, or None if nothing answered."""
+    payload = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%b\r\n" % (len(a.encode()), a.encode()) for a in args
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", port), 1.0) as s:
+            s.sendall(payload)
+            s.settimeout(1.0)
+            return s.recv(65536)
+    except OSError:
+        return None
