@@ -9,9 +9,9 @@ from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis.asyncio as aioredis
 
 from chatbus.errors import RemoteError
+from chatbus.redis_link import RedisLink
 from chatbus_cost.ledger import Ledger, Limit
 from chatbus_cost.prices import PriceTable, usd
 
@@ -108,8 +108,8 @@ async def test_bad_ranges_are_refused(start_cost, since: str, until: str, messag
     assert err.value.code == "invalid"
 
 
-async def test_an_unsettled_reservation_expires(redis: aioredis.Redis, uid: str) -> None:
-    ledger = Ledger(redis, prefix=f"test:{uid}:")
+async def test_an_unsettled_reservation_expires(redis_link: RedisLink, uid: str) -> None:
+    ledger = Ledger(redis_link, prefix=f"test:{uid}:")
     limit = [Limit(counter=f"d1:user:{uid}", unit="usd", soft=0, hard=1000)]
     now = 1_000_000
     first = await ledger.reserve("r1", limit, main=(600, 10), cheap=None, now_ms=now, ttl_ms=5000)
@@ -124,9 +124,9 @@ async def test_an_unsettled_reservation_expires(redis: aioredis.Redis, uid: str)
 
 
 async def test_settling_replaces_the_estimate_with_the_actual_cost(
-    redis: aioredis.Redis, make_event, uid: str
+    redis_link: RedisLink, make_event, uid: str
 ) -> None:
-    ledger = Ledger(redis, prefix=f"test:{uid}:")
+    ledger = Ledger(redis_link, prefix=f"test:{uid}:")
     counter = f"d1:user:{uid}"
     limit = [Limit(counter=counter, unit="usd", soft=0, hard=1000)]
     now = int(time.time() * 1000)
@@ -145,9 +145,9 @@ async def test_settling_replaces_the_estimate_with_the_actual_cost(
 
 
 async def test_cheap_model_still_fits_when_the_main_one_would_break_the_hard_limit(
-    redis: aioredis.Redis, uid: str
+    redis_link: RedisLink, uid: str
 ) -> None:
-    ledger = Ledger(redis, prefix=f"test:{uid}:")
+    ledger = Ledger(redis_link, prefix=f"test:{uid}:")
     limit = [Limit(counter=f"d1:agent:{uid}", unit="usd", soft=0, hard=1000)]
     now = int(time.time() * 1000)
     got = await ledger.reserve("r1", limit, main=(1500, 10), cheap=(300, 10), now_ms=now, ttl_ms=9)

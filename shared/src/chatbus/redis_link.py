@@ -234,20 +234,25 @@ class RedisLink:
             raise _as_error(reply)
         return reply
 
-    async def batch(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
+    async def batch(
+        self, commands: Sequence[Sequence[Arg]], *, raise_errors: bool = True
+    ) -> list[Reply]:
         """Send several commands in one write; their replies in order.
 
         Not a transaction: each command runs on its own. If any failed, the first error is
-        raised once every reply is in (the others still ran).
+        raised once every reply is in (the others still ran); with ``raise_errors=False`` each
+        failed command's error stands in its place in the list instead.
         """
         if not commands:
             return []
         proto = await self._ready()
         payload = b"".join(encode_command(c) for c in commands)
         replies = await self._send(proto, payload, len(commands))
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise _as_error(reply)
+        errors = [i for i, r in enumerate(replies) if isinstance(r, hiredis.ReplyError)]
+        if errors and raise_errors:
+            raise _as_error(replies[errors[0]])
+        for i in errors:
+            replies[i] = _as_error(replies[i])
         return replies
 
     async def transaction(self, commands: Sequence[Sequence[Arg]]) -> list[Reply]:
@@ -439,3 +444,22 @@ class LinkScript:
         except NoScriptError:
             await self.link.call("SCRIPT", "LOAD", self.source)
             return await self.link.call(*cmd)
+
+    async def many(self, calls: Sequence[tuple[Sequence[Arg], Sequence[Arg]]]) -> list[Reply]:
+        """Run the script once per ``(keys, args)`` in one write; the replies in order.
+
+        Calls Redis did not know the script for (after a SCRIPT FLUSH) are loaded and run
+        again; any other error is raised after the batch, as in :meth:`RedisLink.batch`.
+        """
+        cmds = [("EVALSHA", self.sha, len(k), *k, *a) for k, a in calls]
+        replies = await self.link.batch(cmds, raise_errors=False)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            await self.link.call("SCRIPT", "LOAD", self.source)
+            again = await self.link.batch([cmds[i] for i in missing], raise_errors=False)
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies

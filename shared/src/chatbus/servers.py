@@ -293,9 +293,9 @@ def start_redis_sentinel(
     """A master, ``replicas`` replicas and ``sentinels`` Sentinels (quorum: a majority) on free
     ports; returns once every Sentinel watches the master and knows every replica."""
     name = "chatbus"
-    master = start_redis()
+    master = start_redis(data_dir=directory / "master")
     mport = int(master.url.rsplit(":", 1)[1].split("/")[0])
-    reps = [start_redis() for _ in range(replicas)]
+    reps = [start_redis(data_dir=directory / f"replica-{i}") for i in range(replicas)]
     for rep in reps:
         port = int(rep.url.rsplit(":", 1)[1].split("/")[0])
         _redis_command(port, "REPLICAOF", "127.0.0.1", str(mport))

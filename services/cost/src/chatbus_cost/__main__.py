@@ -73,7 +73,7 @@ async def wire(
 ) -> None:
     metrics = Metrics(rt.registry, settings.service_name)
     service = CostService(
-        Ledger(rt.redis(), settings.redis_prefix),
+        Ledger(rt.redis_link(), settings.redis_prefix),
         prices,
         budgets,
         TokenCounter(),

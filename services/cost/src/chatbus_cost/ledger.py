@@ -23,9 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from chatbus.contracts.cost import UsageRecorded
+from chatbus.redis_link import RedisLink
 
 SEP = "\x1f"
 METRICS = ("p", "c", "n", "r", "h")
@@ -179,11 +178,11 @@ def clean(value: str) -> str:
 class Ledger:
     """Atomic budget and usage bookkeeping in Redis (see the module docstring)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str = "chatbus:cost:") -> None:
+    def __init__(self, redis: RedisLink, prefix: str = "chatbus:cost:") -> None:
         self.redis = redis
         self.prefix = prefix
-        self._reserve = redis.register_script(RESERVE)
-        self._record = redis.register_script(RECORD)
+        self._reserve = redis.script(RESERVE)
+        self._record = redis.script(RECORD)
 
     def spend_key(self, counter: str) -> str:
         return f"{self.prefix}spend:{counter}"
@@ -239,17 +238,17 @@ class Ledger:
         held: list[list[str]] = [[] for _ in items]
         settling = [i for i, u in enumerate(items) if u.event.reservation_id]
         if settling:
-            pipe = self.redis.pipeline(transaction=False)
-            for i in settling:
-                pipe.hget(f"{self.prefix}res:{items[i].event.reservation_id}", "keys")
-            for i, raw in zip(settling, await pipe.execute(), strict=True):
+            found = await self.redis.batch(
+                [
+                    ("HGET", f"{self.prefix}res:{items[i].event.reservation_id}", "keys")
+                    for i in settling
+                ]
+            )
+            for i, raw in zip(settling, found, strict=True):
                 if raw:
                     held[i] = json.loads(raw)
-        pipe = self.redis.pipeline(transaction=False)
-        for u, h in zip(items, held, strict=True):
-            keys, args = self._record_call(u, h, seen_ttl_s)
-            await self._record(keys=keys, args=args, client=pipe)
-        return [bool(r) for r in await pipe.execute()]
+        calls = [self._record_call(u, h, seen_ttl_s) for u, h in zip(items, held, strict=True)]
+        return [bool(r) for r in await self._record.many(calls)]
 
     def _record_call(
         self, u: Usage, held: list[str], seen_ttl_s: int
@@ -289,7 +288,7 @@ class Ledger:
 
     async def spent(self, counter: str) -> tuple[int, int]:
         """(nano-dollars, tokens) spent on a counter (settled only)."""
-        usd, tok = await self.redis.hmget(self.spend_key(counter), ["usd", "tok"])
+        usd, tok = await self.redis.call("HMGET", self.spend_key(counter), "usd", "tok")
         return int(usd or 0), int(tok or 0)
 
 

@@ -58,23 +58,21 @@ async def build_report(ledger: Ledger, ask: ReportUsage) -> UsageReport:
     """The report ``ask`` describes; totals are exact sums of the rows."""
     days = days_between(ask.from_date, ask.to_date)
     if ask.all_tenants:
-        members = await ledger.redis.smembers(ledger.tenants_key)
+        members = await ledger.redis.call("SMEMBERS", ledger.tenants_key)
         tenants = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in members)
     else:
         tenants = [ask.tenant_id]
     sessions = ask.group_by == "session"
-    pipe = ledger.redis.pipeline(transaction=False)
-    plan: list[str] = []
-    for tenant in tenants:
-        for day in days:
-            pipe.hgetall(ledger.agg_key(tenant, day, sessions=sessions))
-            plan.append(day)
-    results = await pipe.execute() if plan else []
+    plan = [(tenant, day) for tenant in tenants for day in days]
+    flat = await ledger.redis.batch(
+        [("HGETALL", ledger.agg_key(tenant, day, sessions=sessions)) for tenant, day in plan]
+    )
+    results = [dict(zip(f[::2], f[1::2], strict=True)) for f in flat]
     tally, total = Tally(), dict.fromkeys("pcnrh", 0)
     if ask.group_by == "day":  # a day without usage is a row of zeros, not a gap
         for day in days:
             tally.groups[day] = dict.fromkeys("pcnrh", 0)
-    for day, fields in zip(plan, results, strict=True):
+    for (_, day), fields in zip(plan, results, strict=True):
         for raw_field, raw_value in fields.items():
             parts = _text(raw_field).split(SEP)
             metric, value = parts[0], int(raw_value)
