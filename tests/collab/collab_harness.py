@@ -14,7 +14,8 @@ from agent_support.persona import SUPPORT
 from chatbus.agent.service import make_wire
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
-from chatbus.contracts.chat import ChatRequest
+from chatbus.bus import Bus
+from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus.offline_llm import Scripted
 from chatbus.runtime import Runtime
 from chatbus.testing import serving
@@ -40,6 +41,12 @@ def ask(spec: AgentSpec, message: str, session: str, **kw: Any) -> ChatRequest:
     return ChatRequest(
         request_id=uuid.uuid4().hex, agent=spec.id, session_id=session, message=message, **kw
     )
+
+
+async def chat(bus: Bus, spec: AgentSpec, message: str, session: str, **kw: Any) -> ChatReply:
+    """One turn, over the bus, as the gateway sends it."""
+    req = ask(spec, message, session, **kw)
+    return await bus.request(req, ChatReply, ChatRequest.subject_for(spec.id), timeout=20)
 
 
 def tool_messages(body_messages: list[dict[str, Any]]) -> list[str]:

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from agent_support.events import remember_qualified_lead
 from chatbus.agent.events import CustomerNotes, EventContext, Subscription
-from chatbus.agent.tools import RecordStore
+from chatbus.agent.records import RecordStore
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
 from chatbus.contracts.events import DOMAIN_STREAM, LeadQualified

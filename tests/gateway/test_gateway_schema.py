@@ -7,10 +7,14 @@ import functools
 from pathlib import Path
 
 import hypothesis
+import redis.asyncio as aioredis
 import schemathesis
 from hypothesis import HealthCheck
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from chatbus.agent.records import RecordStore
+from chatbus.agent.records_service import RecordsResponder
+from chatbus.bus import Bus
 from chatbus.testing import serving
 from chatbus_cost.__main__ import CostSettings
 from chatbus_cost.__main__ import make_wire as make_cost_wire
@@ -50,8 +54,16 @@ def fuzz(url: str, examples: int) -> list[str]:
 
 
 async def test_no_5xx_and_answers_match_the_schema(
-    start_gateway: StartGateway, agent: StubAgent, nats_url: str, redis_url: str, tmp_path: Path
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    bus: Bus,
+    redis: aioredis.Redis,
+    nats_url: str,
+    redis_url: str,
+    tmp_path: Path,
 ) -> None:
+    # The agent runtime's records responder behind /api/tickets, /api/leads, ...
+    owner = await RecordsResponder(RecordStore(redis)).subscribe(bus)
     # The memory and cost services behind /api/sessions, /api/memory and /api/usage.
     memory = MemorySettings(
         nats_url=nats_url,
@@ -77,4 +89,6 @@ async def test_no_5xx_and_answers_match_the_schema(
             rate_ip_per_min=0, rate_session_per_min=0, rate_user_per_min=0, request_timeout_s=5
         )
         failures = await asyncio.wait_for(asyncio.to_thread(fuzz, gw.url, 25), 90)
+    for sub in owner:
+        await sub.unsubscribe()
     assert not failures, "\n".join(failures)

@@ -1,4 +1,4 @@
-"""The sales agent's tools: qualify a lead, create an invoice."""
+"""The sales agent's tools: qualify a lead, draft an invoice the customer then confirms."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from chatbus.agent.tools import ToolContext, tool
 from chatbus.contracts.events import InvoiceCreated, LeadQualified
 
 Plan = Literal["starter", "team", "enterprise"]
+# Per seat and month, the same figure in every currency a tenant accepts.
 PRICE_PER_SEAT_USD: dict[str, float] = {"starter": 0.0, "team": 15.0, "enterprise": 45.0}
 QUALIFIED_SCORE = 50
 
@@ -41,13 +42,8 @@ async def qualify_lead(args: QualifyLead, ctx: ToolContext) -> dict[str, Any]:
     lead_id = f"L-{uuid.uuid4().hex[:8].upper()}"
     points = score(args)
     qualified = points >= QUALIFIED_SCORE
-    await ctx.store().put(
-        ctx.req.tenant_id,
-        "lead",
-        lead_id,
-        {**args.model_dump(), "score": points, "qualified": qualified},
-        session_id=ctx.req.session_id,
-        user_id=ctx.req.user_id,
+    await ctx.store().create(
+        "lead", lead_id, {**args.model_dump(), "score": points, "qualified": qualified}
     )
     if qualified:
         await ctx.publish_event(
@@ -66,33 +62,36 @@ async def qualify_lead(args: QualifyLead, ctx: ToolContext) -> dict[str, Any]:
 class CreateInvoice(BaseModel):
     plan: Plan
     seats: int = Field(ge=1, le=100_000)
-    billing_email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=200)
     months: int = Field(default=1, ge=1, le=36, description="Months billed up front")
+    currency: str = Field(default="USD", pattern=r"^[A-Za-z]{3}$", description="e.g. USD, EUR")
 
 
-@tool
-async def create_invoice(args: CreateInvoice, ctx: ToolContext) -> dict[str, Any]:
-    """Create an invoice for a plan; the customer receives it by email."""
-    invoice_id = f"INV-{uuid.uuid4().hex[:8].upper()}"
-    amount = round(PRICE_PER_SEAT_USD[args.plan] * args.seats * args.months, 2)
-    await ctx.store().put(
-        ctx.req.tenant_id,
-        "invoice",
-        invoice_id,
-        {**args.model_dump(), "amount_usd": amount, "status": "issued"},
-        session_id=ctx.req.session_id,
-        user_id=ctx.req.user_id,
-    )
+async def issue_invoice(draft: dict[str, Any], ctx: ToolContext) -> dict[str, Any]:
+    """The customer confirmed the draft: issue it and tell the other teams."""
     await ctx.publish_event(
         InvoiceCreated(
             **ctx.origin(),
-            invoice_id=invoice_id,
-            plan=args.plan,
-            seats=args.seats,
-            amount_usd=amount,
+            invoice_id=draft["id"],
+            plan=draft["plan"],
+            seats=draft["seats"],
+            amount_usd=draft["amount"],
+            currency=draft["currency"],
         )
     )
-    return {"invoice_id": invoice_id, "amount_usd": amount, "status": "issued"}
+    return {"status": "issued"}
+
+
+@tool(on_confirm=issue_invoice)
+async def create_invoice(args: CreateInvoice, ctx: ToolContext) -> dict[str, Any]:
+    """Draft an invoice for a plan, billed to the customer in this conversation.
+
+    It is issued only after the customer confirms it with the code this returns."""
+    amount = PRICE_PER_SEAT_USD[args.plan] * args.seats * args.months
+    invoice_id = f"INV-{uuid.uuid4().hex[:8].upper()}"
+    data = args.model_dump(exclude={"currency"})
+    return await ctx.propose(
+        "invoice", invoice_id, data, amount=amount, currency=args.currency.upper()
+    )
 
 
 TOOLS = (qualify_lead, create_invoice)

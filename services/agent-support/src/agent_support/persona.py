@@ -1,7 +1,7 @@
 """Who the support agent is: label, prompt, model defaults, tools, handoffs and subscriptions."""
 
 from agent_support.events import SUBSCRIPTIONS
-from agent_support.tools import TOOLS
+from agent_support.tools import DEMO_ORDERS, TOOLS
 from chatbus.agent.spec import AgentSpec
 
 SUPPORT = AgentSpec(
@@ -23,4 +23,5 @@ SUPPORT = AgentSpec(
     tools=TOOLS,
     handoffs=("sales",),
     subscriptions=SUBSCRIPTIONS,
+    demo_records=DEMO_ORDERS,
 )

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from chatbus.cost_client import BusCosts
 from chatbus.memory_client import BusMemory
+from chatbus.records_client import BusRecords
 from chatbus.runtime import Runtime
 from chatbus_gateway.admin_routes import setup_admin_routes
 from chatbus_gateway.agents import setup_agent_routes
@@ -84,7 +85,7 @@ async def wire(rt: Runtime) -> None:
     app = setup_gateway(rt.http, deps)
     setup_usage_routes(app, BusCosts(rt.bus))
     setup_memory_routes(app, BusMemory(rt.bus))
-    setup_records_routes(app, deps.redis)
+    setup_records_routes(app, BusRecords(rt.bus))
     app[OPENAPI_PATHS].update(store_paths())
     setup_web_routes(app)
     worker = JobWorker(

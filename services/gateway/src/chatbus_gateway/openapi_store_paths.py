@@ -133,20 +133,25 @@ def store_paths() -> dict[str, Any]:
     for plural in KINDS:
         paths[f"/api/{plural}"] = {
             "get": {
-                "summary": f"The tenant's {plural}, newest first",
+                "summary": f"The tenant's {plural}, newest first, a page at a time "
+                f"(`{{{plural}: [...], next_cursor}}`; pass `next_cursor` as `cursor`)",
                 "parameters": [
                     _query("session_id", ID),
                     _query("user_id", ID),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
+                    _query("cursor", ID),
                 ],
-                "responses": _answers(f"{plural.title()}", "200", "401", "422", "429"),
+                "responses": _answers(f"{plural.title()}", "200", "401", "422", "429", "503"),
             }
         }
         paths[f"/api/{plural}/{{record_id}}"] = {
             "get": {
-                "summary": f"One of the tenant's {plural}",
-                "parameters": [_path("record_id")],
-                "responses": _answers(f"{plural[:-1].title()}", "200", "401", "404", "429"),
+                "summary": f"One of the tenant's {plural} (only the given user's or session's "
+                "when `user_id` / `session_id` is set)",
+                "parameters": [_path("record_id"), _query("user_id", ID), _query("session_id", ID)],
+                "responses": _answers(
+                    f"{plural[:-1].title()}", "200", "401", "404", "422", "429", "503"
+                ),
             }
         }
     return paths

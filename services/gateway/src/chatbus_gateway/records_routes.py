@@ -1,67 +1,110 @@
 """What agents' tools did, readable through the API: tickets, leads, invoices, orders.
 
-``GET /api/{kind}?session_id=&user_id=&limit=`` lists a tenant's records newest first (filtered
-by session or user); ``GET /api/{kind}/{id}`` reads one. The records are the ones agent tools
-write with :class:`chatbus.agent.tools.RecordStore`.
+``GET /api/{kind}?session_id=&user_id=&limit=&cursor=`` lists the caller's tenant's records
+newest first (one session's or one user's when asked), a page at a time: ``next_cursor`` in the
+answer is the ``cursor`` of the next page (``null`` on the last). ``GET /api/{kind}/{id}`` reads
+one (``?user_id=`` / ``?session_id=``: only if it is theirs).
+
+The records belong to the agent runtime: these routes ask the agent services over the bus
+(``records.query.v1`` / ``records.get.v1``) and never read their keys.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
-from chatbus.agent.tools import RecordStore
+from chatbus.contracts.records import MAX_PAGE, QueryRecords
+from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.records_client import BusRecords
 from chatbus_gateway.caller import tenant_of
-from chatbus_gateway.errors import error_body
+from chatbus_gateway.errors import ApiError
+
+log = logging.getLogger("chatbus.gateway.records")
 
 KINDS = {"tickets": "ticket", "leads": "lead", "invoices": "invoice", "orders": "order"}
-MAX_LIMIT = 200
+MAX_LIMIT = MAX_PAGE
+MAX_ID = 200
+_DIGITS = re.compile(r"[0-9]{1,4}")  # ASCII only: "²" passes str.isdigit() but not int()
 
 
-def _tenant(request: web.Request) -> str:
-    return tenant_of(request)
-
-
-def _bad(message: str, param: str) -> web.Response:
-    return web.json_response(error_body(message, "invalid_request_error", 422, param), status=422)
-
-
-def _limit(request: web.Request) -> int | None:
+def _limit(request: web.Request) -> int:
     raw = request.query.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        return None
+    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ApiError(422, f"limit: must be an integer from 1 to {MAX_LIMIT}", param="limit")
     return int(raw)
 
 
-def setup_records_routes(app: web.Application, redis: Any) -> None:
-    """Add ``GET /api/{tickets,leads,invoices,orders}`` (list) and ``.../{id}`` (one)."""
-    store = RecordStore(redis)
+def _param(request: web.Request, name: str, max_len: int = MAX_ID) -> str | None:
+    value = request.query.get(name) or None
+    if value is not None and len(value) > max_len:
+        raise ApiError(422, f"{name}: at most {max_len} characters", param=name)
+    return value
 
-    def lister(plural: str, kind: str) -> Any:
-        async def handler(request: web.Request) -> web.Response:
-            limit = _limit(request)
-            if limit is None:
-                return _bad(f"limit: must be an integer from 1 to {MAX_LIMIT}", "limit")
-            records = await store.list(
-                _tenant(request),
-                kind,
-                session_id=request.query.get("session_id") or None,
-                user_id=request.query.get("user_id") or None,
-                limit=limit,
+
+def _unavailable(e: Exception) -> ApiError:
+    log.warning("records unavailable: %s", e)
+    return ApiError(503, "records are unavailable: no agent service answered", type="unavailable")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _asking(handler: Handler) -> Handler:
+    """The owner's answers as HTTP: not_found 404, invalid 422, owner unreachable 503."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as e:
+            return e.response()
+        except (NoResponders, RequestTimeout, BusUnavailable) as e:
+            return _unavailable(e).response()
+        except RemoteError as e:
+            if e.code == "not_found":
+                return ApiError(404, e.message, type="not_found").response()
+            if e.code == "invalid":
+                loc = (e.detail or {}).get("loc") or []
+                return ApiError(422, e.message, param=".".join(map(str, loc)) or None).response()
+            return _unavailable(e).response()
+
+    return wrapped
+
+
+def setup_records_routes(app: web.Application, records: BusRecords) -> None:
+    """Add ``GET /api/{tickets,leads,invoices,orders}`` (pages) and ``.../{id}`` (one)."""
+
+    def lister(plural: str, kind: str) -> Handler:
+        @_asking
+        async def handler(request: web.Request) -> web.StreamResponse:
+            query = QueryRecords(
+                tenant_id=tenant_of(request),
+                kind=kind,
+                session_id=_param(request, "session_id"),
+                user_id=_param(request, "user_id"),
+                limit=_limit(request),
+                cursor=_param(request, "cursor"),
             )
-            return web.json_response({plural: records})
+            page = await records.page(query)
+            body: dict[str, Any] = {plural: page.records, "next_cursor": page.next_cursor}
+            return web.json_response(body)
 
         return handler
 
-    def reader(kind: str) -> Any:
-        async def handler(request: web.Request) -> web.Response:
-            record = await store.get(_tenant(request), kind, request.match_info["record_id"])
-            if record is None:
-                body = error_body(
-                    f"no {kind} {request.match_info['record_id'][:80]!r}", "not_found", 404
-                )
-                return web.json_response(body, status=404)
+    def reader(kind: str) -> Handler:
+        @_asking
+        async def handler(request: web.Request) -> web.StreamResponse:
+            record_id = request.match_info["record_id"]
+            user_id, session_id = _param(request, "user_id"), _param(request, "session_id")
+            if len(record_id) > MAX_ID:
+                raise ApiError(404, f"no {kind} {record_id[:80]!r}", type="not_found")
+            record = await records.get(
+                tenant_of(request), kind, record_id, user_id=user_id, session_id=session_id
+            )
             return web.json_response(record)
 
         return handler

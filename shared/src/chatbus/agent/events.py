@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbus.agent.handoff import BusRouter
 from chatbus.agent.ports import Memory
-from chatbus.agent.tools import RecordStore
+from chatbus.agent.records import RecordStore
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.events import DOMAIN_EVENT_SUBJECTS, DOMAIN_STREAM, DomainEvent
 

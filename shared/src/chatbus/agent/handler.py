@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chatbus.agent.drafts import Drafts
 from chatbus.agent.handoff import Router, follow_route, transfer, transfer_definitions
 from chatbus.agent.handoff import transfer_target as _target
 from chatbus.agent.llm import LLMError
@@ -29,12 +30,12 @@ from chatbus.agent.ports import (
     ToolCall,
 )
 from chatbus.agent.prompt import build_messages
+from chatbus.agent.records import RecordStore
 from chatbus.agent.resilience import ResilientLLM
 from chatbus.agent.session_state import PortsReader, SessionReader
 from chatbus.agent.spec import AgentSpec
 from chatbus.agent.tools import (
     PublishEvent,
-    RecordStore,
     Tool,
     ToolContext,
     assistant_tool_calls,
@@ -89,6 +90,7 @@ class AgentDeps:
     tokens: Tokens | None = None
     router: Router | None = None
     records: RecordStore | None = None
+    drafts: Drafts | None = None  # money-moving tools' drafts awaiting confirmation
     notes: Notes | None = None
     publish_event: PublishEvent | None = None
     # Reads route, recent turns and notes at once; None: through the separate ports.
@@ -206,7 +208,7 @@ class _Run:
         self.definitions = [t.definition() for t in spec.tools] + transfer_definitions(
             spec.id, self.handoffs
         )
-        self.ctx = ToolContext(req, spec.id, deps.records, deps.publish_event)
+        self.ctx = ToolContext(req, spec.id, deps.records, deps.publish_event, deps.drafts)
         self.usage = Usage()
         self.calls = 0
         self.counted = False

@@ -22,6 +22,7 @@ from chatbus.agent.handler import AgentConfig, AgentDeps, answer
 from chatbus.agent.history import RedisHistory
 from chatbus.agent.llm import LLMError, OpenAIChat
 from chatbus.agent.ports import ResponseCache
+from chatbus.agent.records_service import attach_records
 from chatbus.agent.resilience import ResilientLLM
 from chatbus.agent.session_state import RedisSessionReader
 from chatbus.agent.settings import AgentSettings
@@ -178,6 +179,7 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
         errors = ErrorRateWatch(rt.alerter, what=f"{spec.id} chat messages")
         deps = await build_deps(rt, spec, settings, metrics)
         await attach_collaboration(rt, deps, metrics)  # handoffs, tool records, events
+        await attach_records(rt, deps, settings)  # records over the bus, drafts, demo data
         notes = deps.notes if isinstance(deps.notes, CustomerNotes) else None
         deps.session = RedisSessionReader(
             rt.redis_link(), notes=notes, with_route=bool(deps.router)

@@ -30,7 +30,15 @@ class AgentSpec:
     handoffs: tuple[str, ...] = field(default_factory=tuple)
     # Domain events this agent subscribes to: subject -> async handler(event, ctx).
     subscriptions: tuple[Any, ...] = field(default_factory=tuple)
+    # Demo records (chatbus.agent.records.DemoRecord), seeded only where DEMO_DATA asks.
+    demo_records: tuple[Any, ...] = field(default_factory=tuple)
     budget_reply: str = (
         "I'm sorry — this assistant has reached its usage budget for now. "
         "Please try again later or contact support."
     )
+
+    def __post_init__(self) -> None:
+        # Tools that draft bring the runtime's confirm_draft with them.
+        from chatbus.agent.tools import with_runtime_tools
+
+        object.__setattr__(self, "tools", with_runtime_tools(self.tools))

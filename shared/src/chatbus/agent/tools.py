@@ -13,6 +13,12 @@
 The runtime offers ``lookup_order.definition()`` to the LLM and runs each call with
 :func:`run_tool_call`, which never raises: bad JSON, arguments that fail validation, an unknown
 tool name, a tool error or a timeout become a ``role: tool`` error text the LLM can act on.
+
+Before a tool acts, the runtime checks its arguments against the caller
+(:mod:`chatbus.agent.tool_args`): the model never chooses the tenant, user or customer, and a
+record an argument refers to must be the caller's. Tools reach records only through
+``ctx.store()``, the caller's own. Money-moving tools draft and wait for the customer's
+confirmation (:mod:`chatbus.agent.drafts`).
 """
 
 from __future__ import annotations
@@ -30,7 +36,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from chatbus.agent.drafts import ConfirmDraft, Drafts, PolicyRefused
 from chatbus.agent.ports import Completion, ToolCall
+from chatbus.agent.records import Caller, CallerRecords, RecordStore
+from chatbus.agent.tool_args import ArgumentRefused, check_declaration, resolve_refs, screen
 from chatbus.contracts.chat import ChatRequest
 from chatbus.contracts.events import DomainEvent
 
@@ -38,90 +47,33 @@ log = logging.getLogger("chatbus.agent.tools")
 
 PublishEvent = Callable[[DomainEvent], Awaitable[None]]
 ToolFn = Callable[[Any, "ToolContext"], Awaitable[Any]]
+# Completes a confirmed draft: (the draft record, ctx) -> the fields that change.
+ConfirmFn = Callable[[dict[str, Any], "ToolContext"], Awaitable[dict[str, Any]]]
 
 
 class ToolError(Exception):
     """Raise from a tool for an expected failure; the LLM sees the message as it is."""
 
 
-class RecordStore:
-    """The business records tools create (orders, tickets, leads, invoices), in Redis.
-
-    A record is JSON at ``chatbus:{tenant}:record:{kind}:{id}``, indexed newest-first per
-    tenant, per session and per user, so the API can list them.
-    """
-
-    def __init__(self, redis: Any) -> None:
-        self.redis = redis  # redis.asyncio.Redis
-
-    @staticmethod
-    def key(tenant_id: str, kind: str, record_id: str) -> str:
-        return f"chatbus:{tenant_id}:record:{kind}:{record_id}"
-
-    @staticmethod
-    def index(tenant_id: str, kind: str, by: str = "", value: str = "") -> str:
-        base = f"chatbus:{tenant_id}:records:{kind}"
-        return f"{base}:{by}:{value}" if by else base
-
-    async def put(
-        self,
-        tenant_id: str,
-        kind: str,
-        record_id: str,
-        data: dict[str, Any],
-        *,
-        session_id: str | None = None,
-        user_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Store (or replace) a record; returns it with ``id``, ``kind`` and ``created_at``."""
-        now = time.time()
-        record = {"id": record_id, "kind": kind, "created_at": now, **data}
-        record.update({"session_id": session_id, "user_id": user_id})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.key(tenant_id, kind, record_id), json.dumps(record, default=str))
-            pipe.zadd(self.index(tenant_id, kind), {record_id: now})
-            if session_id:
-                pipe.zadd(self.index(tenant_id, kind, "session", session_id), {record_id: now})
-            if user_id:
-                pipe.zadd(self.index(tenant_id, kind, "user", user_id), {record_id: now})
-            await pipe.execute()
-        return record
-
-    async def get(self, tenant_id: str, kind: str, record_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.key(tenant_id, kind, record_id))
-        return json.loads(raw) if raw else None
-
-    async def list(
-        self,
-        tenant_id: str,
-        kind: str,
-        *,
-        session_id: str | None = None,
-        user_id: str | None = None,
-        limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Newest first, filtered by session or user when given."""
-        if session_id:
-            index = self.index(tenant_id, kind, "session", session_id)
-        elif user_id:
-            index = self.index(tenant_id, kind, "user", user_id)
-        else:
-            index = self.index(tenant_id, kind)
-        ids = await self.redis.zrevrange(index, 0, max(0, limit - 1))
-        if not ids:
-            return []
-        keys = [self.key(tenant_id, kind, i.decode() if isinstance(i, bytes) else i) for i in ids]
-        return [json.loads(raw) for raw in await self.redis.mget(keys) if raw]
-
-
 @dataclass
 class ToolContext:
-    """What a running tool may use: who asked, where records live, how to announce events."""
+    """What a running tool may use: who asked, their records, how to announce events."""
 
     req: ChatRequest
     agent: str
     records: RecordStore | None = None
     publish: PublishEvent | None = None
+    drafts: Drafts | None = None
+    # Set by run_tool_call for each call: the agent's tools, the one running, and the
+    # caller's records its RecordRef arguments named.
+    tools: Mapping[str, Tool] = field(default_factory=dict)
+    tool: Tool | None = None
+    refs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def caller(self) -> Caller:
+        """Whom the tool acts for: the request's tenant, session and user."""
+        return Caller.of(self.req)
 
     def origin(self) -> dict[str, Any]:
         """The fields every domain event published from this request carries."""
@@ -132,10 +84,21 @@ class ToolContext:
             "source": self.agent,
         }
 
-    def store(self) -> RecordStore:
+    def store(self) -> CallerRecords:
+        """The caller's own records (reads see nothing else; new ones belong to the caller)."""
         if self.records is None:
             raise ToolError("records are not available right now; try again later")
-        return self.records
+        return CallerRecords(self.records, self.caller)
+
+    async def propose(
+        self, kind: str, record_id: str, data: dict[str, Any], *, amount: float, currency: str
+    ) -> dict[str, Any]:
+        """Store a money-moving record as a draft the customer confirms in a later message."""
+        if self.drafts is None:
+            raise ToolError("this cannot be done right now; try again later")
+        return await self.drafts.propose(
+            self, kind, record_id, data, amount=amount, currency=currency
+        )
 
     async def publish_event(self, event: DomainEvent) -> None:
         """Publish ``event`` for the agents that subscribe to it (no-op when not wired)."""
@@ -154,6 +117,9 @@ class Tool:
     args_model: type[BaseModel]
     fn: ToolFn = field(repr=False)
     timeout_s: float = 30.0
+    # Set for a money-moving tool: it only drafts (ctx.propose); this completes the draft
+    # once the customer confirmed it.
+    on_confirm: ConfirmFn | None = field(default=None, repr=False)
 
     @classmethod
     def from_function(
@@ -163,6 +129,7 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout_s: float = 30.0,
+        on_confirm: ConfirmFn | None = None,
     ) -> Tool:
         """Build a tool from ``async def fn(args: Model, ctx: ToolContext)``."""
         hints = typing.get_type_hints(fn)
@@ -173,7 +140,8 @@ class Tool:
         text = description or (fn.__doc__ or "").strip()
         if not text:
             raise TypeError(f"{fn.__name__}: a tool needs a description (or a docstring)")
-        return cls(name or fn.__name__, text, model, fn, timeout_s)
+        check_declaration(name or fn.__name__, model)
+        return cls(name or fn.__name__, text, model, fn, timeout_s, on_confirm)
 
     def definition(self) -> dict[str, Any]:
         """The OpenAI tool definition (``{"type": "function", "function": {...}}``)."""
@@ -191,15 +159,33 @@ def _definition(name: str, description: str, args_model: type[BaseModel]) -> dic
     }
 
 
+@typing.overload
+def tool(fn: ToolFn) -> Tool: ...
+
+
+@typing.overload
 def tool(
-    fn: ToolFn | None = None, *, name: str | None = None, description: str | None = None
+    fn: None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    on_confirm: ConfirmFn | None = None,
+) -> Callable[[ToolFn], Tool]: ...
+
+
+def tool(
+    fn: ToolFn | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    on_confirm: ConfirmFn | None = None,
 ) -> Any:
-    """Decorator: ``@tool`` or ``@tool(name=..., description=...)`` turns a function into a Tool."""
+    """Decorator: ``@tool`` or ``@tool(name=..., on_confirm=...)`` turns a function into a Tool."""
     if fn is not None:
-        return Tool.from_function(fn, name=name, description=description)
+        return Tool.from_function(fn, name=name, description=description, on_confirm=on_confirm)
 
     def wrap(f: ToolFn) -> Tool:
-        return Tool.from_function(f, name=name, description=description)
+        return Tool.from_function(f, name=name, description=description, on_confirm=on_confirm)
 
     return wrap
 
@@ -235,16 +221,22 @@ async def run_tool_call(tools: Mapping[str, Tool], call: ToolCall, ctx: ToolCont
             "Call it again with a JSON object matching its parameters."
         )
     try:
+        screen(call.name, found.args_model, raw)
         args = found.args_model.model_validate(raw)
+    except ArgumentRefused as e:
+        return f"Error: {e}"
     except ValidationError as e:
         return (
             f"Error: invalid arguments for {call.name}: {describe_errors(e)}. "
             "Fix them and call the tool again."
         )
     started = time.perf_counter()
+    ctx.tools, ctx.tool = tools, found
     try:
+        store = ctx.store() if ctx.records is not None else None
+        ctx.refs = await resolve_refs(call.name, found.args_model, args, store)
         result = await asyncio.wait_for(found.fn(args, ctx), timeout=found.timeout_s)
-    except ToolError as e:
+    except (ToolError, ArgumentRefused, PolicyRefused) as e:
         return f"Error: {e}"
     except TimeoutError:
         log.warning("tool %s timed out after %.0fs", call.name, found.timeout_s)
@@ -269,3 +261,27 @@ def assistant_tool_calls(completion: Completion) -> dict[str, Any]:
             for c in completion.tool_calls
         ],
     }
+
+
+async def _confirm(args: ConfirmDraft, ctx: ToolContext) -> dict[str, Any]:
+    if ctx.drafts is None:
+        raise ToolError("confirmations are not available right now; try again later")
+    return await ctx.drafts.confirm(ctx, args.code)
+
+
+confirm_draft = Tool.from_function(
+    _confirm,
+    name="confirm_draft",
+    description=(
+        "Complete a draft (e.g. an invoice) the customer has confirmed: call it only when the "
+        "customer's latest message contains the draft's confirmation code."
+    ),
+)
+
+
+def with_runtime_tools(tools: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``tools`` plus the runtime's own: ``confirm_draft`` when one of them drafts."""
+    names = {t.name for t in tools}
+    if any(t.on_confirm for t in tools) and confirm_draft.name not in names:
+        return (*tools, confirm_draft)
+    return tools

@@ -51,14 +51,15 @@ class LeadQualified(DomainEvent):
 
 
 class InvoiceCreated(DomainEvent):
-    """Sales issued an invoice."""
+    """Sales issued an invoice (the customer confirmed its draft)."""
 
     subject: ClassVar[str] = "sales.invoice.created.v1"
 
     invoice_id: str = _ID
     plan: str = Field(min_length=1, max_length=50)
     seats: int = Field(ge=1, le=1_000_000)
-    amount_usd: float = Field(ge=0)
+    amount_usd: float = Field(ge=0)  # the amount, in ``currency`` (named when only USD existed)
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
 
 
 class TicketOpened(DomainEvent):
