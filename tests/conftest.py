@@ -1,1 +1,1 @@
-pytest_plugins = ["chatbus.testing"]
+pytest_plugins = ["chatbus.testing", "tests.collab.collab_harness"]

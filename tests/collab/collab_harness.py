@@ -1,4 +1,8 @@
-"""Agents run in-process on the test's real NATS and Redis, with ids unique to the test."""
+"""Agents run in-process on the test's real NATS and Redis, with ids unique to the test.
+
+Loaded as a pytest plugin (``tests/conftest.py``): the ``crew`` fixture bundles what a tool
+test needs — the real support and sales agents, the fake model, the bus and the records.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,21 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
 
 from agent_sales.persona import SALES
 from agent_support.persona import SUPPORT
+from chatbus.agent.records import RecordStore
 from chatbus.agent.service import make_wire
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
-from chatbus.offline_llm import Scripted
+from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.runtime import Runtime
 from chatbus.testing import serving
 
@@ -96,3 +104,43 @@ async def agents(
             for s in specs
         ]
         yield rts
+
+
+@dataclass
+class Crew:
+    """The real support and sales agents (test-unique ids), the fake model, bus and records."""
+
+    bus: Bus
+    records: RecordStore
+    nats_url: str
+    redis_url: str
+    llm: OfflineLLM
+    llm_url: str
+    uid: str
+
+    def __post_init__(self) -> None:
+        self.support, self.sales = pair(self.uid)
+
+    def running(self, *specs: AgentSpec, **overrides: Any) -> Any:
+        """``async with crew.running(crew.sales, MONEY_...=...)``: the agents serve meanwhile."""
+        return agents(list(specs), self.nats_url, self.redis_url, self.llm_url, **overrides)
+
+    async def chat(self, spec: AgentSpec, message: str, session: str, **kw: Any) -> ChatReply:
+        return await chat(self.bus, spec, message, session, **kw)
+
+    def results(self, spec: AgentSpec) -> list[str]:
+        """The tool results the agent's latest model call was sent (this turn's)."""
+        return tool_messages(self.llm.requests_for(spec.id)[-1].messages)
+
+
+@pytest.fixture
+async def crew(
+    bus: Bus,
+    redis: aioredis.Redis,
+    nats_url: str,
+    redis_url: str,
+    fake_llm: tuple[OfflineLLM, str],
+    uid: str,
+) -> Crew:
+    llm, url = fake_llm
+    return Crew(bus, RecordStore(redis), nats_url, redis_url, llm, url, uid)

@@ -11,7 +11,6 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,15 +18,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from chatbus.agent.events import CustomerNotes
-from chatbus.agent.records import RecordStore
 from chatbus.bus import Bus
 from chatbus.contracts.records import GetRecord, QueryRecords, RecordFound, RecordPage
 from chatbus.errors import RemoteError
-from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus.offline_llm import Scripted
 from chatbus.records_client import BusRecords
 from chatbus_gateway.caller import TENANT_ID
 from chatbus_gateway.records_routes import setup_records_routes
-from tests.collab.collab_harness import agents, call, chat, pair, tool_messages
+from tests.collab.collab_harness import Crew, call
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -47,18 +45,12 @@ def records_app(bus: Bus) -> web.Application:
 
 
 async def test_ticket_and_confirmed_invoice_are_visible_through_the_api_per_tenant(
-    bus: Bus,
-    redis: aioredis.Redis,
-    nats_url: str,
-    redis_url: str,
-    fake_llm: tuple[OfflineLLM, str],
-    uid: str,
+    crew: Crew, redis: aioredis.Redis
 ) -> None:
-    llm, url = fake_llm
-    support, sales = pair(uid)
-    tenant, user, session = f"t{uid}", f"u{uid}", f"s{uid}"
+    llm, support, sales = crew.llm, crew.support, crew.sales
+    tenant, user, session = f"t{crew.uid}", f"u{crew.uid}", f"s{crew.uid}"
     me = {"tenant_id": tenant, "user_id": user}
-    async with agents([support, sales], nats_url, redis_url, url, demo_data=f"{tenant}/{user}"):
+    async with crew.running(support, sales, demo_data=f"{tenant}/{user}"):
         llm.push(
             call("open_ticket", title="Router drops the bus", description="since Monday",
                  priority="high", order_id="4473"),
@@ -66,11 +58,11 @@ async def test_ticket_and_confirmed_invoice_are_visible_through_the_api_per_tena
             call("create_invoice", plan="team", seats=10, months=3),
             Scripted(content="Here is your draft."),
         )  # fmt: skip
-        await chat(bus, support, "it is broken", session, **me)
-        await chat(bus, sales, "bill me for team", session, **me)
-        code = _code(tool_messages(llm.requests_for(sales.id)[-1].messages)[0])
+        await crew.chat(support, "it is broken", session, **me)
+        await crew.chat(sales, "bill me for team", session, **me)
+        code = json.loads(crew.results(sales)[0])["confirmation_code"]
         llm.push(call("confirm_draft", code=code), Scripted(content="Issued."))
-        await chat(bus, sales, f"yes, confirm {code}", session, **me)
+        await crew.chat(sales, f"yes, confirm {code}", session, **me)
         # Sales subscribes to support.ticket.opened.v1: it learns about the open ticket.
         notes = CustomerNotes(redis)
         deadline = asyncio.get_running_loop().time() + 10
@@ -79,7 +71,7 @@ async def test_ticket_and_confirmed_invoice_are_visible_through_the_api_per_tena
             await asyncio.sleep(0.05)  # allowed: the event is consumed asynchronously
         assert "Router drops the bus" in seen[0]
 
-        async with TestClient(TestServer(records_app(bus))) as client:
+        async with TestClient(TestServer(records_app(crew.bus))) as client:
             h = {"X-Tenant": tenant}
             r = await client.get(f"/api/tickets?session_id={session}", headers=h)
             assert r.status == 200
@@ -106,21 +98,12 @@ async def test_ticket_and_confirmed_invoice_are_visible_through_the_api_per_tena
             assert missing.status == 404 and (await missing.json())["error"]["code"] == 404
 
 
-async def test_pages_follow_the_cursor_and_bad_parameters_are_422_not_5xx(
-    bus: Bus,
-    redis: aioredis.Redis,
-    nats_url: str,
-    redis_url: str,
-    fake_llm: tuple[OfflineLLM, str],
-    uid: str,
-) -> None:
-    _, url = fake_llm
-    support, _ = pair(uid)
-    tenant, store = f"t{uid}", RecordStore(redis)
+async def test_pages_follow_the_cursor_and_bad_parameters_are_422_not_5xx(crew: Crew) -> None:
+    tenant = f"t{crew.uid}"
     for i in range(7):  # the owner's store, as tools fill it
-        await store.put(tenant, "lead", f"L-{i}", {"company": f"c{i}"}, user_id="u1")
-    async with agents([support], nats_url, redis_url, url):
-        async with TestClient(TestServer(records_app(bus))) as client:
+        await crew.records.put(tenant, "lead", f"L-{i}", {"company": f"c{i}"}, user_id="u1")
+    async with crew.running(crew.support):
+        async with TestClient(TestServer(records_app(crew.bus))) as client:
             h = {"X-Tenant": tenant}
             seen: list[str] = []
             cursor = ""
@@ -150,21 +133,14 @@ async def test_pages_follow_the_cursor_and_bad_parameters_are_422_not_5xx(
 
 
 async def test_the_records_contract_answers_errors_and_the_gateway_503s_without_owner(
-    bus: Bus,
-    redis: aioredis.Redis,
-    nats_url: str,
-    redis_url: str,
-    fake_llm: tuple[OfflineLLM, str],
-    uid: str,
+    crew: Crew,
 ) -> None:
-    _, url = fake_llm
-    support, _ = pair(uid)
-    tenant = f"t{uid}"
-    await RecordStore(redis).put(tenant, "ticket", "T-1", {"title": "x"}, user_id="u1")
+    bus, tenant = crew.bus, f"t{crew.uid}"
+    await crew.records.put(tenant, "ticket", "T-1", {"title": "x"}, user_id="u1")
     async with TestClient(TestServer(records_app(bus))) as client:
         r = await client.get("/api/tickets", headers={"X-Tenant": tenant})
         assert r.status == 503 and (await r.json())["error"]["type"] == "unavailable"
-    async with agents([support], nats_url, redis_url, url):
+    async with crew.running(crew.support):
         found = await bus.request(
             GetRecord(tenant_id=tenant, kind="ticket", record_id="T-1"), RecordFound
         )
@@ -192,8 +168,3 @@ def test_the_gateway_neither_imports_the_agent_runtime_nor_touches_its_keys() ->
         text = source.read_text()
         assert not re.search(r"chatbus\.agent\b", text), source
         assert ":record:" not in text and ":records:" not in text, source
-
-
-def _code(tool_result: str) -> str:
-    found: dict[str, Any] = json.loads(tool_result)
-    return str(found["confirmation_code"])
