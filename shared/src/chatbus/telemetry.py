@@ -11,6 +11,7 @@ import contextvars
 import json
 import logging
 import os
+import random
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,11 +21,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-from chatbus.trace_context import ContextOnlyTracerProvider
 
 log_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "chatbus_log_context", default=None
@@ -111,22 +111,21 @@ def setup_logging(
     return redact
 
 
-def setup_tracing(service: str) -> trace.TracerProvider:
-    """Install a tracer provider; export over OTLP/HTTP when the endpoint is configured.
+def setup_tracing(service: str) -> trace.TracerProvider | None:
+    """Install the SDK's tracer provider when something reads the spans (an OTLP endpoint, or
+    ``OTEL_TRACES_SAMPLER`` set); otherwise none.
 
-    Without an exporter nothing would read the spans, so none is recorded: the provider is
-    :class:`~chatbus.trace_context.ContextOnlyTracerProvider`, which still makes and carries
-    trace ids (log lines keep their ``trace_id``) at no per-span cost. Setting
-    ``OTEL_TRACES_SAMPLER`` asks for the SDK anyway (with its span processors, if any).
+    Without a provider, OpenTelemetry's API records nothing and costs next to nothing, yet a
+    span started under a remote parent is that parent: the ``traceparent`` a message arrived
+    with travels on to every hop and into every log line. Only the edge has no parent;
+    :func:`edge_context` gives each request a fresh trace id there.
     """
     exporting = bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
     if not exporting and not os.environ.get("OTEL_TRACES_SAMPLER"):
-        light = ContextOnlyTracerProvider()
-        trace.set_tracer_provider(light)
-        return light
+        return None
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     if exporting:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -134,6 +133,27 @@ def setup_tracing(service: str) -> trace.TracerProvider:
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
+
+
+_ids = random.Random()
+
+
+def edge_context(headers: dict[str, str]) -> Context:
+    """The trace context a request arriving from outside runs in: the caller's W3C
+    ``traceparent`` if it sent one; else, when no SDK records spans (and so none would start a
+    trace), a new trace id, so the request still has one trace id end to end."""
+    ctx = propagate.extract(headers)
+    if trace.get_current_span(ctx).get_span_context().is_valid or isinstance(
+        trace.get_tracer_provider(), TracerProvider
+    ):
+        return ctx
+    root = trace.SpanContext(
+        trace_id=_ids.getrandbits(128) or 1,
+        span_id=_ids.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(root), ctx)
 
 
 UNTRACED_PATHS = frozenset({"/health", "/ready", "/metrics"})
@@ -147,7 +167,7 @@ async def trace_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     route = request.match_info.route.resource
     name = f"{request.method} {route.canonical if route is not None else request.path}"
-    ctx = propagate.extract(dict(request.headers))
+    ctx = edge_context(dict(request.headers))
     with _http_tracer.start_as_current_span(name, context=ctx, kind=trace.SpanKind.SERVER) as span:
         span.set_attribute("http.request.method", request.method)
         span.set_attribute("url.path", request.path)
