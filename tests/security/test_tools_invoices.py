@@ -66,8 +66,12 @@ async def test_an_invoice_is_issued_only_after_the_customers_own_confirming_turn
         draft = json.loads(crew.results(sales)[0])
         code = draft["confirmation_code"]
         self_confirm.tool_calls = [{"name": "confirm_draft", "arguments": {"code": code}}]
-        await drafting
+        reply = await drafting
         assert draft["status"] == "draft" and draft["amount"] == 450.0
+        # Whatever the model claims, the runtime itself shows the real amount and the code.
+        assert reply.reply.startswith("Done, it is issued.")
+        assert f"INV-{draft['invoice_id'][4:]}: 450.00 USD" in reply.reply
+        assert f"reply with: confirm {code}" in reply.reply
         assert crew.results(sales)[1].startswith("Error: only the customer can confirm")
         (invoice,) = await crew.records.list(tenant, "invoice")
         assert invoice["status"] == "draft"

@@ -152,6 +152,12 @@ class Drafts:
             extra={"fields": {"kind": kind, "record": record_id, "amount": amount,
                               "currency": currency}},
         )  # fmt: skip
+        # Told by the runtime, not the model: what the customer's code would confirm.
+        ctx.notices.append(
+            f"[{kind.title()} {record_id}: {amount:,.2f} {currency}, billed to your account. "
+            f"Nothing is charged until you reply with: confirm {code} "
+            f"(valid {max(1, ttl // 60)} min.)]"
+        )
         return {
             f"{kind}_id": record_id,
             "status": "draft",

@@ -219,7 +219,7 @@ class _Run:
         for step in range(self.deps.config.max_tool_steps):
             completion = await self._complete(convo)
             if not completion.tool_calls:
-                return completion.content
+                return await self._with_notices(completion.content)
             for i, call in enumerate(completion.tool_calls):
                 call.id = call.id or f"call_{step}_{i}"
             convo.append(assistant_tool_calls(completion))
@@ -229,6 +229,15 @@ class _Run:
                     return result
                 convo.append({"role": "tool", "tool_call_id": call.id, "content": result})
         return None
+
+    async def _with_notices(self, text: str) -> str:
+        """The answer plus what the runtime itself must tell the customer (e.g. a draft's code)."""
+        if not self.ctx.notices:
+            return text
+        extra = "\n\n" + "\n".join(self.ctx.notices)
+        if self.on_delta is not None:
+            await self.on_delta(extra)
+        return text + extra
 
     async def _call(self, call: ToolCall) -> str | ChatReply:
         target = _target(call.name, self.handoffs)

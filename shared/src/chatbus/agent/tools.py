@@ -69,6 +69,8 @@ class ToolContext:
     tools: Mapping[str, Tool] = field(default_factory=dict)
     tool: Tool | None = None
     refs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Lines the runtime adds to the reply itself, whatever the model says (a draft's code).
+    notices: list[str] = field(default_factory=list)
 
     @property
     def caller(self) -> Caller:
