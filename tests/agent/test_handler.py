@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from chatbus.agent.handler import AgentConfig, AgentDeps, answer
 from chatbus.agent.llm import LLMError
 from chatbus.agent.ports import Authorization, Completion, ToolCall
-from chatbus.agent.resilience import Breaker, ResilientLLM
+from chatbus.agent.resilience import ResilientLLM
 from chatbus.agent.spec import AgentSpec
 from chatbus.agent.tools import Tool, ToolContext, ToolError, tool
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn, Usage
@@ -154,19 +154,6 @@ async def test_client_error_is_not_retried() -> None:
     with pytest.raises(RemoteError):
         await answer(req("hi"), deps(llm))
     assert len(llm.calls) == 1
-
-
-def test_breaker_opens_after_threshold_and_half_opens_after_reset() -> None:
-    now = [0.0]
-    b = Breaker(threshold=2, reset_s=10, clock=lambda: now[0])
-    b.failure()
-    assert b.allows()
-    b.failure()
-    assert not b.allows()
-    now[0] = 10.0
-    assert b.allows()
-    b.success()
-    assert b.failures == 0 and b.allows()
 
 
 async def test_hard_budget_answers_with_template_and_no_llm_call() -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.memory import MEMORY_STREAM
+from chatbus.errors import RecallSkipped
 from chatbus.memory_client import BusMemory
 from chatbus_gateway.memory_routes import setup_memory_routes
 
@@ -18,8 +20,9 @@ def _req() -> ChatRequest:
     return ChatRequest(request_id="r1", agent="a", session_id="s", message="hello")
 
 
-async def test_recall_without_memory_service_is_empty(bus: Bus) -> None:
-    assert await BusMemory(bus, timeout=1).recall(_req(), k=5, scope="session") == []
+async def test_recall_without_memory_service_is_skipped(bus: Bus) -> None:
+    with pytest.raises(RecallSkipped):
+        await BusMemory(bus, timeout=1).recall(_req(), k=5, scope="session")
 
 
 async def test_gateway_answers_503_without_memory_service(bus: Bus) -> None:

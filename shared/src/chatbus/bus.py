@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -24,11 +25,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from chatbus.contracts.base import ErrorReply, Message
+from chatbus.deadline import DEADLINE_HEADER, header_value, parse_header, remaining
+from chatbus.progress import BEAT_S, LOST_AFTER_S, PROGRESS_HEADER, ProgressInbox, beat_until_done
 
 if TYPE_CHECKING:
     from chatbus.alerts import Alerter
     from chatbus.metrics import Metrics
-from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.errors import BusUnavailable, InstanceLost, NoResponders, RemoteError, RequestTimeout
 
 log = logging.getLogger("chatbus.bus")
 tracer = trace.get_tracer("chatbus.bus")
@@ -71,6 +74,7 @@ class Bus:
         self.alerter: Alerter | None = None
         # An extra hook called with (subject, reason) when a message is dead-lettered.
         self.on_dead_letter: Callable[[str, str], None] | None = None
+        self._progress: ProgressInbox | None = None
 
     @classmethod
     async def connect(cls, url: str, *, service: str, **options: Any) -> Bus:
@@ -122,13 +126,21 @@ class Bus:
         *,
         timeout: float = 10.0,
         headers: dict[str, str] | None = None,
+        deadline: float | None = None,
     ) -> R:
         """Send ``msg`` and wait for one reply of ``reply_type``.
 
+        With a ``deadline`` (Unix seconds) the wait ends then at the latest, and the responder
+        sees it (``Chatbus-Deadline``): it skips the work once nobody waits for it.
         Raises :class:`NoResponders` at once when nobody listens, :class:`RequestTimeout`,
         :class:`BusUnavailable`, or :class:`RemoteError` when the responder replied an error.
         """
         subject = subject or msg.subject
+        if deadline is not None:
+            timeout = min(timeout, remaining(deadline))
+            if timeout <= 0:
+                raise RequestTimeout(subject)
+            headers = {**(headers or {}), DEADLINE_HEADER: header_value(deadline)}
         with tracer.start_as_current_span(f"request {subject}", kind=SpanKind.CLIENT) as span:
             span.set_attribute("messaging.destination.name", subject)
             try:
@@ -150,6 +162,52 @@ class Bus:
                 raise BusUnavailable(str(e) or type(e).__name__) from e
             return decode_reply(resp, reply_type)
 
+    async def request_watched(
+        self,
+        msg: Message,
+        reply_type: type[R],
+        subject: str | None = None,
+        *,
+        deadline: float,
+        headers: dict[str, str] | None = None,
+        lost_after_s: float = LOST_AFTER_S,
+    ) -> R:
+        """:meth:`request`, noticing in seconds when the instance working on it dies.
+
+        The responder beats while it works (:mod:`chatbus.progress`); no reply and no beat for
+        ``lost_after_s`` raises :class:`InstanceLost`, and the request may be sent again. When
+        this returns or raises, a responder still working is told its caller is gone.
+        """
+        subject = subject or msg.subject
+        if self._progress is None:
+            self._progress = ProgressInbox(self.nc)
+        async with self._progress.watch() as (inbox, beat):
+            hdrs = {**(headers or {}), PROGRESS_HEADER: inbox}
+            reply = asyncio.ensure_future(
+                self.request(
+                    msg, reply_type, subject, timeout=3600, headers=hdrs, deadline=deadline
+                )
+            )
+            try:
+                while True:
+                    beat.clear()
+                    waiter = asyncio.ensure_future(beat.wait())
+                    wait_s = min(lost_after_s, remaining(deadline) + 0.5)
+                    done, _ = await asyncio.wait(
+                        {reply, waiter}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    waiter.cancel()
+                    if reply in done:
+                        return reply.result()
+                    if waiter in done:
+                        continue
+                    if remaining(deadline) <= 0:
+                        return await reply  # its own timeout ends it now
+                    raise InstanceLost(subject)
+            finally:
+                if not reply.done():
+                    reply.cancel()
+
     async def subscribe(
         self,
         subject: str,
@@ -167,8 +225,10 @@ class Bus:
         limit = asyncio.Semaphore(max_in_flight)
 
         async def on_msg(raw: Msg) -> None:
+            arrived = time.monotonic()
             await limit.acquire()
-            task = asyncio.create_task(self._handle(raw, model, handler, limit))
+            waited = time.monotonic() - arrived
+            task = asyncio.create_task(self._handle(raw, model, handler, limit, waited))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -178,7 +238,12 @@ class Bus:
         return sub
 
     async def _handle(
-        self, raw: Msg, model: type[M], handler: Handler[M], limit: asyncio.Semaphore
+        self,
+        raw: Msg,
+        model: type[M],
+        handler: Handler[M],
+        limit: asyncio.Semaphore,
+        waited: float = 0.0,
     ) -> None:
         ctx = propagate.extract(raw.headers or {})
         try:
@@ -187,7 +252,7 @@ class Bus:
             ) as span:
                 span.set_attribute("messaging.destination.name", raw.subject)
                 span.set_attribute("chatbus.service", self.service)
-                reply = await self._run_handler(raw.subject, raw.data, model, handler)
+                reply = await self._run_in_time(raw, model, handler, waited)
                 if isinstance(reply, ErrorReply):
                     span.set_status(Status(StatusCode.ERROR, reply.code))
                 if raw.reply and reply is not None:
@@ -199,6 +264,37 @@ class Bus:
             log.exception("failed to reply on %s", raw.subject)
         finally:
             limit.release()
+
+    async def _run_in_time(
+        self, raw: Msg, model: type[M], handler: Handler[M], waited: float
+    ) -> Message | None:
+        """Run the handler within the request's deadline, beating when the caller asked."""
+        headers = raw.headers or {}
+        deadline = parse_header(headers.get(DEADLINE_HEADER))
+        if deadline is not None and remaining(deadline) <= 0:
+            log.info("skipped a request on %s: its caller stopped waiting", raw.subject)
+            return ErrorReply(code="timeout", message="the deadline passed before the work began")
+        work = asyncio.ensure_future(self._run_handler(raw.subject, raw.data, model, handler))
+        beats = None
+        if inbox := headers.get(PROGRESS_HEADER):
+            first = 0.0 if waited > BEAT_S / 2 else BEAT_S
+            beats = asyncio.ensure_future(beat_until_done(self.nc, inbox, work, first_s=first))
+        try:
+            async with asyncio.timeout(None if deadline is None else remaining(deadline)):
+                return await work
+        except TimeoutError:
+            log.info("stopped a request on %s at its deadline", raw.subject)
+            return ErrorReply(code="timeout", message="the request's deadline passed")
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are being cancelled ourselves
+            return None  # the caller is gone: nobody to answer
+        finally:
+            if not work.done():
+                work.cancel()
+            if beats is not None:
+                beats.cancel()
 
     async def _run_handler(
         self, subject: str, data: bytes, model: type[M], handler: Handler[M]

@@ -32,6 +32,7 @@ from chatbus.contracts.cost import (
     UsageRecorded,
     UsageReport,
 )
+from chatbus.deadline import budget
 from chatbus.errors import BusError, BusUnavailable, NoResponders, RemoteError, RequestTimeout
 from chatbus.jetstream import ensure_stream
 
@@ -92,7 +93,8 @@ class BusCosts:
             max_completion_tokens=self.max_completion_tokens,
         )
         try:
-            got = await self.bus.request(ask, SpendDecision, timeout=self.timeout_s)
+            wait = budget(req.deadline, self.timeout_s, share=0.1)
+            got = await self.bus.request(ask, SpendDecision, timeout=wait, deadline=req.deadline)
         except (NoResponders, RequestTimeout, BusUnavailable) as e:
             log.warning("authorize %s: %s (%s); allowing", req.request_id, UNAVAILABLE, e)
             return Authorization(decision="allow", model=model, reason=UNAVAILABLE)

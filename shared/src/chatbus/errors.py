@@ -19,6 +19,10 @@ class RequestTimeout(BusError):
     """A responder exists but did not answer in time."""
 
 
+class InstanceLost(BusError):
+    """The instance working on a request stopped beating (it died); another may take it."""
+
+
 class BusUnavailable(BusError):
     """The bus connection is down."""
 
@@ -41,3 +45,8 @@ class RemoteError(BusError):
     @classmethod
     def from_reply(cls, reply: ErrorReply) -> RemoteError:
         return cls(reply.code, reply.message, reply.detail)
+
+
+class RecallSkipped(Exception):
+    """Memory did not answer within its share of the deadline: the chat goes on without it,
+    and its reply says ``degraded: "memory"``."""

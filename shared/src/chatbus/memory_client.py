@@ -1,8 +1,10 @@
 """The memory service seen from an agent or the gateway: :class:`BusMemory`.
 
 It implements the agent's ``Memory`` port (``recall`` / ``remember``) over the bus, plus the
-calls the gateway makes (history, search, forget, import). Recall never breaks a chat: when the
-memory service is down or slow it logs a warning and returns nothing.
+calls the gateway makes (history, search, forget, import). Recall never breaks a chat: it gets
+a small share of the message's deadline (at most ``recall_budget_s``); when the memory service
+is down or slower than that it logs a warning and raises :class:`RecallSkipped`, and the chat
+is answered without long-term memory (the reply says ``degraded: "memory"``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,14 @@ from chatbus.contracts.memory import (
     SearchResult,
     TurnStored,
 )
-from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.deadline import budget
+from chatbus.errors import (
+    BusUnavailable,
+    NoResponders,
+    RecallSkipped,
+    RemoteError,
+    RequestTimeout,
+)
 from chatbus.jetstream import ensure_stream
 
 log = logging.getLogger("chatbus.memory")
@@ -67,20 +76,37 @@ def turn_event_id(req: ChatRequest, index: int) -> str:
 class BusMemory:
     """Long-term memory over the bus (the ``Memory`` port of the agent runtime)."""
 
-    def __init__(self, bus: Bus, *, threshold: float = 0.3, timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        threshold: float = 0.3,
+        timeout: float = 2.0,
+        recall_budget_s: float = 1.0,
+        recall_share: float = 0.05,
+    ) -> None:
         self.bus = bus
         self.threshold = threshold
         self.timeout = timeout
+        # Recall may take this share of what is left of the message's deadline, at most
+        # recall_budget_s: a hung memory service costs each chat that much, not seconds.
+        self.recall_budget_s = recall_budget_s
+        self.recall_share = recall_share
 
     # -- the agent's port -------------------------------------------------------------------
 
     async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]:
-        """Earlier turns relevant to ``req.message`` (best first); ``[]`` if memory is down.
+        """Earlier turns relevant to ``req.message`` (best first).
+
+        Raises :class:`RecallSkipped` when memory is down or does not answer within its budget.
 
         ``scope`` is ``"session"`` or ``"user"`` (all sessions of ``req.user_id`` in the
         tenant; the session alone when the request has no user).
         """
         use_user = scope == "user" and req.user_id is not None
+        wait = self.timeout
+        if req.deadline is not None:
+            wait = budget(req.deadline, self.recall_budget_s, self.recall_share)
         try:
             result = await self.search(
                 req.tenant_id,
@@ -90,13 +116,15 @@ class BusMemory:
                 scope="user" if use_user else "session",
                 k=k,
                 threshold=self.threshold,
+                timeout=wait,
+                deadline=req.deadline,
             )
         except (NoResponders, RequestTimeout, BusUnavailable) as e:
             log.warning("memory recall skipped: %s: %s", type(e).__name__, e)
-            return []
+            raise RecallSkipped(type(e).__name__) from e
         except RemoteError as e:
             log.warning("memory recall failed: %s", e)
-            return []
+            raise RecallSkipped(e.code) from e
         return [hit.turn for hit in result.hits]
 
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
@@ -132,6 +160,8 @@ class BusMemory:
         k: int = 5,
         threshold: float | None = None,
         mode: SearchMode = "hybrid",
+        timeout: float | None = None,
+        deadline: float | None = None,
     ) -> SearchResult:
         """Scored earlier turns; raises the bus errors (``NoResponders``, ...) to the caller."""
         msg = SearchMemory(
@@ -144,7 +174,8 @@ class BusMemory:
             threshold=threshold,
             mode=mode,
         )
-        return await self.bus.request(msg, SearchResult, timeout=self.timeout)
+        wait = self.timeout if timeout is None else timeout
+        return await self.bus.request(msg, SearchResult, timeout=wait, deadline=deadline)
 
     async def history(
         self, tenant_id: str, session_id: str, limit: int = 50, before: float | None = None

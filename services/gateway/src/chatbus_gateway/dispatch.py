@@ -1,9 +1,16 @@
-"""Send a chat message to an agent over the bus: one reply, or a stream of chunks then a reply."""
+"""Send a chat message to an agent over the bus: one reply, or a stream of chunks then a reply.
+
+The message's deadline is set here, once: ``REQUEST_TIMEOUT_S`` from now, or the async job's
+own deadline when the job worker already set one. The agent works within it, and beats while it
+works: when an instance dies mid-request (no reply, no beat for a few seconds) the request is
+sent again, to another instance -- model calls the dead one completed are reused, not repaid.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections import deque
 from collections.abc import AsyncGenerator
@@ -13,8 +20,11 @@ from nats.aio.msg import Msg
 
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
-from chatbus.errors import BusUnavailable
+from chatbus.deadline import after, remaining
+from chatbus.errors import BusUnavailable, InstanceLost, NoResponders, RequestTimeout
 from chatbus_gateway.errors import ApiError, from_bus_error
+
+log = logging.getLogger("chatbus.gateway.dispatch")
 
 # Agent ids become NATS subject tokens: no dots, wildcards or spaces.
 AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -31,15 +41,45 @@ def _check_bus(bus: Bus) -> None:
         raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
 
 
+def with_deadline(req: ChatRequest, timeout: float) -> ChatRequest:
+    """``req`` with its deadline: ``timeout`` from now unless it already has one (a job's)."""
+    if req.deadline is not None:
+        return req
+    return req.model_copy(update={"deadline": after(timeout)})
+
+
 async def ask(bus: Bus, req: ChatRequest, timeout: float) -> ChatReply:
-    """The agent's reply to ``req``; bus failures become :class:`ApiError`."""
+    """The agent's reply to ``req``; bus failures become :class:`ApiError`.
+
+    An instance that dies while it works is noticed in seconds and the request sent again
+    (same request id) until the deadline; no instance left answers 503 at once.
+    """
     _check_bus(bus)
-    try:
-        return await bus.request(
-            req, ChatReply, ChatRequest.subject_for(req.agent), timeout=timeout
-        )
-    except Exception as e:
-        raise from_bus_error(e, req.agent) from e
+    req = with_deadline(req, timeout)
+    assert req.deadline is not None
+    subject = ChatRequest.subject_for(req.agent)
+    lost = 0
+    while True:
+        try:
+            return await bus.request_watched(req, ChatReply, subject, deadline=req.deadline)
+        except InstanceLost as e:
+            lost += 1
+            log.warning(
+                "agent %s instance stopped working on %s; sending it again (%d)",
+                req.agent,
+                req.request_id,
+                lost,
+            )
+            if remaining(req.deadline) <= 0:
+                raise from_bus_error(RequestTimeout(subject), req.agent) from e
+        except NoResponders as e:
+            if lost:
+                raise ApiError(
+                    503, f"no instance of agent {req.agent!r} is running", type="unavailable"
+                ) from e
+            raise from_bus_error(e, req.agent) from e
+        except Exception as e:
+            raise from_bus_error(e, req.agent) from e
 
 
 async def ask_stream(
@@ -65,17 +105,30 @@ async def ask_stream(
         sub = await bus.nc.subscribe(inbox, cb=on_chunk)
     except Exception as e:
         raise from_bus_error(BusUnavailable(str(e)), req.agent) from e
-    req = req.model_copy(update={"stream_inbox": inbox})
-    reply_task = asyncio.ensure_future(
-        bus.request(req, ChatReply, ChatRequest.subject_for(req.agent), timeout=timeout)
-    )
+    req = with_deadline(req, timeout).model_copy(update={"stream_inbox": inbox})
+    assert req.deadline is not None
+    deadline = req.deadline
+
+    def send() -> asyncio.Future[ChatReply]:
+        subject = ChatRequest.subject_for(req.agent)
+        return asyncio.ensure_future(
+            bus.request_watched(req, ChatReply, subject, deadline=deadline)
+        )
+
+    reply_task = send()
     waiter: asyncio.Future[Any] | None = None
+    started = False  # once text is out, a lost instance ends the stream: no second start
     try:
         while True:
             while chunks:
                 if (chunk := _chunk(chunks.popleft())) is not None:
+                    started = True
                     yield chunk
             if reply_task.done():
+                if _lost(reply_task) and not started and remaining(deadline) > 0:
+                    log.warning("agent instance lost before streaming %s: resent", req.request_id)
+                    reply_task = send()
+                    continue
                 break
             arrived.clear()
             waiter = asyncio.ensure_future(arrived.wait())
@@ -83,6 +136,10 @@ async def ask_stream(
             waiter.cancel()
         try:
             reply = reply_task.result()
+        except InstanceLost as e:
+            raise ApiError(
+                503, "the agent stopped while answering; please ask again", type="unavailable"
+            ) from e
         except Exception as e:
             raise from_bus_error(e, req.agent) from e
         yield reply
@@ -93,6 +150,10 @@ async def ask_stream(
             reply_task.cancel()
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+def _lost(task: asyncio.Future[ChatReply]) -> bool:
+    return not task.cancelled() and isinstance(task.exception(), InstanceLost)
 
 
 def _chunk(msg: Msg) -> ChatChunk | None:

@@ -4,6 +4,9 @@ Follow the session's route (another agent may own the conversation), recall, ass
 prompt, check the budget and the cache, then loop LLM -> tool calls -> results -> LLM until a
 final answer (at most ``max_tool_steps`` LLM calls), handing off when the LLM calls a
 ``transfer_to_<agent>`` tool; finally remember.
+
+Everything happens within ``req.deadline``: each step gets what is left, and a request whose
+deadline passed (its caller is gone) writes nothing to history, memory or usage.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from chatbus.agent.ports import (
     History,
     Memory,
     ResponseCache,
+    StepResults,
     Tokens,
     ToolCall,
 )
@@ -42,7 +46,8 @@ from chatbus.agent.tools import (
     run_tool_call,
 )
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn, Usage
-from chatbus.errors import RemoteError
+from chatbus.deadline import DeadlineExceeded, after, remaining
+from chatbus.errors import RecallSkipped, RemoteError
 
 log = logging.getLogger("chatbus.agent")
 
@@ -66,6 +71,10 @@ class AgentConfig:
     # Per message: how many times it may be handed from agent to agent.
     max_handoffs: int = 3
     handoff_timeout_s: float = 25.0
+    # The budget of a message that came without a deadline (an older sender).
+    default_deadline_s: float = 60.0
+    # Writes (history, memory, usage) start only with this much of the deadline left.
+    write_margin_s: float = 0.05
     step_limit_reply: str = (
         "I'm sorry — I could not finish working on this request. Please try again, or "
         "rephrase it more simply."
@@ -95,6 +104,8 @@ class AgentDeps:
     publish_event: PublishEvent | None = None
     # Reads route, recent turns and notes at once; None: through the separate ports.
     session: SessionReader | None = None
+    # Model answers of earlier attempts of the same request (retries pay once).
+    steps: StepResults | None = None
 
     def reader(self) -> SessionReader:
         return self.session or PortsReader(self.history, self.router, self.notes)
@@ -120,6 +131,8 @@ def fit(
 async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = None) -> ChatReply:
     """Answer ``req``: route, recall, assemble the prompt, budget, LLM and tools, remember."""
     spec, cfg = deps.spec, deps.config
+    if req.deadline is None:
+        req = req.model_copy(update={"deadline": after(cfg.default_deadline_s)})
     notice = None
     state = await deps.reader().load(req, cfg.history_turns)
     if deps.router is not None and state.route not in (None, spec.id):
@@ -127,7 +140,8 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         if followed.reply is not None:
             return followed.reply
         notice = followed.notice
-    recalled = await _recall(req, deps)
+    recalled, memory_skipped = await _recall(req, deps)
+    degraded = "memory" if memory_skipped else None  # still answered, without long-term memory
     system, history, new = build_messages(spec.system_prompt, recalled, state.recent, req.message)
     system.extend(_context(state.notes, notice))
     model = cfg.model
@@ -157,9 +171,8 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
     if deps.cache is not None and cfg.cache_enabled:
         cached = await deps.cache.get(spec.id, model, messages, tenant_id=req.tenant_id)
         if cached is not None:
-            return await _finish(
-                req, deps, cached, model, Usage(), auth, cached=True, on_delta=on_delta
-            )
+            return await _finish(req, deps, cached, model, Usage(), auth, cached=True,
+                                 on_delta=on_delta, degraded=degraded)  # fmt: skip
 
     run = _Run(req, deps, model, on_delta)
     outcome = await run.converse(messages)
@@ -177,13 +190,19 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
     if deps.cache is not None and cfg.cache_enabled and outcome and run.calls == 1:
         # Only answers that needed no tool: a tool's result (or effect) must not be replayed.
         await deps.cache.put(spec.id, model, messages, outcome, tenant_id=req.tenant_id)
-    return await _finish(req, deps, outcome, run.model, run.usage, auth, counted=run.counted)
+    return await _finish(req, deps, outcome, run.model, run.usage, auth, counted=run.counted,
+                         degraded=degraded)  # fmt: skip
 
 
-async def _recall(req: ChatRequest, deps: AgentDeps) -> list[Turn]:
+async def _recall(req: ChatRequest, deps: AgentDeps) -> tuple[list[Turn], bool]:
+    """Recalled turns, and whether memory was skipped (it did not answer in its budget)."""
     if deps.memory is None or deps.config.memory_k <= 0:
-        return []
-    return await deps.memory.recall(req, k=deps.config.memory_k, scope=deps.spec.memory_scope)
+        return [], False
+    try:
+        found = await deps.memory.recall(req, k=deps.config.memory_k, scope=deps.spec.memory_scope)
+    except RecallSkipped:
+        return [], True
+    return found, False
 
 
 def _context(notes: list[str], notice: str | None) -> list[dict[str, Any]]:
@@ -217,7 +236,7 @@ class _Run:
         """The final text, the reply of the agent it handed off to, or None past the limit."""
         convo = list(messages)
         for step in range(self.deps.config.max_tool_steps):
-            completion = await self._complete(convo)
+            completion = await self._complete(convo, step)
             if not completion.tool_calls:
                 return await self._with_notices(completion.content)
             for i, call in enumerate(completion.tool_calls):
@@ -248,23 +267,18 @@ class _Run:
             self.deps.router, self.req, self.deps.spec.id, call, target, cfg.max_handoffs
         )
 
-    async def _complete(self, convo: list[dict[str, Any]]) -> Completion:
+    async def _complete(self, convo: list[dict[str, Any]], step: int) -> Completion:
         deps, spec = self.deps, self.deps.spec
         started = time.perf_counter()
-        try:
-            completion = await deps.llm.complete(
-                convo,
-                model=self.requested,
-                temperature=deps.config.temperature,
-                agent=spec.id,
-                tools=self.definitions or None,
-                on_delta=self.on_delta,
-                fallback_model=spec.fallback_model,
-            )
-        except LLMError as e:
-            if e.kind in {"connection", "unavailable"}:
-                raise RemoteError("unavailable", e.message) from e
-            raise RemoteError("upstream", e.message) from e
+        reused = await deps.steps.get(self.req, spec.id, step) if deps.steps else None
+        if reused is not None:
+            completion = reused
+            if self.on_delta is not None and completion.content:
+                await self.on_delta(completion.content)
+        else:
+            completion = await self._ask_model(convo)
+            if deps.steps is not None:
+                await deps.steps.put(self.req, spec.id, step, completion)
         log.debug("llm answered in %.1f ms", (time.perf_counter() - started) * 1000)
         self.calls += 1
         self.model = completion.model
@@ -284,6 +298,27 @@ class _Run:
         )
         return completion
 
+    async def _ask_model(self, convo: list[dict[str, Any]]) -> Completion:
+        deps, spec = self.deps, self.deps.spec
+        try:
+            return await deps.llm.complete(
+                convo,
+                model=self.requested,
+                temperature=deps.config.temperature,
+                agent=spec.id,
+                tools=self.definitions or None,
+                on_delta=self.on_delta,
+                fallback_model=spec.fallback_model,
+                deadline=self.req.deadline,
+                caller=f"{self.req.tenant_id}:{self.req.session_id}",
+            )
+        except LLMError as e:
+            if e.kind == "timeout" and remaining(self.req.deadline) <= 0:
+                raise RemoteError("timeout", "the model did not answer in time") from e
+            if e.kind in {"connection", "unavailable", "interrupted"}:
+                raise RemoteError("unavailable", e.message) from e
+            raise RemoteError("upstream", e.message) from e
+
 
 async def _finish(
     req: ChatRequest,
@@ -298,6 +333,9 @@ async def _finish(
     counted: bool = False,
     on_delta: Publish | None = None,
 ) -> ChatReply:
+    if remaining(req.deadline, 1.0) <= deps.config.write_margin_s:
+        # Nobody waits for this answer any more: it must leave no trace (no history copy).
+        raise DeadlineExceeded(f"request {req.request_id} abandoned at its deadline")
     now = time.time()
     turns = [
         Turn(role="user", content=req.message, created_at=now, speaker=req.user_id),
@@ -312,8 +350,9 @@ async def _finish(
         writes.append(
             deps.costs.record(req, auth, model=model, usage=usage, cached=cached, counted=counted)
         )
-    await asyncio.gather(*writes)
-    if on_delta is not None and (cached or degraded):
+    # All or nothing: a deadline reached mid-way must not leave half the writes done.
+    await asyncio.shield(asyncio.gather(*writes))
+    if on_delta is not None and (cached or degraded not in (None, "memory")):
         await on_delta(text)  # nothing was streamed: send the whole reply as one chunk
     return ChatReply(
         request_id=req.request_id,

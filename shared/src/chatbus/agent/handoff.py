@@ -80,7 +80,11 @@ class BusRouter:
 
     async def forward(self, req: ChatRequest, target: str) -> ChatReply:
         reply: ChatReply = await self.bus.request(
-            req, ChatReply, ChatRequest.subject_for(target), timeout=self.timeout_s
+            req,
+            ChatReply,
+            ChatRequest.subject_for(target),
+            timeout=self.timeout_s,
+            deadline=req.deadline,  # the target works within what is left
         )
         return reply
 

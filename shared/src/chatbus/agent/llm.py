@@ -107,7 +107,13 @@ class OpenAIChat:
         agent: str,
         tools: list[dict[str, Any]] | None = None,
         on_delta: OnDelta | None = None,
+        timeout_s: float | None = None,
     ) -> Completion:
+        """One call. ``timeout_s``: what is left of the message's deadline; the call takes at
+        most that, and never more than ``LLM_TIMEOUT_S`` (a cap per attempt)."""
+        limit = self.timeout_s if timeout_s is None else min(self.timeout_s, timeout_s)
+        if limit <= 0:
+            raise LLMError("timeout", "no time left for the model")
         body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature}
         if tools:
             body["tools"] = tools
@@ -124,7 +130,7 @@ class OpenAIChat:
                     "chatbus.stream": on_delta is not None,
                 }
             )
-            result = await self._post(body, headers, on_delta)
+            result = await self._post(body, headers, on_delta, limit)
             span.set_attribute("gen_ai.response.model", result.model)
             if result.usage is not None:
                 span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
@@ -132,17 +138,21 @@ class OpenAIChat:
             return result
 
     async def _post(
-        self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta | None
+        self,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        on_delta: OnDelta | None,
+        limit: float,
     ) -> Completion:
         model = str(body["model"])
         if on_delta is not None or self.pool is None:
-            return await self._post_aiohttp(body, headers, on_delta)
+            return await self._post_aiohttp(body, headers, on_delta, limit)
         try:
             resp = await self.pool.post(
-                "/chat/completions", orjson.dumps(body), headers, timeout_s=self.timeout_s
+                "/chat/completions", orjson.dumps(body), headers, timeout_s=limit
             )
         except TimeoutError as e:
-            raise LLMError("timeout", f"LLM did not answer within {self.timeout_s:g}s") from e
+            raise LLMError("timeout", f"LLM did not answer within {limit:.3g}s") from e
         except HttpConnectionError as e:
             raise LLMError("connection", f"cannot reach the LLM: {e}") from e
         if resp.status != 200:
@@ -150,19 +160,25 @@ class OpenAIChat:
         return _parse_completion(_json(resp.body), model)
 
     async def _post_aiohttp(
-        self, body: dict[str, Any], headers: dict[str, str], on_delta: OnDelta | None
+        self,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        on_delta: OnDelta | None,
+        limit: float,
     ) -> Completion:
         model = str(body["model"])
+        timeout = aiohttp.ClientTimeout(total=limit, sock_connect=min(5.0, limit))
         try:
             data_out = orjson.dumps(body)
-            async with self.session.post(self.url, data=data_out, headers=headers) as resp:
+            post = self.session.post(self.url, data=data_out, headers=headers, timeout=timeout)
+            async with post as resp:
                 if resp.status != 200:
                     raise _error_for(resp.status, await resp.text())
                 if on_delta is not None:
                     return await _read_stream(resp, model, on_delta)
                 raw = await resp.read()
         except TimeoutError as e:
-            raise LLMError("timeout", f"LLM did not answer within {self.timeout_s:g}s") from e
+            raise LLMError("timeout", f"LLM did not answer within {limit:.3g}s") from e
         except aiohttp.ClientError as e:
             raise LLMError("connection", f"cannot reach the LLM: {type(e).__name__}") from e
         return _parse_completion(_json(raw), model)
@@ -219,12 +235,14 @@ async def _read_stream(resp: aiohttp.ClientResponse, model: str, on_delta: OnDel
     calls: dict[int, dict[str, str]] = {}
     usage: Usage | None = None
     finish = "stop"
+    ended = False  # by [DONE] or a finish_reason: anything else is a broken-off answer
     async for raw_line in resp.content:
         line = raw_line.strip()
         if not line.startswith(b"data:"):
             continue
         payload = line[5:].strip()
         if payload == b"[DONE]":
+            ended = True
             break
         try:
             chunk = orjson.loads(payload)
@@ -243,7 +261,10 @@ async def _read_stream(resp: aiohttp.ClientResponse, model: str, on_delta: OnDel
                 slot["id"] = tc.get("id") or slot["id"]
                 slot["name"] += fn.get("name") or ""
                 slot["args"] += fn.get("arguments") or ""
-            finish = choice.get("finish_reason") or finish
+            if choice.get("finish_reason"):
+                finish, ended = choice["finish_reason"], True
+    if not ended:
+        raise LLMError("connection", "the model's answer broke off before its end")
     tool_calls = [
         ToolCall(id=c["id"], name=c["name"], arguments=c["args"] or "{}")
         for _, c in sorted(calls.items())

@@ -38,6 +38,7 @@ class LLM(Protocol):
         agent: str,
         tools: list[dict[str, Any]] | None = None,
         on_delta: Any = None,  # async callable(str) for streamed text, or None
+        timeout_s: float | None = None,  # what is left of the message's deadline
     ) -> Completion: ...
 
 
@@ -82,6 +83,14 @@ class Costs(Protocol):
         cached: bool,
         counted: bool,
     ) -> None: ...
+
+
+class StepResults(Protocol):
+    """Model answers of earlier attempts of the same request, per step (reused, not repaid)."""
+
+    async def get(self, req: ChatRequest, agent: str, step: int) -> Completion | None: ...
+
+    async def put(self, req: ChatRequest, agent: str, step: int, done: Completion) -> None: ...
 
 
 class ResponseCache(Protocol):

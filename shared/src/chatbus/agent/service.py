@@ -7,6 +7,7 @@ and the LLM.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
+from prometheus_client import Counter
 from pydantic import create_model
 
 from chatbus import offline_llm
@@ -27,8 +29,10 @@ from chatbus.agent.resilience import ResilientLLM
 from chatbus.agent.session_state import RedisSessionReader
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
+from chatbus.agent.step_results import RedisStepResults
 from chatbus.alerts import ErrorRateWatch
 from chatbus.contracts.chat import AgentInfo, AgentPing, ChatChunk, ChatReply, ChatRequest
+from chatbus.deadline import DeadlineExceeded, remaining
 from chatbus.errors import RemoteError
 from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime, run
@@ -84,11 +88,18 @@ async def build_deps(
             cheap_model=settings.cheap_model or spec.cheap_model,
             fallback_model=settings.fallback_model or spec.fallback_model,
         )
+    reused = Counter(
+        "chatbus_llm_calls_reused_total",
+        "Model calls not made again: a retried or redelivered request reused an earlier result",
+        ["agent"],
+        registry=rt.registry,
+    )
     deps = AgentDeps(
         spec=spec,
         config=config,
         llm=ResilientLLM(chat, retries=settings.llm_retries, on_failure=on_llm_failure),
         history=RedisHistory(rt.redis_link()),
+        steps=RedisStepResults(rt.redis_link(), on_reuse=lambda a: reused.labels(a).inc()),
     )
     await attach_services(rt, deps, settings, base_url=base_url)
     return deps
@@ -105,7 +116,11 @@ async def attach_services(
     if settings.memory_enabled:
         from chatbus.memory_client import BusMemory
 
-        deps.memory = BusMemory(rt.bus, threshold=settings.memory_threshold)
+        deps.memory = BusMemory(
+            rt.bus,
+            threshold=settings.memory_threshold,
+            recall_budget_s=settings.memory_recall_budget_s,
+        )
     if settings.cost_enabled:
         from chatbus.cost_client import BusCosts
 
@@ -185,6 +200,12 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
             rt.redis_link(), notes=notes, with_route=bool(deps.router)
         )
         instance_id = uuid.uuid4().hex[:12]
+        recall_skipped = Counter(
+            "chatbus_memory_recall_skipped_total",
+            "Chats answered without long-term memory: it did not answer within its budget",
+            ["agent"],
+            registry=rt.registry,
+        ).labels(spec.id)
 
         async def on_chat(req: ChatRequest) -> ChatReply:
             with logging_context(
@@ -202,7 +223,15 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
                 span.set_attribute("chatbus.agent", spec.id)
                 span.set_attribute("chatbus.session_id", req.session_id)
                 try:
-                    reply = await answer(req, deps, publish)
+                    try:
+                        async with asyncio.timeout(remaining(req.deadline, 3600.0)):
+                            reply = await answer(req, deps, publish)
+                    except (TimeoutError, DeadlineExceeded) as e:
+                        if remaining(req.deadline, 1.0) > deps.config.write_margin_s:
+                            raise  # not the deadline: some other timeout
+                        raise RemoteError("timeout", "no answer within the deadline") from e
+                    if reply.degraded == "memory":
+                        recall_skipped.inc()
                     if reply.degraded:
                         outcome = f"degraded_{reply.degraded}"
                     span.set_attributes(
@@ -218,6 +247,9 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
                     return reply
                 except RemoteError as e:
                     outcome = e.code
+                    raise
+                except asyncio.CancelledError:
+                    outcome = "abandoned"  # the caller is gone: stopped, nothing written
                     raise
                 finally:
                     if publish is not None and req.stream_inbox:

@@ -24,10 +24,14 @@ class AgentSettings(ServiceSettings):
     memory_enabled: bool = True
     memory_k: int = Field(default=5, ge=0, le=50)
     memory_threshold: float = Field(default=0.0, ge=-1, le=1)
+    # Recall may use 5% of what is left of a message's deadline, at most this long; a memory
+    # service slower than that is skipped and the reply says degraded: "memory".
+    memory_recall_budget_s: float = Field(default=1.0, gt=0)
     cost_enabled: bool = True
     cache_enabled: bool = True
     cache_ttl_s: float = Field(default=300, ge=0)
     context_budget_tokens: int = Field(default=3500, ge=100)
+    # The cap of one model attempt; each attempt also ends with the message's deadline.
     llm_timeout_s: float = Field(default=60, gt=0)
     llm_retries: int = Field(default=2, ge=0, le=10)
     max_in_flight: int = Field(default=256, ge=1)

@@ -34,6 +34,10 @@ class ChatRequest(Message):
     # How many handoffs this message has already gone through (cuts handoff loops).
     handoff_depth: int = 0
     handoff_from: str | None = None
+    # When the caller stops waiting (Unix seconds, set once by the gateway from
+    # REQUEST_TIMEOUT_S or the async job's deadline). Every hop works within what is left and
+    # stops when it is gone; None (an old sender): the agent's own default budget.
+    deadline: float | None = None
     # Idempotency and async jobs reuse request ids; the agent does not care, the gateway does.
 
     @staticmethod
