@@ -25,13 +25,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
 from chatbus.contracts.base import ErrorReply, Message
-from chatbus.deadline import DEADLINE_HEADER, header_value, parse_header, remaining
-from chatbus.progress import BEAT_S, LOST_AFTER_S, PROGRESS_HEADER, ProgressInbox, beat_until_done
+from chatbus.deadline import DEADLINE_HEADER, header_value, remaining
+from chatbus.progress import LOST_AFTER_S, ProgressInbox, run_in_time, watch_reply
 
 if TYPE_CHECKING:
     from chatbus.alerts import Alerter
     from chatbus.metrics import Metrics
-from chatbus.errors import BusUnavailable, InstanceLost, NoResponders, RemoteError, RequestTimeout
+from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 
 log = logging.getLogger("chatbus.bus")
 tracer = trace.get_tracer("chatbus.bus")
@@ -181,32 +181,16 @@ class Bus:
         subject = subject or msg.subject
         if self._progress is None:
             self._progress = ProgressInbox(self.nc)
-        async with self._progress.watch() as (inbox, beat):
-            hdrs = {**(headers or {}), PROGRESS_HEADER: inbox}
-            reply = asyncio.ensure_future(
-                self.request(
-                    msg, reply_type, subject, timeout=3600, headers=hdrs, deadline=deadline
-                )
+
+        def send(hdrs: dict[str, str]) -> Awaitable[R]:
+            merged = {**(headers or {}), **hdrs}
+            return self.request(
+                msg, reply_type, subject, timeout=3600, headers=merged, deadline=deadline
             )
-            try:
-                while True:
-                    beat.clear()
-                    waiter = asyncio.ensure_future(beat.wait())
-                    wait_s = min(lost_after_s, remaining(deadline) + 0.5)
-                    done, _ = await asyncio.wait(
-                        {reply, waiter}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    waiter.cancel()
-                    if reply in done:
-                        return reply.result()
-                    if waiter in done:
-                        continue
-                    if remaining(deadline) <= 0:
-                        return await reply  # its own timeout ends it now
-                    raise InstanceLost(subject)
-            finally:
-                if not reply.done():
-                    reply.cancel()
+
+        return await watch_reply(
+            self._progress, send, subject=subject, deadline=deadline, lost_after_s=lost_after_s
+        )
 
     async def subscribe(
         self,
@@ -269,32 +253,8 @@ class Bus:
         self, raw: Msg, model: type[M], handler: Handler[M], waited: float
     ) -> Message | None:
         """Run the handler within the request's deadline, beating when the caller asked."""
-        headers = raw.headers or {}
-        deadline = parse_header(headers.get(DEADLINE_HEADER))
-        if deadline is not None and remaining(deadline) <= 0:
-            log.info("skipped a request on %s: its caller stopped waiting", raw.subject)
-            return ErrorReply(code="timeout", message="the deadline passed before the work began")
-        work = asyncio.ensure_future(self._run_handler(raw.subject, raw.data, model, handler))
-        beats = None
-        if inbox := headers.get(PROGRESS_HEADER):
-            first = 0.0 if waited > BEAT_S / 2 else BEAT_S
-            beats = asyncio.ensure_future(beat_until_done(self.nc, inbox, work, first_s=first))
-        try:
-            async with asyncio.timeout(None if deadline is None else remaining(deadline)):
-                return await work
-        except TimeoutError:
-            log.info("stopped a request on %s at its deadline", raw.subject)
-            return ErrorReply(code="timeout", message="the request's deadline passed")
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise  # we are being cancelled ourselves
-            return None  # the caller is gone: nobody to answer
-        finally:
-            if not work.done():
-                work.cancel()
-            if beats is not None:
-                beats.cancel()
+        work = self._run_handler(raw.subject, raw.data, model, handler)
+        return await run_in_time(self.nc, raw.subject, raw.headers or {}, work, waited)
 
     async def _run_handler(
         self, subject: str, data: bytes, model: type[M], handler: Handler[M]

@@ -20,13 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TypeVar
 
 import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from chatbus.contracts.base import ErrorReply, Message
+from chatbus.deadline import DEADLINE_HEADER, parse_header, remaining
+from chatbus.errors import InstanceLost
 
 log = logging.getLogger("chatbus.progress")
 
@@ -35,6 +41,8 @@ BEAT_S = 1.0
 # Three beats missed: the instance is gone (a busy event loop may delay one beat, not three).
 LOST_AFTER_S = 3.5
 GONE = b"gone"
+
+T = TypeVar("T")
 
 
 class ProgressInbox:
@@ -96,3 +104,73 @@ async def beat_until_done(
             log.info("the caller stopped waiting: work cancelled")
             work.cancel()
             return
+
+
+async def watch_reply(
+    progress: ProgressInbox,
+    send: Callable[[dict[str, str]], Awaitable[T]],
+    *,
+    subject: str,
+    deadline: float,
+    lost_after_s: float = LOST_AFTER_S,
+) -> T:
+    """The caller's side: ``send(headers)`` and wait for its reply while beats keep coming."""
+    async with progress.watch() as (inbox, beat):
+        reply = asyncio.ensure_future(send({PROGRESS_HEADER: inbox}))
+        try:
+            while True:
+                beat.clear()
+                waiter = asyncio.ensure_future(beat.wait())
+                wait_s = min(lost_after_s, remaining(deadline) + 0.5)
+                done, _ = await asyncio.wait(
+                    {reply, waiter}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                waiter.cancel()
+                if reply in done:
+                    return reply.result()
+                if waiter in done:
+                    continue
+                if remaining(deadline) <= 0:
+                    return await reply  # its own timeout ends it now
+                raise InstanceLost(subject)
+        finally:
+            if not reply.done():
+                reply.cancel()
+
+
+async def run_in_time(
+    nc: NATS,
+    subject: str,
+    headers: Mapping[str, str],
+    work: Awaitable[Message | None],
+    waited: float,
+) -> Message | None:
+    """The responder's side: run ``work`` within the request's deadline (``Chatbus-Deadline``),
+    beating while it runs when the caller asked (``Chatbus-Progress``)."""
+    deadline = parse_header(headers.get(DEADLINE_HEADER))
+    if deadline is not None and remaining(deadline) <= 0:
+        log.info("skipped a request on %s: its caller stopped waiting", subject)
+        if inspect.iscoroutine(work):
+            work.close()  # never started
+        return ErrorReply(code="timeout", message="the deadline passed before the work began")
+    task = asyncio.ensure_future(work)
+    beats = None
+    if inbox := headers.get(PROGRESS_HEADER):
+        first = 0.0 if waited > BEAT_S / 2 else BEAT_S
+        beats = asyncio.ensure_future(beat_until_done(nc, inbox, task, first_s=first))
+    try:
+        async with asyncio.timeout(None if deadline is None else remaining(deadline)):
+            return await task
+    except TimeoutError:
+        log.info("stopped a request on %s at its deadline", subject)
+        return ErrorReply(code="timeout", message="the request's deadline passed")
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # we are being cancelled ourselves
+        return None  # the caller is gone: nobody to answer
+    finally:
+        if not task.done():
+            task.cancel()
+        if beats is not None:
+            beats.cancel()

@@ -1,0 +1,62 @@
+"""An agent instance killed mid-request: its in-flight requests finish on the other instance in
+seconds, not after the gateway's 30 s timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+
+from chatbus.testing import ServiceFactory
+from tests.faults.conftest import TimedLLM, until
+from tests.gateway.gw_harness import StartGateway
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+async def test_requests_in_flight_on_a_killed_instance_complete_on_the_other_one(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    model: tuple[TimedLLM, str],
+    service_factory: ServiceFactory,
+    uid: str,
+) -> None:
+    llm, url = model
+    llm.latency_s = 2.0  # every answer takes 2 s: requests are in flight when the kill comes
+    agent = f"crash{uid}"
+    env = {
+        "FAULT_AGENT_ID": agent,
+        "OPENAI_BASE_URL": url,
+        "MEMORY_ENABLED": "false",
+        "COST_ENABLED": "false",
+        "CACHE_ENABLED": "false",
+    }
+    doomed, survivor = await asyncio.gather(
+        service_factory.start("tests.faults.fault_agent", **env),
+        service_factory.start("tests.faults.fault_agent", **env),
+    )
+    gateway = await start_gateway(request_timeout_s=30)
+
+    async def chat(i: int) -> tuple[int, dict[str, object]]:
+        async with http.post(
+            f"{gateway.url}/api/chat/{agent}",
+            json={"message": f"question {i}", "session_id": f"s{uid}-{i}"},
+        ) as r:
+            return r.status, await r.json()
+
+    n = 12
+    calls = [asyncio.create_task(chat(i)) for i in range(n)]
+    await until(lambda: len(llm.arrived) >= n)  # all of them are with the model now
+    doomed.kill()  # kill -9, mid-request
+    killed_at = time.monotonic()
+    results = await asyncio.gather(*calls)
+    recovered_in = time.monotonic() - killed_at
+
+    assert [status for status, _ in results] == [200] * n, results
+    assert all(f"question {i}" in str(body["reply"]) for i, (_, body) in enumerate(results))
+    # The killed instance's requests were asked again on the survivor (its calls never ended)
+    assert len(llm.arrived) > n
+    assert recovered_in < 12, f"in-flight requests took {recovered_in:.1f}s after the kill"
+    assert survivor.proc is not None and survivor.proc.poll() is None
