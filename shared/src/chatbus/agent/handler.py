@@ -313,7 +313,7 @@ class _Run:
                 caller=f"{self.req.tenant_id}:{self.req.session_id}",
             )
         except LLMError as e:
-            if e.kind == "timeout" and remaining(self.req.deadline) <= 0:
+            if e.kind == "timeout":
                 raise RemoteError("timeout", "the model did not answer in time") from e
             if e.kind in {"connection", "unavailable", "interrupted"}:
                 raise RemoteError("unavailable", e.message) from e

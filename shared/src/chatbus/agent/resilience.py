@@ -78,7 +78,9 @@ class ResilientLLM:
         deltas = _Deltas(on_delta) if on_delta is not None else None
         last: LLMError | None = None
         for candidate in [m for m in (model, fallback_model) if m]:
-            if remaining(deadline) < self._needed(candidate):
+            # The first try needs what answers typically take; a fallback, a real chance too.
+            first = last is None
+            if remaining(deadline) <= self._needed(candidate, first=first):
                 break
             breaker = self.breaker(candidate)
             admission = breaker.admit()
@@ -157,6 +159,7 @@ class ResilientLLM:
         delay = min(self.max_delay_s, self.base_delay_s * 2**attempt)
         return delay / 2, delay
 
-    def _needed(self, model: str) -> float:
+    def _needed(self, model: str, *, first: bool = False) -> float:
         """The time an attempt needs to have a chance: what answers typically take."""
-        return max(self.min_attempt_s, self.typical_s.get(model, 0.0))
+        typical = self.typical_s.get(model, 0.0)
+        return typical if first else max(self.min_attempt_s, typical)
