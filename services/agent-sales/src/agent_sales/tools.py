@@ -89,9 +89,7 @@ async def create_invoice(args: CreateInvoice, ctx: ToolContext) -> dict[str, Any
     amount = PRICE_PER_SEAT_USD[args.plan] * args.seats * args.months
     invoice_id = f"INV-{uuid.uuid4().hex[:8].upper()}"
     data = args.model_dump(exclude={"currency"})
-    return await ctx.propose(
-        "invoice", invoice_id, data, amount=amount, currency=args.currency.upper()
-    )
+    return await ctx.propose("invoice", invoice_id, data, amount=amount, currency=args.currency)
 
 
 TOOLS = (qualify_lead, create_invoice)

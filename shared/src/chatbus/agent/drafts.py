@@ -133,19 +133,18 @@ class Drafts:
                 "this needs a signed-in customer, and this conversation has none; "
                 "ask the customer to sign in"
             )
-        policy = self.policies.of(caller.tenant_id)
+        policy, currency = self.policies.of(caller.tenant_id), currency.strip().upper()
         policy.check(amount, currency)
-        amount = round(amount, 2)
+        amount, ttl = round(amount, 2), max(1, int(policy.confirm_ttl_s))
         record = await ctx.store().create(
             kind,
             record_id,
             {**data, "amount": amount, "currency": currency, "status": "draft",
-             "customer_id": caller.user_id},
+             "customer_id": caller.user_id, "confirm_by": time.time() + ttl},
         )  # fmt: skip
         code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
         pending = {"kind": kind, "record_id": record_id, "tool": tool.name,
                    "request_id": ctx.req.request_id, "at": time.time()}  # fmt: skip
-        ttl = max(1, int(policy.confirm_ttl_s))
         await self.redis.set(self.key(caller, code), json.dumps(pending), ex=ttl)
         log.info(
             "draft proposed",
