@@ -14,7 +14,7 @@ from chatbus.bus import Bus
 from chatbus.memory_client import BusMemory
 from chatbus.runtime import Runtime
 from chatbus_gateway.caller import TENANT_ID
-from chatbus_gateway.memory_routes import setup_memory_routes
+from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
 
 from .conftest import memory_settings, running_memory
 
@@ -39,7 +39,8 @@ async def fake_auth(request: web.Request, handler):  # type: ignore[no-untyped-d
 @pytest_asyncio.fixture
 async def client(bus: Bus, memory_rt: Runtime) -> AsyncIterator[TestClient]:
     app = web.Application(middlewares=[fake_auth])
-    setup_memory_routes(app, BusMemory(bus, timeout=10))
+    # Bounds above the chunk size, so long turns are stored in several chunks.
+    setup_memory_routes(app, BusMemory(bus, timeout=10), Bounds(256 * 1024, 40_000))
     async with TestClient(TestServer(app)) as c:
         yield c
 
@@ -148,7 +149,7 @@ async def test_not_json_is_400_and_a_bad_query_422(client: TestClient) -> None:
         "/api/memory/search", data=b"{nope", headers={"Content-Type": "application/json"}
     )
     assert r.status == 400
-    assert "not JSON" in (await r.json())["error"]["message"]
+    assert "not valid JSON" in (await r.json())["error"]["message"]
     r = await client.get("/api/sessions/s/messages", params={"limit": "many"})
     assert r.status == 422
 

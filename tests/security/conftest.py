@@ -19,9 +19,13 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
 from chatbus.memory_client import BusMemory
 from chatbus.runtime import Runtime
+from chatbus.testing import serving
+from chatbus_cost.__main__ import CostSettings
+from chatbus_cost.__main__ import make_wire as make_cost_wire
 from chatbus_gateway.keys import KeyStore
 from tests.gateway.conftest import agent, callbacks, gateway, http, start_gateway
 from tests.gateway.gw_agent_stub import StubAgent
+from tests.gateway.gw_harness import StartGateway
 from tests.memory.conftest import memory_settings, running_memory
 
 __all__ = ["agent", "callbacks", "gateway", "http", "start_gateway"]
@@ -88,3 +92,54 @@ async def remembering_agent(
     await stub.start()
     yield stub
     await stub.close()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def cost_rt(
+    nats_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Runtime]:
+    """The real cost service, in-process, behind ``/api/usage``."""
+    settings = CostSettings(
+        nats_url=nats_url,
+        redis_url=redis_url,
+        port=0,
+        host="127.0.0.1",
+        log_format="text",
+        redis_prefix=f"sec:{tmp_path_factory.mktemp('cost').name}:",
+    )
+    async with serving(settings, make_cost_wire(settings)) as service:
+        yield service.rt
+
+
+@dataclass
+class Stack:
+    """A gateway with auth on, two tenants, the admin key, memory and cost behind it."""
+
+    url: str
+    a: Tenant
+    b: Tenant
+    agent: str
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_KEY}", "X-Tenant-Id": self.a.name}
+
+
+@pytest_asyncio.fixture
+async def stack(
+    start_gateway: StartGateway,
+    tenants: tuple[Tenant, Tenant],
+    remembering_agent: RememberingAgent,
+    memory_rt: Runtime,
+    cost_rt: Runtime,
+) -> Stack:
+    gw = await start_gateway(
+        auth="on",
+        admin_key=ADMIN_KEY,
+        rate_ip_per_min=0,
+        rate_key_per_min=0,
+        rate_session_per_min=0,
+        rate_user_per_min=0,
+        request_timeout_s=5,
+    )
+    return Stack(gw.url, tenants[0], tenants[1], remembering_agent.agent)

@@ -27,6 +27,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from chatbus.alerts import Alerter
 from chatbus.bus import Bus
+from chatbus.http_guard import ConnectionLimits, GuardedAppRunner
 from chatbus.metrics import Metrics
 from chatbus.redis_link import RedisLink
 from chatbus.settings import ServiceSettings
@@ -222,7 +223,15 @@ async def _run(
             http.router.add_get(path, functools.partial(view, rt))
         await wire(rt)
 
-        runner = web.AppRunner(http, access_log=None, handle_signals=False, shutdown_timeout=15)
+        limits = ConnectionLimits(
+            header_timeout_s=settings.http_header_timeout_s,
+            body_timeout_s=settings.http_body_timeout_s,
+            idle_timeout_s=settings.http_idle_timeout_s,
+            max_per_ip=settings.http_max_connections_per_ip,
+        )
+        runner = GuardedAppRunner(
+            http, limits, access_log=None, handle_signals=False, shutdown_timeout=15
+        )
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)
         await site.start()

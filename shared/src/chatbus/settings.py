@@ -7,10 +7,14 @@ Each service subclasses :class:`ServiceSettings` with its own fields. Settings a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Secrets shorter than this are refused in production (admin keys, signing secrets).
+MIN_SECRET_CHARS = 32
 
 
 class ServiceSettings(BaseSettings):
@@ -22,7 +26,18 @@ class ServiceSettings(BaseSettings):
         extra="ignore",
         frozen=True,
         env_ignore_empty=True,  # OPENAI_BASE_URL= means unset, not ""
+        # A bad setting's error must never print a value: the environment holds secrets.
+        hide_input_in_errors=True,
     )
+
+    def __init__(self, **values: Any) -> None:
+        """Read the settings; a bad one raises a ``ValidationError`` that names the setting
+        and the rule, and holds no value read (its ``errors()`` included) - not even a tail
+        of a secret printed by a rule on the whole model."""
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise _without_inputs(e) from None
 
     service_name: str = "chatbus"
     app_env: Literal["development", "staging", "production"] = "development"
@@ -34,6 +49,15 @@ class ServiceSettings(BaseSettings):
     # HTTP port for /health, /ready and /metrics (the gateway serves its API there too).
     port: int = Field(default=8080, ge=0, le=65535)
     host: str = "0.0.0.0"
+    # HTTP connections (``chatbus.http_guard``): a request's head must arrive within
+    # http_header_timeout_s, its body within http_body_timeout_s (else 408, closed); a
+    # kept-alive connection idle for http_idle_timeout_s is closed; at most
+    # http_max_connections_per_ip are open per client address (0 = no cap; raise it behind a
+    # proxy, whose address every client shares).
+    http_header_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    http_body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    http_idle_timeout_s: float = Field(default=15.0, gt=0, le=3600)
+    http_max_connections_per_ip: int = Field(default=128, ge=0)
     data_dir: Path = Path(".data")
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
@@ -50,6 +74,15 @@ class ServiceSettings(BaseSettings):
     def check_production(self) -> None:
         """Refuse settings that must not reach production. Subclasses extend this."""
 
+    def require_strong(self, name: str, value: SecretStr | None) -> None:
+        """In production, refuse a secret shorter than ``MIN_SECRET_CHARS`` (never shown)."""
+        if self.app_env == "production" and value is not None:
+            if len(value.get_secret_value()) < MIN_SECRET_CHARS:
+                raise ValueError(
+                    f"{name} must be at least {MIN_SECRET_CHARS} characters in production "
+                    "(e.g. `openssl rand -hex 32`)"
+                )
+
     def secrets(self) -> list[str]:
         """Every secret value in these settings, so logs can redact them."""
         out: list[str] = []
@@ -58,3 +91,14 @@ class ServiceSettings(BaseSettings):
             if isinstance(value, SecretStr) and value.get_secret_value():
                 out.append(value.get_secret_value())
         return out
+
+
+def _without_inputs(e: ValidationError) -> ValidationError:
+    """``e`` with every input value replaced: what was read may be a secret."""
+    details: list[InitErrorDetails] = []
+    for err in e.errors(include_url=False):
+        detail: InitErrorDetails = {"type": err["type"], "loc": err["loc"], "input": "<hidden>"}
+        if "ctx" in err:
+            detail["ctx"] = err["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(e.title, details, hide_input=True)

@@ -12,6 +12,7 @@ from chatbus_gateway.auth import require_admin
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.job_routes import JOBS
+from chatbus_gateway.params import path_int, query_int
 
 
 def _job(data: bytes) -> ChatJob | None:
@@ -33,10 +34,8 @@ def _job_id(data: bytes) -> str | None:
 
 async def dead_letters(request: web.Request) -> web.Response:
     require_admin(request)
-    raw = request.query.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
-        raise ApiError(422, "limit: an integer from 1 to 1000", param="limit")
-    parked = await list_dead_letters(request.app[DEPS].bus, limit=int(raw))
+    limit = query_int(request, "limit", 100, 1, 1000)
+    parked = await list_dead_letters(request.app[DEPS].bus, limit=limit)
     out = []
     for p in parked:
         job = _job(p.data)
@@ -56,10 +55,7 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 async def redrive_one(request: web.Request) -> web.Response:
     require_admin(request)
-    raw = request.match_info["seq"]
-    if not raw.isdigit() or not 1 <= int(raw) < 2**63:
-        raise ApiError(404, f"no dead letter {raw[:40]!r}", type="not_found")
-    seq = int(raw)
+    seq = path_int(request, "seq", 1, 2**63 - 1)
     bus = request.app[DEPS].bus
     try:
         msg = await bus.js.get_msg(DLQ_STREAM, seq)

@@ -21,7 +21,7 @@ from chatbus_gateway.job_routes import JOBS, setup_job_routes
 from chatbus_gateway.jobs import CallbackSender, JobStore, JobWorker, start_worker
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
-from chatbus_gateway.memory_routes import setup_memory_routes
+from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
 from chatbus_gateway.middleware import drain_middleware, echo_request_id, error_middleware
 from chatbus_gateway.openai_api import setup_openai_routes
 from chatbus_gateway.openapi import OPENAPI_PATHS, setup_openapi
@@ -84,7 +84,8 @@ async def wire(rt: Runtime) -> None:
     )
     app = setup_gateway(rt.http, deps)
     setup_usage_routes(app, BusCosts(rt.bus))
-    setup_memory_routes(app, BusMemory(rt.bus))
+    bounds = Bounds(settings.max_body_bytes, settings.max_message_chars)
+    setup_memory_routes(app, BusMemory(rt.bus), bounds)
     setup_records_routes(app, BusRecords(rt.bus))
     app[OPENAPI_PATHS].update(store_paths())
     setup_web_routes(app)

@@ -7,14 +7,18 @@
 ``DELETE /api/users/{id}``              forget a user (all their sessions)
 
 The tenant is ``caller.tenant_of(request)`` (set by the auth middleware), ``"default"`` without one.
-Bad input is a 422 ``{"error", "detail": [...]}``; the memory service down is a 503.
+Bodies obey the chat bounds: ``MAX_BODY_BYTES`` (413) and ``MAX_MESSAGE_CHARS`` per turn or query
+(422); an import takes at most ``MAX_IMPORT_TURNS`` turns per request (422 beyond: send the
+transcript in parts), so no request holds the memory service for long. Errors are the gateway's
+``{"error": {message, type, code, param}}``; the memory service down is a 503.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
@@ -23,12 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chatbus.contracts.chat import Turn
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 from chatbus.memory_client import BusMemory
+from chatbus_gateway.body import read_json
 from chatbus_gateway.caller import tenant_of
 from chatbus_gateway.errors import ApiError
+from chatbus_gateway.params import query_int
 
 log = logging.getLogger("chatbus.gateway.memory")
 
-MAX_IMPORT = 10_000
+# Turns per import request: a few seconds of embedding at most (send longer transcripts in parts).
+MAX_IMPORT_TURNS = 500
 
 
 class ImportedTurn(BaseModel):
@@ -37,7 +44,7 @@ class ImportedTurn(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: str = Field(min_length=1)
     speaker: str | None = Field(default=None, max_length=200)
-    created_at: float | None = Field(default=None, ge=0)
+    created_at: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
     agent: str | None = Field(default=None, max_length=200)
 
     @field_validator("content")
@@ -51,7 +58,7 @@ class ImportedTurn(BaseModel):
 class ImportBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    messages: list[ImportedTurn] = Field(min_length=1, max_length=MAX_IMPORT)
+    messages: list[ImportedTurn] = Field(min_length=1, max_length=MAX_IMPORT_TURNS)
     user_id: str | None = Field(default=None, min_length=1, max_length=200)
 
 
@@ -73,11 +80,6 @@ class SearchBody(BaseModel):
         return v
 
 
-class HistoryQuery(BaseModel):
-    limit: int = Field(default=50, ge=1, le=1000)
-    before: float | None = None
-
-
 def _tenant(request: web.Request) -> str:
     return tenant_of(request)
 
@@ -97,11 +99,31 @@ def _detail(err: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
-async def _json(request: web.Request) -> Any:
+@dataclass(frozen=True)
+class Bounds:
+    """The chat bounds the memory routes obey (``GatewaySettings``' values)."""
+
+    max_body_bytes: int = 64 * 1024
+    max_message_chars: int = 8000
+
+    def check_length(self, text: str, field: str) -> None:
+        if len(text) > self.max_message_chars:
+            raise ApiError(
+                422, f"{field}: longer than {self.max_message_chars} characters", param=field
+            )
+
+
+def _before(request: web.Request) -> float | None:
+    raw = request.query.get("before")
+    if raw is None:
+        return None
     try:
-        return await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ApiError(400, f"body is not JSON: {e}") from None
+        value = float(raw) if len(raw) <= 32 else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ApiError(422, "before: a number (unix time)", param="before")
+    return value
 
 
 def _turn_json(t: Turn) -> dict[str, Any]:
@@ -134,14 +156,17 @@ def _guard(handler: Handler) -> Handler:
     return wrapped
 
 
-def setup_memory_routes(app: web.Application, memory: BusMemory) -> None:
+def setup_memory_routes(
+    app: web.Application, memory: BusMemory, bounds: Bounds | None = None
+) -> None:
     """Add the five memory routes to ``app``."""
+    bounds = bounds or Bounds()
 
     @_guard
     async def get_messages(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["id"]
-        q = HistoryQuery.model_validate(dict(request.query))
-        turns = await memory.history(_tenant(request), session_id, q.limit, q.before)
+        limit = query_int(request, "limit", 50, 1, 1000)
+        turns = await memory.history(_tenant(request), session_id, limit, _before(request))
         return web.json_response(
             {"session_id": session_id, "messages": [_turn_json(t) for t in turns]}
         )
@@ -149,8 +174,10 @@ def setup_memory_routes(app: web.Application, memory: BusMemory) -> None:
     @_guard
     async def post_messages(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["id"]
-        raw = await _json(request)
+        raw = await read_json(request, bounds.max_body_bytes)
         body = ImportBody.model_validate({"messages": raw} if isinstance(raw, list) else raw)
+        for i, m in enumerate(body.messages):
+            bounds.check_length(m.content, f"messages.{i}.content")
         user_id = body.user_id or request.get("user_id")
         turns = [
             Turn(
@@ -172,7 +199,8 @@ def setup_memory_routes(app: web.Application, memory: BusMemory) -> None:
 
     @_guard
     async def search(request: web.Request) -> web.StreamResponse:
-        body = SearchBody.model_validate(await _json(request))
+        body = SearchBody.model_validate(await read_json(request, bounds.max_body_bytes))
+        bounds.check_length(body.query, "query")
         user_id = body.user_id or request.get("user_id")
         if body.session_id is None and not (body.scope == "user" and user_id):
             return _invalid(

@@ -13,9 +13,11 @@ import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from chatbus.http_guard import BodyTimeout
 from chatbus.metrics import Metrics
 from chatbus.telemetry import logging_context
 from chatbus_gateway.errors import ApiError, error_body
+from chatbus_gateway.params import check_path_ids
 
 log = logging.getLogger("chatbus.gateway")
 
@@ -78,9 +80,14 @@ def error_middleware(metrics: Metrics) -> Middleware:
         started = time.perf_counter()
         try:
             with logging_context(client_request_id=client_request_id(request)):
+                check_path_ids(request)
                 response = await handler(request)
         except ApiError as e:
             response = e.response()
+        except BodyTimeout as e:
+            response = ApiError(
+                408, str(e), type="request_timeout", headers={"Connection": "close"}
+            ).response()
         except web.HTTPException as e:
             if e.status < 400:
                 raise

@@ -22,7 +22,7 @@ Chat with chatbus agents over HTTP.
 """
 
 ERRORS = {
-    "400": "Bad request (body is not a JSON object)",
+    "400": "Bad request: the body is not JSON (or nests too deep), or not a JSON object",
     "401": "Missing or unknown API key",
     "402": "Budget exhausted",
     "403": "Not allowed for this key",

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from chatbus_gateway.memory_routes import ImportBody, SearchBody
+from chatbus_gateway.openapi_paths import ERRORS, json_body
 from chatbus_gateway.records_routes import KINDS
 
 ID = {"type": "string", "minLength": 1, "maxLength": 200}
@@ -47,21 +48,15 @@ def _search_body() -> dict[str, Any]:
     return content
 
 
-def _answers(ok: str, *errors: str) -> dict[str, Any]:
-    text = {
-        "200": ok,
-        "201": ok,
-        "401": "Missing or unknown API key",
-        "403": "Not allowed",
-        "404": "Not found",
-        "422": "Invalid field",
-        "429": "Rate limited",
-        "503": "The memory or cost service is unavailable",
+def _answers(ok: str, *codes: str) -> dict[str, Any]:
+    """The first code is the success (its body is the service's JSON); the rest are errors."""
+    success, *errors = codes
+    out: dict[str, Any] = {
+        success: {"description": ok, "content": {"application/json": {"schema": {}}}}
     }
-    out = {
-        code: {"description": text[code], "content": {"application/json": {"schema": {}}}}
-        for code in errors
-    }
+    text = {**ERRORS, "503": "The memory or cost service is unavailable"}
+    for code in errors:
+        out[code] = {"description": text[code], "content": json_body("ErrorOut")}
     return out
 
 
@@ -74,7 +69,8 @@ def _query(name: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def store_paths() -> dict[str, Any]:
-    errors = ("401", "422", "429", "503")
+    errors = ("401", "404", "422", "429", "503")
+    body_errors = ("400", "401", "404", "413", "422", "429", "503")
     paths: dict[str, Any] = {
         "/api/sessions/{id}/messages": {
             "get": {
@@ -90,14 +86,14 @@ def store_paths() -> dict[str, Any]:
                 "summary": "Import a past transcript into a session",
                 "parameters": [_path("id")],
                 "requestBody": {"required": True, "content": _inline(ImportBody)},
-                "responses": _answers("Imported", "201", *errors),
+                "responses": _answers("Imported", "201", *body_errors),
             },
         },
         "/api/memory/search": {
             "post": {
                 "summary": "Search a session's (or user's) memory",
                 "requestBody": {"required": True, "content": _search_body()},
-                "responses": _answers("Scored earlier turns", "200", *errors),
+                "responses": _answers("Scored earlier turns", "200", *body_errors),
             }
         },
         "/api/sessions/{id}": {
@@ -141,7 +137,9 @@ def store_paths() -> dict[str, Any]:
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200}),
                     _query("cursor", ID),
                 ],
-                "responses": _answers(f"{plural.title()}", "200", "401", "422", "429", "503"),
+                "responses": _answers(
+                    f"{plural.title()}", "200", "401", "404", "422", "429", "503"
+                ),
             }
         }
         paths[f"/api/{plural}/{{record_id}}"] = {

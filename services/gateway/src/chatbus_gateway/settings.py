@@ -72,6 +72,8 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("CHATBUS_AUTH must be 'on' in production")
         if self.app_env == "production" and not self.admin_key:
             raise ValueError("CHATBUS_ADMIN_KEY is required in production")
+        self.require_strong("CHATBUS_ADMIN_KEY", self.admin_key)
+        self.require_strong("CALLBACK_SECRET", self.callback_secret)
 
     @property
     def auth_on(self) -> bool:

@@ -5,12 +5,14 @@ Query: ``from`` and ``to`` (``YYYY-MM-DD``, inclusive, UTC; default: the last 7 
 an admin may pass ``tenant=<id>`` or ``tenant=*`` for every tenant. A ``group_by=day`` answer
 whose range starts on or before the first of ``to``'s month also carries
 ``forecast_month_usd`` (see ``chatbus.contracts.cost.forecast_month_end``). Errors: 422 for bad
-parameters, 403 for another tenant without admin rights, 503 when the cost service is down.
+parameters, 403 for another tenant without admin rights, 503 when the cost service is down
+(all in the gateway's ``{"error": {message, type, code, param}}`` shape). ``from`` alone covers
+up to today, at most 400 days.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from aiohttp import web
@@ -19,22 +21,10 @@ from chatbus.contracts.cost import GROUP_BY, GroupBy, forecast_month_end
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
 from chatbus_gateway.caller import is_admin, tenant_of
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.params import query_date, query_text
 
 MAX_DAYS = 400
-
-
-def _bad(message: str) -> web.Response:
-    return web.json_response({"error": message}, status=422)
-
-
-def _date(request: web.Request, name: str, default: date) -> date:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"'{name}' must be a date YYYY-MM-DD, got {raw[:40]!r}") from None
 
 
 def setup_usage_routes(app: web.Application, costs: BusCosts) -> None:
@@ -42,24 +32,23 @@ def setup_usage_routes(app: web.Application, costs: BusCosts) -> None:
 
     async def usage(request: web.Request) -> web.Response:
         today = datetime.now(UTC).date()
-        try:
-            to = _date(request, "to", today)
-            since = _date(request, "from", to - timedelta(days=6))
-        except ValueError as e:
-            return _bad(str(e))
+        to = query_date(request, "to", today)
+        since = query_date(request, "from", to - timedelta(days=6))
+        if "to" not in request.query:  # ?from= alone: up to today, at most MAX_DAYS
+            to = max(since, min(to, since + timedelta(days=MAX_DAYS - 1)))
         if to < since:
-            return _bad(f"'to' ({to}) is before 'from' ({since})")
+            raise ApiError(422, f"to: {to} is before from ({since})", param="to")
         if (to - since).days + 1 > MAX_DAYS:
-            return _bad(f"at most {MAX_DAYS} days per report")
+            raise ApiError(422, f"to: at most {MAX_DAYS} days per report", param="to")
         group_by = request.query.get("group_by", "day")
         if group_by not in GROUP_BY:
-            return _bad(f"'group_by' must be one of {', '.join(GROUP_BY)}")
+            raise ApiError(422, f"group_by: one of {', '.join(GROUP_BY)}", param="group_by")
         tenant: str | None = tenant_of(request)
-        asked = request.query.get("tenant")
+        asked = query_text(request, "tenant", 64)
         if asked is not None and asked != tenant:
             if not is_admin(request):
-                return web.json_response(
-                    {"error": "only an admin may read another tenant's usage"}, status=403
+                raise ApiError(
+                    403, "only an admin may read another tenant's usage", type="permission_error"
                 )
             tenant = None if asked == "*" else asked
         try:
@@ -70,10 +59,11 @@ def setup_usage_routes(app: web.Application, costs: BusCosts) -> None:
                 group_by=cast(GroupBy, group_by),
             )
         except RemoteError as e:
-            status = 422 if e.code == "invalid" else 503
-            return web.json_response({"error": e.message}, status=status)
-        except BusError:
-            return web.json_response({"error": "cost service unavailable"}, status=503)
+            if e.code == "invalid":
+                raise ApiError(422, e.message) from e
+            raise ApiError(503, "the cost service is unavailable", type="unavailable") from e
+        except BusError as e:
+            raise ApiError(503, "the cost service is unavailable", type="unavailable") from e
         body: dict[str, Any] = {
             "tenant": report.tenant_id if report.tenant_id is not None else "*",
             "from": report.from_date,

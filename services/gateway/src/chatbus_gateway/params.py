@@ -1,0 +1,75 @@
+"""Reading query and path parameters, the same way on every route.
+
+``?limit=²`` (a Unicode digit: ``str.isdigit`` says yes, ``int`` says no), a 5,000-digit id,
+NUL bytes or NATS subject characters all get a 404/422 in the usual error shape here, before a
+route's own code sees them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+
+from aiohttp import web
+
+from chatbus_gateway.errors import ApiError
+
+# ASCII digits only, short enough that int() and every store downstream take the value.
+_INT = re.compile(r"[0-9]{1,19}")
+# Control characters (C0, DEL) and the Unicode replacement of undecodable bytes.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ufffd]")
+# Longest path id any route takes (session, user, record and job ids are at most 200).
+MAX_ID = 200
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    """``?name=`` as an integer from ``lo`` to ``hi`` (422 otherwise), ``default`` when absent."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not _INT.fullmatch(raw) or not lo <= int(raw) <= hi:
+        raise ApiError(422, f"{name}: an integer from {lo} to {hi}", param=name)
+    return int(raw)
+
+
+def query_text(request: web.Request, name: str, max_length: int = MAX_ID) -> str | None:
+    """``?name=`` as non-empty text without control characters, None when absent."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not raw or len(raw) > max_length or _CONTROL.search(raw):
+        raise ApiError(
+            422, f"{name}: 1 to {max_length} characters, no control characters", param=name
+        )
+    return raw
+
+
+def query_date(request: web.Request, name: str, default: date) -> date:
+    """``?name=YYYY-MM-DD`` (422 for anything else, an empty value included)."""
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        if len(raw) != 10:
+            raise ValueError(raw)
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(422, f"{name}: a date YYYY-MM-DD", param=name) from None
+
+
+def path_int(request: web.Request, name: str, lo: int, hi: int) -> int:
+    """A numeric path segment; anything else names nothing, so it is a 404."""
+    raw = request.match_info[name]
+    if not _INT.fullmatch(raw) or not lo <= int(raw) <= hi:
+        raise ApiError(404, f"no {name} {raw[:40]!r}", type="not_found", param=name)
+    return int(raw)
+
+
+def check_path_ids(request: web.Request) -> None:
+    """Every path parameter is a plausible id: at most ``MAX_ID`` characters, printable.
+
+    No resource has another name, so anything else is a 404, whatever the route.
+    """
+    for name, value in request.match_info.items():
+        if len(value) > MAX_ID or _CONTROL.search(value):
+            raise ApiError(404, f"no such {name}", type="not_found", param=name)
