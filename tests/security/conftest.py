@@ -15,6 +15,8 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from chatbus.agent.records import RecordStore
+from chatbus.agent.records_service import RecordsResponder
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
 from chatbus.memory_client import BusMemory
@@ -119,6 +121,7 @@ class Stack:
     a: Tenant
     b: Tenant
     agent: str
+    records: RecordStore
 
     @property
     def admin(self) -> dict[str, str]:
@@ -132,7 +135,11 @@ async def stack(
     remembering_agent: RememberingAgent,
     memory_rt: Runtime,
     cost_rt: Runtime,
+    bus: Bus,
+    redis: aioredis.Redis,
 ) -> Stack:
+    # The records' owner, as every agent service runs it (``records.*.v1`` over the bus).
+    await RecordsResponder(RecordStore(redis)).subscribe(bus)
     gw = await start_gateway(
         auth="on",
         admin_key=ADMIN_KEY,
@@ -142,4 +149,4 @@ async def stack(
         rate_user_per_min=0,
         request_timeout_s=5,
     )
-    return Stack(gw.url, tenants[0], tenants[1], remembering_agent.agent)
+    return Stack(gw.url, tenants[0], tenants[1], remembering_agent.agent, RecordStore(redis))
