@@ -20,7 +20,7 @@ from chatbus_gateway.idempotency import Idempotency
 from chatbus_gateway.job_routes import JOBS, setup_job_routes
 from chatbus_gateway.jobs import CallbackSender, JobStore, JobWorker, start_worker
 from chatbus_gateway.keys import KeyStore
-from chatbus_gateway.limits_http import HttpLimits, add_rate_headers
+from chatbus_gateway.limits_http import AuthFailures, HttpLimits, add_rate_headers
 from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
 from chatbus_gateway.middleware import drain_middleware, echo_request_id, error_middleware
 from chatbus_gateway.openai_api import setup_openai_routes
@@ -50,7 +50,7 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     # Outermost first: errors -> refuse while draining -> who is calling -> rate limits.
     app.middlewares.append(error_middleware(deps.metrics))
     app.middlewares.append(drain_middleware(deps.is_draining, deps.inflight))
-    app.middlewares.append(auth_middleware(s, keys))
+    app.middlewares.append(auth_middleware(s, keys, AuthFailures(limits)))
     app.middlewares.append(limits.middleware())
     app.on_response_prepare.append(add_rate_headers)
     app.on_response_prepare.append(echo_request_id)

@@ -16,6 +16,7 @@ from aiohttp.typedefs import Middleware
 from chatbus_gateway.caller import IS_ADMIN, KEY_ID, TENANT_ID, is_admin
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.keys import KeyStore
+from chatbus_gateway.limits_http import AuthFailures
 from chatbus_gateway.middleware import Handler, is_api
 from chatbus_gateway.settings import GatewaySettings
 
@@ -31,7 +32,9 @@ def bearer(request: web.Request) -> str | None:
     return token.strip()
 
 
-def auth_middleware(settings: GatewaySettings, keys: KeyStore) -> Middleware:
+def auth_middleware(
+    settings: GatewaySettings, keys: KeyStore, failures: AuthFailures
+) -> Middleware:
     admin = settings.admin_key.get_secret_value() if settings.admin_key else ""
 
     @web.middleware
@@ -41,13 +44,17 @@ def auth_middleware(settings: GatewaySettings, keys: KeyStore) -> Middleware:
         if not settings.auth_on:
             request[TENANT_ID], request[IS_ADMIN] = "default", True
             return await handler(request)
+        failures.refuse_if_blocked(request)
         token = bearer(request)
         if token is None:
-            raise ApiError(
-                401,
-                "missing API key: send 'Authorization: Bearer <key>'",
-                type="authentication_error",
-                headers=CHALLENGE,
+            raise await failures.failed(
+                request,
+                ApiError(
+                    401,
+                    "missing API key: send 'Authorization: Bearer <key>'",
+                    type="authentication_error",
+                    headers=CHALLENGE,
+                ),
             )
         if admin and hmac.compare_digest(token.encode(), admin.encode()):
             tenant = request.headers.get("X-Tenant-Id", "default")
@@ -57,8 +64,14 @@ def auth_middleware(settings: GatewaySettings, keys: KeyStore) -> Middleware:
             return await handler(request)
         record = await keys.lookup(token)
         if record is None:
-            raise ApiError(
-                401, "invalid or revoked API key", type="authentication_error", headers=CHALLENGE
+            raise await failures.failed(
+                request,
+                ApiError(
+                    401,
+                    "invalid or revoked API key",
+                    type="authentication_error",
+                    headers=CHALLENGE,
+                ),
             )
         request[TENANT_ID], request[IS_ADMIN] = record.tenant, False
         request[KEY_ID] = record.key_id

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import time
+
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
@@ -89,6 +92,76 @@ class HttpLimits:
                 raise
 
         return middleware
+
+
+class AuthFailures:
+    """Failed authentications per client address.
+
+    Each failure counts toward the address's request limit (``RATE_IP_PER_MIN``) and a stricter
+    one of its own (``RATE_AUTH_FAIL_IP_PER_MIN``). Past either, the address is answered 429
+    with ``Retry-After``; past the failure limit, for the rest of the window **whatever key it
+    sends**, so guessing keys gains nothing. That block is kept in this process too (no Redis
+    round trip for a blocked address); another replica blocks it at its first failure there.
+    """
+
+    MAX_BLOCKED = 10_000  # addresses remembered at most (expired ones are dropped first)
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self.limits = limits
+        self.blocked: dict[str, float] = {}  # address -> when its block ends (monotonic)
+
+    def refuse_if_blocked(self, request: web.Request) -> None:
+        if not self.blocked:
+            return
+        ip = client_ip(request, self.limits.settings)
+        until = self.blocked.get(ip)
+        if until is None:
+            return
+        left = until - time.monotonic()
+        if left <= 0:
+            del self.blocked[ip]
+            return
+        raise self._refusal(math.ceil(left))
+
+    async def failed(self, request: web.Request, error: ApiError) -> ApiError:
+        """Count one failed authentication: the answer is ``error`` (401), or 429 past a limit."""
+        s, limiter = self.limits.settings, self.limits.limiter
+        ip = client_ip(request, s)
+        counted = [
+            limiter.limit("ip", ip, s.rate_ip_per_min),
+            limiter.limit("authfail", ip, s.rate_auth_fail_ip_per_min),
+        ]
+        decision, _ = await limiter.admit(counted)
+        request[RATE] = decision
+        if decision.allowed:
+            return error
+        self.limits.metrics.rate_limited.labels(decision.name).inc()
+        retry = max(decision.reset_s, 1)
+        if decision.name == "authfail":
+            self._block(ip, retry)
+            return self._refusal(retry)
+        return ApiError(
+            429,
+            f"rate limit reached (ip: {decision.limit} per minute); retry in {retry} s",
+            type="rate_limited",
+        )
+
+    def _block(self, ip: str, seconds: int) -> None:
+        now = time.monotonic()
+        if len(self.blocked) >= self.MAX_BLOCKED:
+            self.blocked = {k: v for k, v in self.blocked.items() if v > now}
+        if len(self.blocked) < self.MAX_BLOCKED:
+            self.blocked[ip] = now + seconds
+
+    def _refusal(self, retry: int) -> ApiError:
+        limit = self.limits.settings.rate_auth_fail_ip_per_min
+        return ApiError(
+            429,
+            f"too many failed authentications from your address ({limit} per minute); "
+            f"retry in {retry} s",
+            type="rate_limited",
+            headers={"Retry-After": str(retry)},
+        )
 
 
 async def add_rate_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -39,6 +39,9 @@ class GatewaySettings(ServiceSettings):
 
     # -- rate limits (per minute; 0 = unlimited) --------------------------------------------
     rate_ip_per_min: int = Field(default=30, ge=0)
+    # Failed authentications per client address (they count toward rate_ip_per_min too);
+    # past this the address gets 429 for the rest of the minute, whatever key it sends.
+    rate_auth_fail_ip_per_min: int = Field(default=10, ge=0)
     rate_key_per_min: int = Field(default=600, ge=0)
     rate_user_per_min: int = Field(default=60, ge=0)
     rate_session_per_min: int = Field(default=30, ge=0)
