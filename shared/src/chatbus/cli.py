@@ -1,4 +1,8 @@
-"""The ``chatbus`` command: ``up``, ``chat``, ``agents``, ``usage``, ``keys``."""
+"""The ``chatbus`` command: ``up``, ``chat``, ``agents``, ``usage``, ``keys``.
+
+``./dev <command>`` runs it from the project's environment (no uv on the PATH needed). Settings
+come from the environment and ``.env`` (read once here, the same way every service reads them).
+"""
 
 from __future__ import annotations
 
@@ -88,7 +92,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from chatbus.local import up
 
-    return up(Path(args.data_dir))
+    only = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
+    return up(Path(args.data_dir), base_port=args.port, only=only)
 
 
 def _delegate(module: str, argv: list[str]) -> int:
@@ -101,11 +106,17 @@ def _delegate(module: str, argv: list[str]) -> int:
     return int(result or 0)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chatbus", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="run the whole system locally")
     p_up.add_argument("--data-dir", default=os.environ.get("DATA_DIR", ".data"))
+    p_up.add_argument(
+        "--port", type=int, default=8080, help="the gateway's port; the others follow (8081 ...)"
+    )
+    p_up.add_argument(
+        "--services", help="start only these, comma-separated (e.g. cost,memory); default all"
+    )
     p_up.set_defaults(fn=cmd_up)
     p_chat = sub.add_parser("chat", help="chat with an agent through the gateway")
     p_chat.add_argument("agent")
@@ -114,12 +125,20 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("agents", help="list the agents running now").set_defaults(fn=cmd_agents)
     sub.add_parser("usage", help="daily usage and cost, with a month-end forecast", add_help=False)
     sub.add_parser("keys", help="create, list and revoke API keys", add_help=False)
+    return parser
+
+
+DELEGATED = {"usage": "chatbus.usage_cli", "keys": "chatbus_gateway.keys_cli"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from chatbus.settings import load_env_file
+
+    load_env_file()  # once, before anything reads a setting
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "usage":
-        return _delegate("chatbus.usage_cli", argv[1:])
-    if argv and argv[0] == "keys":
-        return _delegate("chatbus_gateway.keys_cli", argv[1:])
-    args = parser.parse_args(argv)
+    if argv and argv[0] in DELEGATED:
+        return _delegate(DELEGATED[argv[0]], argv[1:])
+    args = build_parser().parse_args(argv)
     return int(args.fn(args))
 
 

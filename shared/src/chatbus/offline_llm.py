@@ -3,8 +3,9 @@
 With no ``OPENAI_API_KEY`` and no ``OPENAI_BASE_URL``, ``chatbus up`` starts it so the whole
 system runs end to end without a key. Every reply says it comes from the offline model and
 reflects what it received (agent, number of context messages), so the pipeline can be seen
-working. Tests use the same server, with scripted replies, recorded requests and injected
-faults, over real HTTP.
+working; with ``intents`` on (what ``chatbus up`` runs) it also hands over, looks orders up and
+opens tickets through the agents' real tools (:mod:`chatbus.offline_intents`). Tests use the
+same server, with scripted replies, recorded requests and injected faults, over real HTTP.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``, tool calls
 included), ``POST /v1/embeddings``, ``GET /v1/models``.
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from chatbus import offline_intents
 
 OFFLINE_MODEL = "chatbus-offline"
 AGENT_HEADER = "X-Chatbus-Agent"
@@ -88,6 +91,9 @@ class OfflineLLM:
     embedding_calls: int = 0
     dims: int = 64
     on_request: asyncio.Event = field(default_factory=asyncio.Event)
+    # Recognise plain intents and call the agent's tools (chatbus.offline_intents), as the
+    # offline model of `chatbus up` does; off by default so tests script every answer.
+    intents: bool = False
 
     def push(self, *answers: Scripted) -> None:
         self.script.extend(answers)
@@ -144,6 +150,11 @@ class OfflineLLM:
         agent = request.headers.get(AGENT_HEADER, "")
         content = scripted.content if scripted else None
         tool_calls = scripted.tool_calls if scripted else None
+        if content is None and not tool_calls and self.intents:
+            tool_calls = offline_intents.tool_calls_for(body)
+            content = (
+                None if tool_calls else offline_intents.answer_after_tools(body["messages"], agent)
+            )
         if content is None and not tool_calls:
             content = offline_answer(body, agent)
         model = str(body.get("model") or OFFLINE_MODEL)
@@ -306,7 +317,7 @@ def main() -> None:
     ap.add_argument("latency_ms", type=float, nargs="?", default=0.0)
     ap.add_argument("--host", default="127.0.0.1")
     args = ap.parse_args()
-    llm = OfflineLLM(record=False, latency_s=args.latency_ms / 1000)
+    llm = OfflineLLM(record=False, latency_s=args.latency_ms / 1000, intents=True)
     print(  # noqa: T201
         f"chatbus offline model on http://{args.host}:{args.port}/v1 — not a real LLM",
         flush=True,

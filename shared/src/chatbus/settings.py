@@ -2,10 +2,18 @@
 
 Each service subclasses :class:`ServiceSettings` with its own fields. Settings are read in
 ``main()`` and passed down; nothing reads the environment at import time or in a handler.
+
+Every chatbus program reads the same settings the same way: the process environment first,
+then the lines of ``.env`` in the working directory (:data:`ENV_FILE`), an empty value meaning
+unset. Services get this from pydantic-settings; ``chatbus`` (the CLI and the local runner) calls
+:func:`load_env_file` once at start, which parses the file with the same parser (python-dotenv)
+and puts what the environment lacks into it, so everything the runner starts sees it too.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,12 +24,37 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Secrets shorter than this are refused in production (admin keys, signing secrets).
 MIN_SECRET_CHARS = 32
 
+ENV_FILE = ".env"
+
+
+def read_env_file(path: Path | str = ENV_FILE) -> dict[str, str]:
+    """The non-empty settings of a ``.env`` file (none when it does not exist)."""
+    from dotenv import dotenv_values
+
+    if not Path(path).is_file():
+        return {}
+    return {k: v for k, v in dotenv_values(path, encoding="utf-8").items() if v}
+
+
+def load_env_file(
+    path: Path | str = ENV_FILE, environ: MutableMapping[str, str] | None = None
+) -> dict[str, str]:
+    """Put the settings of ``path`` that ``environ`` (``os.environ``) lacks into it.
+
+    A variable set in the environment wins over the file, as in every service; an empty one
+    counts as unset. Returns what was added.
+    """
+    env = os.environ if environ is None else environ
+    added = {k: v for k, v in read_env_file(path).items() if not env.get(k)}
+    env.update(added)
+    return added
+
 
 class ServiceSettings(BaseSettings):
     """What every service needs: where the bus and Redis are, its HTTP port, logging."""
 
     model_config = SettingsConfigDict(
-        env_file=".env",
+        env_file=ENV_FILE,
         env_file_encoding="utf-8",
         extra="ignore",
         frozen=True,

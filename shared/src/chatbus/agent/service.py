@@ -48,7 +48,7 @@ async def llm_endpoint(rt: Runtime, settings: AgentSettings) -> tuple[str, str |
         return settings.openai_base_url, key
     if key:
         return "https://api.openai.com/v1", key
-    runner, url = await offline_llm.start(offline_llm.OfflineLLM(record=False))
+    runner, url = await offline_llm.start(offline_llm.OfflineLLM(record=False, intents=True))
     rt.stack.push_async_callback(runner.cleanup)
     log.warning(
         "no OPENAI_API_KEY or OPENAI_BASE_URL: answering with the built-in OFFLINE "
