@@ -59,6 +59,9 @@ class RecallingMemory:
     async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]:
         return self.recalled[:k]
 
+    async def profile(self, req: ChatRequest) -> dict[str, str]:
+        return {}
+
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
         self.remembered.extend(turns)
 

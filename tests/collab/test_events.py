@@ -134,6 +134,9 @@ class RecordingMemory:
     async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]:
         return []
 
+    async def profile(self, req: ChatRequest) -> dict[str, str]:
+        return {}
+
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
         self.remembered.append((req, turns))
 

@@ -22,6 +22,7 @@ from chatbus.contracts.memory import (
     Forget,
     Forgotten,
     GetHistory,
+    GetProfile,
     GetStats,
     History,
     Imported,
@@ -32,6 +33,8 @@ from chatbus.contracts.memory import (
     SearchMode,
     SearchResult,
     TurnStored,
+    UpdateProfile,
+    UserProfile,
 )
 from chatbus.deadline import budget
 from chatbus.errors import (
@@ -127,6 +130,22 @@ class BusMemory:
             raise RecallSkipped(e.code) from e
         return [hit.turn for hit in result.hits]
 
+    async def profile(self, req: ChatRequest) -> dict[str, str]:
+        """The current facts of the requester's profile; ``{}`` without a user or memory."""
+        if req.user_id is None:
+            return {}
+        wait = self.timeout
+        if req.deadline is not None:
+            wait = budget(req.deadline, self.recall_budget_s, self.recall_share)
+        try:
+            found = await self.get_profile(
+                req.tenant_id, req.user_id, timeout=wait, deadline=req.deadline
+            )
+            return found.values()
+        except (NoResponders, RequestTimeout, BusUnavailable, RemoteError) as e:
+            log.warning("profile skipped: %s: %s", type(e).__name__, e)
+            return {}
+
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
         """Publish each turn to the memory stream; retries of a request store nothing twice."""
         for index, turn in enumerate(turns):
@@ -205,6 +224,25 @@ class BusMemory:
         """Store a past transcript now (embedding is done when this returns)."""
         msg = ImportTurns(tenant_id=tenant_id, session_id=session_id, user_id=user_id, turns=turns)
         return await self.bus.request(msg, Imported, timeout=timeout)
+
+    async def get_profile(
+        self,
+        tenant_id: str,
+        user_id: str,
+        *,
+        timeout: float | None = None,
+        deadline: float | None = None,
+    ) -> UserProfile:
+        msg = GetProfile(tenant_id=tenant_id, user_id=user_id)
+        wait = self.timeout if timeout is None else timeout
+        return await self.bus.request(msg, UserProfile, timeout=wait, deadline=deadline)
+
+    async def update_profile(
+        self, tenant_id: str, user_id: str, facts: dict[str, str | None]
+    ) -> UserProfile:
+        """Merge ``facts`` into the profile (``None`` removes one); returns the new profile."""
+        msg = UpdateProfile(tenant_id=tenant_id, user_id=user_id, facts=facts)
+        return await self.bus.request(msg, UserProfile, timeout=max(self.timeout, 5.0))
 
     async def stats(self, tenant_id: str = "default", session_id: str | None = None) -> MemoryStats:
         msg = GetStats(tenant_id=tenant_id, session_id=session_id)

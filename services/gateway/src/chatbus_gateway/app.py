@@ -27,6 +27,7 @@ from chatbus_gateway.openai_api import setup_openai_routes
 from chatbus_gateway.openapi import OPENAPI_PATHS, setup_openapi
 from chatbus_gateway.openapi_store_paths import store_paths
 from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
+from chatbus_gateway.profile_routes import setup_profile_routes
 from chatbus_gateway.ratelimit import RateLimiter
 from chatbus_gateway.records_routes import setup_records_routes
 from chatbus_gateway.session_order import SessionOrder
@@ -86,6 +87,7 @@ async def wire(rt: Runtime) -> None:
     setup_usage_routes(app, BusCosts(rt.bus))
     bounds = Bounds(settings.max_body_bytes, settings.max_message_chars)
     setup_memory_routes(app, BusMemory(rt.bus), bounds)
+    setup_profile_routes(app, BusMemory(rt.bus))
     setup_records_routes(app, BusRecords(rt.bus))
     app[OPENAPI_PATHS].update(store_paths())
     setup_web_routes(app)

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from chatbus_gateway.memory_routes import ImportBody, SearchBody
 from chatbus_gateway.openapi_paths import ERRORS, json_body
+from chatbus_gateway.profile_routes import profile_paths
 from chatbus_gateway.records_routes import KINDS
 
 ID = {"type": "string", "minLength": 1, "maxLength": 200}
@@ -126,6 +127,7 @@ def store_paths() -> dict[str, Any]:
             }
         },
     }
+    paths.update(profile_paths(_path("id"), _answers, errors, body_errors))
     for plural in KINDS:
         paths[f"/api/{plural}"] = {
             "get": {

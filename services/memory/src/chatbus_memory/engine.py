@@ -54,6 +54,9 @@ class Engine:
     # the speaker's name in the text that is embedded / BM25-indexed
     speaker_in_dense: bool = False
     speaker_in_sparse: bool = True
+    # the day the turn was said ("[8 May 2023] ...") in the embedded / BM25-indexed text
+    date_in_dense: bool = False
+    date_in_sparse: bool = False
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
 
     # -- storing -----------------------------------------------------------------------------
@@ -95,8 +98,10 @@ class Engine:
                     if value is not None:
                         payload[key] = value
                 pid = point_id(item.tenant_id, item.session_id, item.turn_id, c)
-                texts.append(index_text(turn, chunk, with_speaker=self.speaker_in_dense))
-                sparse_text = index_text(turn, chunk, with_speaker=self.speaker_in_sparse)
+                texts.append(self.dense_text(turn, chunk))
+                sparse_text = index_text(
+                    turn, chunk, with_speaker=self.speaker_in_sparse, with_date=self.date_in_sparse
+                )
                 points.append(ChunkPoint(pid, [], self.sparse.document(sparse_text), payload))
         vectors = await self.embedder.embed(texts)
         for p, v in zip(points, vectors, strict=True):
@@ -211,9 +216,19 @@ class Engine:
         """The texts that were embedded for these points (to drop them from the cache)."""
         out = []
         for p in payloads:
-            t = Turn(role="user", content=str(p.get("text", "")), speaker=p.get("speaker"))
-            out.append(index_text(t, t.content, with_speaker=self.speaker_in_dense))
+            t = Turn(
+                role="user",
+                content=str(p.get("text", "")),
+                speaker=p.get("speaker"),
+                created_at=float(p.get("created_at", 0.0)),
+            )
+            out.append(self.dense_text(t, t.content))
         return out
+
+    def dense_text(self, turn: Turn, chunk: str) -> str:
+        return index_text(
+            turn, chunk, with_speaker=self.speaker_in_dense, with_date=self.date_in_dense
+        )
 
 
 def _turn(p: dict[str, Any]) -> Turn:

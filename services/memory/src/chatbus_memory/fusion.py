@@ -18,7 +18,7 @@ class FusionParams:
     rrf_k: float = 5.0
     dense_weight: float = 1.0
     sparse_weight: float = 1.0
-    # convex: score = alpha * cosine + (1 - alpha) * bm25 / max(bm25)
+    # convex: score = alpha * cosine + (1 - alpha) * bm25, each min-max rescaled to 0-1
     alpha: float = 0.5
     # candidates fetched from each list
     depth: int = 50
@@ -53,15 +53,32 @@ def fuse(cands: Candidates, query_terms: list[int], params: FusionParams) -> lis
         for rank, h in enumerate(cands.sparse):
             out[h.id].score += params.sparse_weight / (params.rrf_k + rank + 1)
     else:
-        max_bm25 = max((h.score for h in cands.sparse), default=0.0) or 1.0
+        # each score rescaled to 0-1 over the candidates, so neither dominates by its scale
+        cos_lo, cos_span = _span([r.similarity for r in out.values()]) if cands.dense else (0, 0)
+        bm_lo, bm_span = _span([h.score for h in cands.sparse])
         for r in out.values():
-            r.score = params.alpha * r.similarity if cands.dense else 0.0
+            r.score = params.alpha * _unit(r.similarity, cos_lo, cos_span) if cands.dense else 0.0
         for h in cands.sparse:
-            out[h.id].score += (1 - params.alpha) * h.score / max_bm25
+            out[h.id].score += (1 - params.alpha) * _unit(h.score, bm_lo, bm_span)
     for h in cands.sparse:
         if terms and h.sparse_indices is not None:
             out[h.id].coverage = len(terms.intersection(h.sparse_indices)) / len(terms)
     return sorted(out.values(), key=lambda r: r.score, reverse=True)
+
+
+def _span(scores: list[float]) -> tuple[float, float]:
+    """(lowest, highest - lowest) of a candidate list; the lowest maps to 0."""
+    if not scores:
+        return 0.0, 0.0
+    lo = min(scores) if RESCALE == "minmax" else 0.0
+    return lo, max(scores) - lo
+
+
+def _unit(x: float, lo: float, span: float) -> float:
+    return (x - lo) / span if span > 0 else 1.0
+
+
+RESCALE = "minmax"
 
 
 def passes(r: Ranked, threshold: float, params: FusionParams, *, dense_used: bool) -> bool:

@@ -27,6 +27,7 @@ from chatbus.contracts.memory import (
 )
 from chatbus_memory.embedder import CachedEmbedder
 from chatbus_memory.engine import Engine, Incoming
+from chatbus_memory.profile import Profiles, demote_superseded
 from chatbus_memory.store import where
 
 log = logging.getLogger("chatbus.memory")
@@ -52,6 +53,7 @@ class Handlers:
     engine: Engine
     redis: Any  # redis.asyncio.Redis
     cache: CachedEmbedder | None = None
+    profiles: Profiles | None = None
 
     async def _note_users(self, items: list[Incoming]) -> None:
         pairs = {(i.tenant_id, i.user_id, i.session_id) for i in items if i.user_id}
@@ -67,10 +69,15 @@ class Handlers:
         items = [Incoming(e.tenant_id, e.session_id, e.event_id, e.turn, e.user_id) for e in events]
         await self._note_users(items)
         await self.engine.store_turns(items)
+        if self.profiles is not None:
+            await self.profiles.observe(items)
         return items
 
     async def search(self, q: SearchMemory) -> SearchResult:
-        return SearchResult(hits=await self.engine.search(q))
+        hits = await self.engine.search(q)
+        if self.profiles is not None and q.user_id is not None and len(hits) > 1:
+            hits = demote_superseded(hits, await self.profiles.get(q.tenant_id, q.user_id))
+        return SearchResult(hits=hits)
 
     async def history(self, q: GetHistory) -> History:
         turns = await self.engine.history(q.tenant_id, q.session_id, q.limit, q.before)
@@ -90,6 +97,8 @@ class Handlers:
         for start in range(0, n, 256):
             chunks += await self.engine.store_turns(items[start : start + 256], enforce_caps=False)
         await self.engine.enforce_cap(q.tenant_id, q.session_id)
+        if self.profiles is not None:
+            await self.profiles.observe(items)
         return Imported(session_id=q.session_id, imported=n, chunks=chunks)
 
     async def forget(self, q: Forget) -> Forgotten:
@@ -109,6 +118,8 @@ class Handlers:
         # anything left under the user (another writer raced us) goes too
         deleted += await self.engine.store.delete(where(q.tenant_id, user_id=q.user_id))
         await self.redis.delete(key)
+        if self.profiles is not None:
+            await self.profiles.forget(q.tenant_id, q.user_id)
         log.info("forgot user: %d sessions, %d points", len(sessions), deleted)
         return Forgotten(sessions=sessions, deleted=deleted)
 

@@ -10,11 +10,13 @@ from chatbus.contracts.memory import (
     MEMORY_STREAM,
     Forget,
     GetHistory,
+    GetProfile,
     GetStats,
     ImportTurns,
     SearchMemory,
     TurnsIndexed,
     TurnStored,
+    UpdateProfile,
 )
 from chatbus.jetstream import ConsumerSpec, consume_batches, ensure_dlq
 from chatbus.memory_client import ensure_memory_stream
@@ -22,6 +24,8 @@ from chatbus.runtime import Runtime
 from chatbus_memory.embedder import CachedEmbedder, Embedder, LocalEmbedder, OpenAIEmbedder
 from chatbus_memory.engine import Caps, Engine
 from chatbus_memory.handlers import Handlers
+from chatbus_memory.profile import Profiles
+from chatbus_memory.profile_extract import make_extractor
 from chatbus_memory.settings import MemorySettings
 from chatbus_memory.store import VectorStore
 from chatbus_memory.summarize import ExtractiveSummarizer, LLMSummarizer, Summarizer
@@ -109,6 +113,12 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
     await bus.subscribe(Forget.subject, Forget, handlers.forget, queue=QUEUE)
     await bus.subscribe(GetStats.subject, GetStats, handlers.stats, queue=QUEUE)
     await bus.subscribe(ImportTurns.subject, ImportTurns, handlers.import_turns, queue=QUEUE)
+    if settings.memory_profiles != "off":
+        handlers.profiles = Profiles(bus, make_extractor(settings))
+        await handlers.profiles.open()
+        p = handlers.profiles
+        await bus.subscribe(GetProfile.subject, GetProfile, p.handle_get, queue=QUEUE)
+        await bus.subscribe(UpdateProfile.subject, UpdateProfile, p.handle_update, queue=QUEUE)
 
     await ensure_memory_stream(bus, max_age_s=settings.memory_stream_max_age_s)
     await ensure_dlq(bus)

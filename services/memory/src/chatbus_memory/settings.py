@@ -56,6 +56,10 @@ class MemorySettings(ServiceSettings):
     # the speaker's name (Turn.speaker) goes into the BM25 text and/or the embedded text
     memory_speaker_in_dense: bool = False
     memory_speaker_in_sparse: bool = True
+    # user profiles: facts read from user turns by offline patterns (default: no cost), by the
+    # model ("model": one LLM call per first-person user turn; "auto": when one is configured)
+    # or no profiles at all ("off")
+    memory_profiles: Literal["auto", "model", "patterns", "off"] = "patterns"
     bm25_k: float = 1.2
     bm25_b: float = 0.75
     bm25_avg_len: float = 20.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 import qdrant_edge
@@ -77,10 +78,28 @@ class Chunker:
         return [c for c in out if c]
 
 
-def index_text(turn: Turn, chunk: str, *, with_speaker: bool = True) -> str:
-    """What is embedded and indexed for a chunk: the speaker's name helps questions about them."""
+def day_label(at: float) -> str:
+    """``8 May 2023``: the day a turn was said, as people write it in questions."""
+    d = time.gmtime(at)
+    return f"{d.tm_mday} {_MONTHS[d.tm_mon - 1]} {d.tm_year}"
+
+
+_MONTHS = (
+    "January February March April May June July August September October November December"
+).split()
+
+
+def index_text(
+    turn: Turn, chunk: str, *, with_speaker: bool = True, with_date: bool = False
+) -> str:
+    """What is embedded and indexed for a chunk: ``[8 May 2023] Caroline: text``.
+
+    The speaker's name helps questions about a person, the day questions about a time.
+    """
     if with_speaker and turn.speaker:
-        return f"{turn.speaker}: {chunk}"
+        chunk = f"{turn.speaker}: {chunk}"
+    if with_date and turn.created_at > 0:
+        chunk = f"[{day_label(turn.created_at)}] {chunk}"
     return chunk
 
 

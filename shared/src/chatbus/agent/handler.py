@@ -140,9 +140,13 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         if followed.reply is not None:
             return followed.reply
         notice = followed.notice
-    recalled, memory_skipped = await _recall(req, deps)
+    (recalled, memory_skipped), profile = await asyncio.gather(
+        _recall(req, deps), _profile(req, deps)
+    )
     degraded = "memory" if memory_skipped else None  # still answered, without long-term memory
-    system, history, new = build_messages(spec.system_prompt, recalled, state.recent, req.message)
+    system, history, new = build_messages(
+        spec.system_prompt, recalled, state.recent, req.message, profile
+    )
     system.extend(_context(state.notes, notice))
     model = cfg.model
     messages = fit(deps, system, history, new, model)
@@ -203,6 +207,12 @@ async def _recall(req: ChatRequest, deps: AgentDeps) -> tuple[list[Turn], bool]:
     except RecallSkipped:
         return [], True
     return found, False
+
+
+async def _profile(req: ChatRequest, deps: AgentDeps) -> dict[str, str]:
+    if deps.memory is None or req.user_id is None:
+        return {}
+    return await deps.memory.profile(req)
 
 
 def _context(notes: list[str], notice: str | None) -> list[dict[str, Any]]:

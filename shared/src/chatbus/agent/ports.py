@@ -55,6 +55,10 @@ class Memory(Protocol):
 
     async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]: ...
 
+    async def profile(self, req: ChatRequest) -> dict[str, str]:
+        """Stable facts about the requesting user (name, city, plan ...), ``{}`` if none."""
+        ...
+
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None: ...
 
 

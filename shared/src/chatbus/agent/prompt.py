@@ -31,11 +31,26 @@ def recalled_block(recalled: list[Turn], recent: list[Turn]) -> dict[str, Any] |
     }
 
 
+def profile_block(profile: dict[str, str]) -> dict[str, Any] | None:
+    """One system message with what the user told us about themselves in any session."""
+    if not profile:
+        return None
+    lines = "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in sorted(profile.items()))
+    return {"role": "system", "content": f"About this user (from earlier conversations):\n{lines}"}
+
+
 def build_messages(
-    system_prompt: str, recalled: list[Turn], recent: list[Turn], new_message: str
+    system_prompt: str,
+    recalled: list[Turn],
+    recent: list[Turn],
+    new_message: str,
+    profile: dict[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """Return (system messages, history messages, the new user message)."""
     system = [{"role": "system", "content": system_prompt}]
+    about = profile_block(profile or {})
+    if about is not None:
+        system.append(about)
     block = recalled_block(recalled, recent)
     if block is not None:
         system.append(block)

@@ -10,6 +10,7 @@ with ``scope="user"`` and a ``user_id``.
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -119,7 +120,7 @@ class History(Message):
 
 
 class Forget(Message):
-    """Delete every trace of a session, or of a user (all their sessions) in a tenant."""
+    """Delete every trace of a session, or of a user (all their sessions and profile)."""
 
     subject: ClassVar[str] = "memory.forget.v1"
 
@@ -187,6 +188,83 @@ class Imported(Message):
     chunks: int = 0
 
 
+# -- user profiles -----------------------------------------------------------------------------
+
+PROFILE_KEY = r"^[a-z][a-z0-9_]{0,39}$"
+"""A profile fact's name: ``city``, ``plan``, ``preferred_language`` ..."""
+
+MAX_PROFILE_FACTS = 50
+MAX_FACT_CHARS = 500
+
+FactSource = Literal["said", "edited"]
+
+
+class ProfileFact(Message):
+    """One current fact about a user: its value, when it was said or edited, and where."""
+
+    value: str = Field(min_length=1, max_length=MAX_FACT_CHARS)
+    updated_at: float = 0.0
+    source: FactSource = "said"
+    session_id: str | None = None
+
+
+class ProfileChange(Message):
+    """A fact that is no longer current: replaced by a newer value (or removed) at ``until``."""
+
+    key: str
+    value: str
+    since: float = 0.0
+    until: float = 0.0
+    replaced_by: str | None = None
+    source: FactSource = "said"
+
+
+class UserProfile(Message):
+    """Stable facts a user stated (or an operator edited), per tenant and user.
+
+    ``facts`` holds the current value of each fact; ``history`` the values that were replaced
+    or removed, oldest first (bounded), so "I live in Berlin" followed by "I moved to Paris"
+    leaves ``facts["city"] = Paris`` and Berlin in ``history``.
+    """
+
+    tenant_id: str = "default"
+    user_id: str
+    facts: dict[str, ProfileFact] = Field(default_factory=dict)
+    history: list[ProfileChange] = Field(default_factory=list)
+    updated_at: float = 0.0
+
+    def values(self) -> dict[str, str]:
+        return {k: f.value for k, f in self.facts.items()}
+
+
+class GetProfile(Message):
+    """The profile of ``user_id`` in the tenant (an empty one when nothing is known)."""
+
+    subject: ClassVar[str] = "memory.profile.get.v1"
+
+    tenant_id: str = "default"
+    user_id: str = _ID
+
+
+class UpdateProfile(Message):
+    """Merge ``facts`` into a profile: a string sets a fact, ``None`` removes it."""
+
+    subject: ClassVar[str] = "memory.profile.update.v1"
+
+    tenant_id: str = "default"
+    user_id: str = _ID
+    facts: dict[str, str | None] = Field(max_length=MAX_PROFILE_FACTS)
+
+    @model_validator(mode="after")
+    def _valid_facts(self) -> UpdateProfile:
+        for key, value in self.facts.items():
+            if not re.fullmatch(PROFILE_KEY, key):
+                raise ValueError(f"fact name {key!r} must match {PROFILE_KEY}")
+            if value is not None and not 0 < len(value.strip()) <= MAX_FACT_CHARS:
+                raise ValueError(f"fact {key!r} must be 1-{MAX_FACT_CHARS} characters or null")
+        return self
+
+
 ALL_SUBJECTS = (
     TurnStored.subject,
     TurnsIndexed.subject,
@@ -195,4 +273,6 @@ ALL_SUBJECTS = (
     Forget.subject,
     GetStats.subject,
     ImportTurns.subject,
+    GetProfile.subject,
+    UpdateProfile.subject,
 )

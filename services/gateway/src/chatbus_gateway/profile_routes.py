@@ -1,0 +1,121 @@
+"""Gateway routes of user profiles (kept by the memory service).
+
+``GET /api/users/{id}/profile``     the user's current facts and the replaced ones
+``PATCH /api/users/{id}/profile``   merge a JSON object of facts: a string sets, ``null`` removes
+
+Profiles are per tenant (``caller.tenant_of(request)``): a tenant never reads or edits another
+tenant's users. ``DELETE /api/users/{id}`` (memory routes) deletes the profile with the user.
+Bad input is a 400/413/422 in the gateway's error shape; the memory service down is a 503.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from chatbus.contracts.memory import (
+    MAX_FACT_CHARS,
+    MAX_PROFILE_FACTS,
+    PROFILE_KEY,
+    UserProfile,
+)
+from chatbus.memory_client import BusMemory
+from chatbus_gateway.body import read_json
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.memory_routes import _guard, _tenant
+
+MAX_PROFILE_BODY = 32 * 1024
+MAX_USER_ID = 200
+
+PATCH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "maxProperties": MAX_PROFILE_FACTS,
+    "propertyNames": {"pattern": PROFILE_KEY},
+    "additionalProperties": {
+        "anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_FACT_CHARS}, {"type": "null"}]
+    },
+    "example": {"city": "Lisbon", "plan": "enterprise", "language": None},
+}
+
+
+def profile_json(p: UserProfile) -> dict[str, Any]:
+    return {
+        "user_id": p.user_id,
+        "profile": p.values(),
+        "facts": {k: f.model_dump(exclude_none=True) for k, f in p.facts.items()},
+        "history": [c.model_dump(exclude_none=True) for c in p.history],
+        "updated_at": p.updated_at or None,
+    }
+
+
+def _user(request: web.Request) -> str:
+    user_id = request.match_info["id"]
+    if not 0 < len(user_id) <= MAX_USER_ID:
+        raise ApiError(422, f"user id must be 1-{MAX_USER_ID} characters", param="id")
+    return user_id
+
+
+def _facts(raw: Any) -> dict[str, str | None]:
+    """The PATCH body checked field by field, so the 422 names the bad fact."""
+    if not isinstance(raw, dict):
+        raise ApiError(422, "the body must be a JSON object of facts", param="body")
+    if not raw:
+        raise ApiError(422, "no facts given", param="body")
+    if len(raw) > MAX_PROFILE_FACTS:
+        raise ApiError(422, f"at most {MAX_PROFILE_FACTS} facts per request", param="body")
+    out: dict[str, str | None] = {}
+    for key, value in raw.items():
+        if not re.fullmatch(PROFILE_KEY, key):
+            raise ApiError(422, f"fact name must match {PROFILE_KEY}", param=key[:60])
+        if value is not None and not isinstance(value, str):
+            raise ApiError(422, "a fact is a string, or null to remove it", param=key)
+        if isinstance(value, str) and not 0 < len(value.strip()) <= MAX_FACT_CHARS:
+            raise ApiError(422, f"a fact is 1-{MAX_FACT_CHARS} characters", param=key)
+        out[key] = value
+    return out
+
+
+def setup_profile_routes(app: web.Application, memory: BusMemory) -> None:
+    """Add ``GET`` and ``PATCH /api/users/{id}/profile`` to ``app``."""
+
+    @_guard
+    async def get_profile(request: web.Request) -> web.StreamResponse:
+        profile = await memory.get_profile(_tenant(request), _user(request))
+        return web.json_response(profile_json(profile))
+
+    @_guard
+    async def patch_profile(request: web.Request) -> web.StreamResponse:
+        user_id = _user(request)
+        facts = _facts(await read_json(request, MAX_PROFILE_BODY))
+        profile = await memory.update_profile(_tenant(request), user_id, facts)
+        return web.json_response(profile_json(profile))
+
+    app.router.add_get("/api/users/{id}/profile", get_profile)
+    app.router.add_patch("/api/users/{id}/profile", patch_profile)
+
+
+def profile_paths(
+    path_param: dict[str, Any], answers: Any, errors: Sequence[str], body_errors: Sequence[str]
+) -> dict[str, Any]:
+    """The OpenAPI entries of these routes."""
+    return {
+        "/api/users/{id}/profile": {
+            "get": {
+                "summary": "A user's profile: current facts and the ones they replaced",
+                "parameters": [path_param],
+                "responses": answers("Profile", "200", *errors),
+            },
+            "patch": {
+                "summary": "Merge facts into a user's profile (null removes a fact)",
+                "parameters": [path_param],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": PATCH_SCHEMA}},
+                },
+                "responses": answers("Profile", "200", *body_errors),
+            },
+        }
+    }
