@@ -15,6 +15,7 @@ from chatbus.memory_client import BusMemory
 from chatbus.runtime import Runtime
 from chatbus_gateway.caller import TENANT_ID
 from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
+from chatbus_gateway.profile_routes import setup_profile_routes
 
 from .conftest import memory_settings, running_memory
 
@@ -40,7 +41,9 @@ async def fake_auth(request: web.Request, handler):  # type: ignore[no-untyped-d
 async def client(bus: Bus, memory_rt: Runtime) -> AsyncIterator[TestClient]:
     app = web.Application(middlewares=[fake_auth])
     # Bounds above the chunk size, so long turns are stored in several chunks.
-    setup_memory_routes(app, BusMemory(bus, timeout=10), Bounds(256 * 1024, 40_000))
+    memory = BusMemory(bus, timeout=10)
+    setup_memory_routes(app, memory, Bounds(256 * 1024, 40_000))
+    setup_profile_routes(app, memory)
     async with TestClient(TestServer(app)) as c:
         yield c
 

@@ -5,52 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-import pytest_asyncio
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from chatbus.bus import Bus
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import TurnStored, UserProfile
-from chatbus.memory_client import BusMemory
 from chatbus.runtime import Runtime
-from chatbus_gateway.caller import TENANT_ID
-from chatbus_gateway.memory_routes import setup_memory_routes
-from chatbus_gateway.profile_routes import setup_profile_routes
 from chatbus_memory.profile import merge
 from chatbus_memory.profile_extract import parse_facts, pattern_facts
 
-from .conftest import Indexed, memory_settings, running_memory
+from . import test_gateway_routes as routes
+from .conftest import Indexed
 
-
-@pytest_asyncio.fixture(scope="module")
-async def memory_rt(
-    nats_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Runtime]:
-    settings = memory_settings(nats_url, redis_url, tmp_path_factory.mktemp("memory"))
-    async with running_memory(settings) as rt:
-        yield rt
-
-
-@web.middleware
-async def fake_auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
-    tenant = request.headers.get("X-Test-Tenant")
-    if tenant:
-        request[TENANT_ID] = tenant
-    return await handler(request)
-
-
-@pytest_asyncio.fixture
-async def client(bus: Bus, memory_rt: Runtime) -> AsyncIterator[TestClient]:
-    app = web.Application(middlewares=[fake_auth])
-    memory = BusMemory(bus, timeout=10)
-    setup_memory_routes(app, memory)
-    setup_profile_routes(app, memory)
-    async with TestClient(TestServer(app)) as c:
-        yield c
+# the same memory service and gateway app as the memory routes' tests
+memory_rt = routes.memory_rt
+client = routes.client
 
 
 @pytest.fixture

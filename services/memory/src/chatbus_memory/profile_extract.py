@@ -21,6 +21,7 @@ from typing import Protocol
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import MAX_FACT_CHARS, PROFILE_KEY
 from chatbus_memory.settings import MemorySettings
+from chatbus_memory.summarize import ask_model, model_client
 
 log = logging.getLogger("chatbus.memory.profile")
 
@@ -142,12 +143,8 @@ class LLMExtractor:
     def __init__(
         self, *, base_url: str | None, api_key: str | None, model: str, timeout: float = 10.0
     ) -> None:
-        from openai import AsyncOpenAI
-
         self.model = model
-        self.client = AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "unset", max_retries=1, timeout=timeout
-        )
+        self.client = model_client(base_url, api_key, timeout)
 
     async def extract(self, turns: list[Turn]) -> list[Facts]:
         out: list[Facts] = []
@@ -160,16 +157,8 @@ class LLMExtractor:
 
     async def _ask(self, text: str) -> Facts:
         try:
-            resp = await self.client.chat.completions.create(
-                model=self.model,
-                temperature=0,
-                messages=[
-                    {"role": "system", "content": PROMPT},
-                    {"role": "user", "content": text[:4000]},
-                ],
-                extra_headers={"X-Chatbus-Agent": "memory"},
-            )
-            return parse_facts(resp.choices[0].message.content or "")
+            answer = await ask_model(self.client, self.model, PROMPT, text[:4000])
+            return parse_facts(answer)
         except Exception as e:
             log.warning("model fact extraction failed, using the patterns: %s", type(e).__name__)
             return pattern_facts(text)

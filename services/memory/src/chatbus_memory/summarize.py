@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Protocol
+from typing import Any, Protocol
 
 from chatbus.contracts.chat import Turn
 
@@ -65,6 +65,26 @@ class ExtractiveSummarizer:
         return "\n".join([head, *(line for _, line in picked)])
 
 
+def model_client(base_url: str | None, api_key: str | None, timeout: float) -> Any:
+    """An OpenAI-compatible client for the memory service's own model calls."""
+    from openai import AsyncOpenAI
+
+    return AsyncOpenAI(
+        base_url=base_url, api_key=api_key or "unset", max_retries=1, timeout=timeout
+    )
+
+
+async def ask_model(client: Any, model: str, instructions: str, text: str) -> str:
+    """One deterministic completion, tagged as the memory service's (for cost reports)."""
+    resp = await client.chat.completions.create(
+        model=model,
+        temperature=0,
+        messages=[{"role": "system", "content": instructions}, {"role": "user", "content": text}],
+        extra_headers={"X-Chatbus-Agent": "memory"},
+    )
+    return (resp.choices[0].message.content or "").strip()
+
+
 class LLMSummarizer:
     """Asks an OpenAI-compatible chat model; falls back to the extractive summary on failure."""
 
@@ -76,26 +96,13 @@ class LLMSummarizer:
         model: str,
         timeout: float = 20.0,
     ) -> None:
-        from openai import AsyncOpenAI
-
         self.model = model
-        self.client = AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "unset", max_retries=1, timeout=timeout
-        )
+        self.client = model_client(base_url, api_key, timeout)
         self.fallback = ExtractiveSummarizer()
 
     async def summarize(self, turns: list[Turn]) -> str:
         try:
-            resp = await self.client.chat.completions.create(
-                model=self.model,
-                temperature=0,
-                messages=[
-                    {"role": "system", "content": PROMPT},
-                    {"role": "user", "content": transcript(turns)},
-                ],
-                extra_headers={"X-Chatbus-Agent": "memory"},
-            )
-            text = (resp.choices[0].message.content or "").strip()
+            text = await ask_model(self.client, self.model, PROMPT, transcript(turns))
             if text:
                 return f"Summary of {len(turns)} earlier turns: {text}"
         except Exception as e:
