@@ -16,6 +16,8 @@ from chatbus.offline_llm import OfflineLLM
 from chatbus.otlp_sink import SpanSink
 from chatbus.testing import ServiceFactory, ServiceProcess
 
+DEMO_USER = "e2e-demo-user"
+
 
 @dataclass
 class Stack:
@@ -68,7 +70,8 @@ async def stack(
         OTEL_BSP_SCHEDULE_DELAY="100",
     )
     common = {"OPENAI_BASE_URL": llm_url, "OPENAI_API_KEY": "sk-test-e2e-secret"}
-    agent_env = {**common, "HISTORY_TURNS": "4"}
+    # DEMO_DATA: the demo orders belong to DEMO_USER (as `chatbus up` seeds them for demo-user).
+    agent_env = {**common, "HISTORY_TURNS": "4", "DEMO_DATA": f"default/{DEMO_USER}"}
     try:
         budgets = (
             '{"budgets": [{"scope": "user", "id": "broke-user", "period": "daily",'

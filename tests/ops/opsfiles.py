@@ -30,7 +30,7 @@ class Svc:
 
 
 COMMON_ENV = ("APP_ENV", "NATS_URL", "REDIS_URL", "PORT", "HOST", "DATA_DIR", "OTEL_SERVICE_NAME")
-AGENT_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "MODEL", "TEMPERATURE")
+AGENT_ENV = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OFFLINE_LLM_URL", "MODEL", "TEMPERATURE")
 
 SERVICES = [
     Svc("gateway", "chatbus_gateway", "chatbus-gateway", 8080,

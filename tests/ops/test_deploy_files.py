@@ -172,8 +172,8 @@ def test_compose_service(svc: Svc) -> None:
     if "QDRANT_URL" in svc.required_env:
         assert env["QDRANT_URL"].startswith("http://qdrant:")
         assert spec["depends_on"]["qdrant"]["condition"] == "service_healthy"
-    if "OPENAI_BASE_URL" in svc.required_env:
-        host = env["OPENAI_BASE_URL"].split("//")[1].split(":")[0]
+    if "OFFLINE_LLM_URL" in svc.required_env:
+        host = env["OFFLINE_LLM_URL"].split("//")[1].split(":")[0]
         assert host in load_compose()["services"], "the offline model runs in the stack"
 
 
@@ -252,3 +252,32 @@ def test_dockerignore_keeps_the_context_small_but_the_code_in() -> None:
     # Nothing that a Dockerfile copies may be ignored.
     for pattern in patterns:
         assert not pattern.startswith(("shared", "services", "uv.lock", "pyproject.toml"))
+
+
+@pytest.mark.parametrize(
+    ("dotenv_lines", "model_at"),
+    [
+        ({}, "http://offline-llm:8099/v1"),
+        ({"OPENAI_API_KEY": "sk-only-a-key"}, "https://api.openai.com/v1"),
+        ({"OPENAI_BASE_URL": "http://ollama:11434/v1"}, "http://ollama:11434/v1"),
+        (
+            {"OPENAI_API_KEY": "sk-x", "OPENAI_BASE_URL": "http://vllm:8000/v1"},
+            "http://vllm:8000/v1",
+        ),
+    ],
+)
+@pytest.mark.parametrize("agent", ["agent-support", "agent-sales"])
+def test_compose_agents_reach_the_model_dotenv_names(
+    agent: str,
+    dotenv_lines: dict[str, str],
+    model_at: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An .env with only OPENAI_API_KEY means OpenAI in compose, as it does for ./dev up."""
+    from chatbus.agent.service import configured_llm
+
+    spec = load_compose()["services"][agent]
+    for key, value in spec["environment"].items():
+        monkeypatch.setenv(key, substitute(str(value), dotenv_lines))
+    chosen = configured_llm(settings_class(BY_DIR[agent])(_env_file=None))
+    assert chosen is not None and chosen[0] == model_at

@@ -77,7 +77,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if not message:
             continue
         status, body = _call(
-            "POST", f"/api/chat/{agent}", {"message": message, "session_id": session}
+            "POST",
+            f"/api/chat/{agent}",
+            {
+                "message": message,
+                "session_id": session,
+                **({"user_id": args.user} if args.user else {}),
+            },
         )
         if status != 200:
             print(f"[{status}] {body.get('error') if isinstance(body, dict) else body}")
@@ -121,6 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_chat = sub.add_parser("chat", help="chat with an agent through the gateway")
     p_chat.add_argument("agent")
     p_chat.add_argument("--session")
+    p_chat.add_argument(
+        "--user",
+        default=os.environ.get("CHATBUS_USER", "demo-user"),
+        help="your user id (default demo-user, who owns the demo orders in development)",
+    )
     p_chat.set_defaults(fn=cmd_chat)
     sub.add_parser("agents", help="list the agents running now").set_defaults(fn=cmd_agents)
     sub.add_parser("usage", help="daily usage and cost, with a month-end forecast", add_help=False)

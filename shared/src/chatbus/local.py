@@ -39,6 +39,7 @@ GATEWAY_PORT = 8080
 AGENT_OFFSETS = {"agent-support": 1, "agent-sales": 2}
 FIRST_EXTRA_AGENT_OFFSET = 5
 OFFLINE_OFFSET = 19  # the offline model: 8099
+DEMO_DATA = "default/demo-user"
 
 # What the banner prints once everything is ready (tests check that ./dev knows each command).
 READY_COMMANDS = (
@@ -193,6 +194,10 @@ class LocalStack:
     def start_services(self, wanted: list[LocalService]) -> None:
         self.env.setdefault("DATA_DIR", str(self.data_dir))
         self.env.setdefault("LOG_FORMAT", "json")
+        if self.env.get("APP_ENV", "development") == "development" and not self.env.get(
+            "DEMO_DATA"
+        ):
+            self.env["DEMO_DATA"] = DEMO_DATA  # the demo orders, for `./dev chat`'s user
         for svc in wanted:
             proc = self._spawn(svc.name, ["-m", svc.module], PORT=str(svc.port), HOST="127.0.0.1")
             if not _wait_ready(f"http://127.0.0.1:{svc.port}/ready", proc, svc.port, 90):

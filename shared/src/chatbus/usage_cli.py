@@ -87,23 +87,29 @@ async def print_usage(
     (out or sys.stdout).write(render(report, days, today))
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``chatbus usage``; returns the exit code."""
+def parser() -> argparse.ArgumentParser:
+    """The arguments of ``chatbus usage`` (``./dev usage``)."""
     parser = argparse.ArgumentParser(prog="chatbus usage", description=__doc__)
     parser.add_argument("--days", type=int, default=14, help="days to show (default 14)")
     parser.add_argument("--tenant", default="default", help="tenant id (default 'default')")
     parser.add_argument("--all-tenants", action="store_true", help="sum every tenant")
     parser.add_argument("--nats-url", default=os.environ.get("NATS_URL", "nats://127.0.0.1:4222"))
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``chatbus usage``; returns the exit code."""
+    parser_ = parser()
+    args = parser_.parse_args(argv)
     if not 1 <= args.days <= 366:
-        parser.error("--days must be between 1 and 366")
+        parser_.error("--days must be between 1 and 366")
     tenant = None if args.all_tenants else args.tenant
     try:
         asyncio.run(print_usage(args.nats_url, args.days, tenant_id=tenant))
     except NoResponders:
         sys.stderr.write(
             f"chatbus usage: no cost service answers on {args.nats_url} "
-            "(start it with `./dev up` or `python -m chatbus_cost`)\n"
+            "(start it with `./dev up`)\n"
         )
         return 1
     except (BusError, OSError, nats.errors.Error) as e:

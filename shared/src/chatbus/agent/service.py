@@ -41,13 +41,30 @@ from chatbus.telemetry import logging_context
 log = logging.getLogger("chatbus.agent")
 
 
-async def llm_endpoint(rt: Runtime, settings: AgentSettings) -> tuple[str, str | None]:
-    """The OpenAI-compatible base URL and key; the built-in offline model when neither is set."""
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+def configured_llm(settings: AgentSettings) -> tuple[str, str | None] | None:
+    """The model the settings name: (base URL, key), or None for the built-in offline model.
+
+    ``OPENAI_BASE_URL`` alone: that server; ``OPENAI_API_KEY`` alone: OpenAI; neither: the
+    offline model at ``OFFLINE_LLM_URL`` (compose's container) or, unset, inside the agent.
+    """
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     if settings.openai_base_url:
         return settings.openai_base_url, key
     if key:
-        return "https://api.openai.com/v1", key
+        return OPENAI_URL, key
+    if settings.offline_llm_url:
+        return settings.offline_llm_url, None
+    return None
+
+
+async def llm_endpoint(rt: Runtime, settings: AgentSettings) -> tuple[str, str | None]:
+    """The OpenAI-compatible base URL and key; the built-in offline model when neither is set."""
+    configured = configured_llm(settings)
+    if configured is not None:
+        return configured
     runner, url = await offline_llm.start(offline_llm.OfflineLLM(record=False, intents=True))
     rt.stack.push_async_callback(runner.cleanup)
     log.warning(

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 class AgentSettings(ServiceSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
+    # Where the offline model runs when neither of the above is set (compose: its container);
+    # unset: the agent starts one inside itself. Never used when a real model is configured.
+    offline_llm_url: str | None = None
     # Override the agent's defaults for this deployment.
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
