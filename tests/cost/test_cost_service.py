@@ -13,7 +13,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Usage
 from chatbus.contracts.cost import CountTokens, TokenCount
 from chatbus.cost_client import UNAVAILABLE, BusCosts
-from chatbus.jetstream import list_dead_letters
+from chatbus.dead_letters import list_dead_letters
 
 TODAY = datetime.now(UTC).date().isoformat()
 

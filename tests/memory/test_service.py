@@ -14,8 +14,8 @@ import redis.asyncio as aioredis
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.memory import GetHistory, ImportTurns, SearchMemory, TurnStored
+from chatbus.dead_letters import list_dead_letters
 from chatbus.errors import RemoteError
-from chatbus.jetstream import list_dead_letters
 from chatbus.memory_client import BusMemory, turn_event_id
 from chatbus.runtime import Runtime
 

@@ -135,7 +135,7 @@ def test_compose_runs_the_full_stack() -> None:
     compose = load_compose()
     services = compose["services"]
     assert set(INFRA) | set(BY_DIR) <= set(services)
-    assert "-js" in services["nats"]["command"], "JetStream must be on"
+    assert services["nats"]["command"] == ["-c", "/etc/nats/nats.conf"], "durable JetStream"
     for name, spec in services.items():
         for dep in spec.get("depends_on", {}):
             assert dep in services, f"{name} depends on unknown {dep}"

@@ -75,6 +75,8 @@ class Bus:
         # An extra hook called with (subject, reason) when a message is dead-lettered.
         self.on_dead_letter: Callable[[str, str], None] | None = None
         self._progress: ProgressInbox | None = None
+        # Copies of each JetStream stream and KV bucket (NATS_REPLICAS); None: from the cluster.
+        self.replicas: int | None = None
 
     @classmethod
     async def connect(cls, url: str, *, service: str, **options: Any) -> Bus:
@@ -90,7 +92,8 @@ class Bus:
             log.info("nats reconnected")
 
         nc = await nats.connect(
-            url,
+            # NATS_URL may list several servers of a cluster, comma-separated.
+            [u.strip() for u in url.split(",") if u.strip()] if "," in url else url,
             name=service,
             error_cb=on_error,
             disconnected_cb=on_disconnect,

@@ -1,16 +1,17 @@
-"""JetStream work: streams, durable consumers with retries and backoff, a dead-letter stream.
+"""JetStream work: streams and KV buckets, durable consumers with retries and backoff, a
+dead-letter stream.
 
-Nothing accepted is lost: a message is acked after its handler succeeded, retried with backoff
-when the handler raised, and parked on the dead-letter stream (``dlq.<subject>``) once it was
-delivered ``max_deliver`` times or was malformed. Parked messages keep their original subject
-and can be re-driven.
+Streams and buckets are file-backed with ``replicas(bus)`` copies: 3 when the server is one of
+a cluster of 3 or more nodes, else 1 (``NATS_REPLICAS`` overrides). A message is acked after its
+handler succeeded, retried with backoff when the handler raised, and parked on the dead-letter
+stream (``dlq.<subject>``) once it was delivered ``max_deliver`` times or was malformed. Parked
+messages keep their original subject and can be re-driven (:mod:`chatbus.dead_letters`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -19,11 +20,12 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
+from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from chatbus.bus import Bus, describe_validation_error, trace_headers
+from chatbus.bus import Bus, describe_validation_error
 from chatbus.contracts.base import Message
 from chatbus.errors import RemoteError
 
@@ -31,6 +33,7 @@ log = logging.getLogger("chatbus.jetstream")
 tracer = trace.get_tracer("chatbus.jetstream")
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 
 DLQ_STREAM = "DLQ"
 DLQ_PREFIX = "dlq."
@@ -41,19 +44,84 @@ H_CONSUMER = "Chatbus-Dlq-Consumer"
 H_DELIVERIES = "Chatbus-Dlq-Deliveries"
 
 
+def replicas(bus: Bus) -> int:
+    """Copies of each stream and bucket: ``bus.replicas`` when set (``NATS_REPLICAS``), else 3
+    when the server we are connected to is one of a cluster of 3 or more nodes, else 1."""
+    if bus.replicas:
+        return bus.replicas
+    info: dict[str, Any] = getattr(bus.nc, "_server_info", None) or {}
+    nodes = len(info.get("connect_urls") or []) if info.get("cluster") else 1
+    return 3 if nodes >= 3 else 1
+
+
+async def _retry_while_electing(make: Callable[[], Awaitable[T]], wait_s: float = 15.0) -> T:
+    """``make()``, retried while a fresh cluster has no JetStream meta leader yet."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            return await make()
+        except (
+            nats.js.errors.ServiceUnavailableError,
+            nats.errors.NoRespondersError,
+            nats.errors.TimeoutError,
+        ) as e:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("JetStream not ready (%s), retrying", e)
+            await asyncio.sleep(0.2)  # allowed: waiting for a meta leader to be elected
+
+
 async def ensure_stream(bus: Bus, name: str, subjects: list[str], **config: Any) -> None:
-    """Create stream ``name`` or update it to this configuration."""
+    """Create stream ``name`` or update it to this configuration (file storage and
+    :func:`replicas` copies unless ``config`` says otherwise)."""
+    config.setdefault("storage", api.StorageType.FILE)
+    config.setdefault("num_replicas", replicas(bus))
     cfg = api.StreamConfig(name=name, subjects=subjects, **config)
-    try:
-        await bus.js.add_stream(cfg)
-    except nats.js.errors.BadRequestError:
-        await bus.js.update_stream(cfg)
+
+    async def make() -> None:
+        try:
+            await bus.js.add_stream(cfg)
+        except nats.js.errors.BadRequestError:
+            await bus.js.update_stream(cfg)
+
+    await _retry_while_electing(make)
+
+
+async def ensure_kv(bus: Bus, bucket: str, *, ttl_s: float, history: int = 1) -> KeyValue:
+    """KV bucket ``bucket`` (file storage, :func:`replicas` copies), created or updated."""
+    n = replicas(bus)
+    cfg = api.KeyValueConfig(
+        bucket=bucket, history=history, ttl=ttl_s, storage=api.StorageType.FILE, replicas=n
+    )
+
+    async def make() -> KeyValue:
+        try:
+            return await bus.js.create_key_value(cfg)
+        except nats.js.errors.BadRequestError:  # exists with another configuration
+            info = await bus.js.stream_info(f"KV_{bucket}")
+            info.config.max_age = ttl_s
+            info.config.num_replicas = n
+            await bus.js.update_stream(info.config)
+            return await bus.js.key_value(bucket)
+
+    return await _retry_while_electing(make)
 
 
 async def ensure_dlq(bus: Bus, max_age_s: float = 14 * 86400) -> None:
-    await ensure_stream(
-        bus, DLQ_STREAM, [f"{DLQ_PREFIX}>"], max_age=max_age_s, storage=api.StorageType.FILE
-    )
+    await ensure_stream(bus, DLQ_STREAM, [f"{DLQ_PREFIX}>"], max_age=max_age_s)
+
+
+class Defer(Exception):
+    """Raised by a handler: deliver the message again later, not counted as a failure (the
+    consumer's backoff for this delivery, or ``delay`` seconds)."""
+
+    def __init__(self, reason: str, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Park(Exception):
+    """Raised by a handler: put the message on the dead-letter stream now, for this reason."""
 
 
 @dataclass
@@ -63,7 +131,8 @@ class ConsumerSpec:
     stream: str
     durable: str
     subject: str
-    max_deliver: int = 5
+    # Deliveries before a failing message is parked; None: the handler decides (Park).
+    max_deliver: int | None = 5
     backoff: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0)
     ack_wait: float = 30.0
     batch: int = 32
@@ -173,6 +242,13 @@ async def consume_batches(
 async def _settle(bus: Bus, spec: ConsumerSpec, raw: Msg, work: Awaitable[None]) -> None:
     try:
         await work
+    except Defer as e:
+        delivered = raw.metadata.num_delivered
+        await raw.nak(delay=e.delay if e.delay is not None else spec.delay_for(delivered))
+        return
+    except Park as e:
+        await dead_letter(bus, raw, spec, str(e))
+        return
     except RemoteError as e:
         if e.code == "invalid":
             await dead_letter(bus, raw, spec, f"invalid: {e.message}")
@@ -190,7 +266,7 @@ async def _settle(bus: Bus, spec: ConsumerSpec, raw: Msg, work: Awaitable[None])
 
 async def _retry_or_park(bus: Bus, spec: ConsumerSpec, raw: Msg, reason: str) -> None:
     delivered = raw.metadata.num_delivered
-    if delivered >= spec.max_deliver:
+    if spec.max_deliver is not None and delivered >= spec.max_deliver:
         await dead_letter(bus, raw, spec, reason)
     else:
         await raw.nak(delay=spec.delay_for(delivered))
@@ -206,7 +282,7 @@ async def _loop(
         durable_name=spec.durable,
         ack_policy=api.AckPolicy.EXPLICIT,
         # One more than ours, so the server never gives up before we dead-letter it.
-        max_deliver=spec.max_deliver + 1,
+        max_deliver=-1 if spec.max_deliver is None else spec.max_deliver + 1,
         ack_wait=spec.ack_wait,
         max_ack_pending=max(spec.batch * 4, spec.concurrency * 2),
         filter_subject=spec.subject,
@@ -266,55 +342,3 @@ async def _pull_subscribe(bus: Bus, spec: ConsumerSpec, config: api.ConsumerConf
     except nats.js.errors.NotFoundError:
         await bus.js.add_consumer(spec.stream, config=config)
     return await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
-
-
-async def redrive(bus: Bus, stream_seq: int) -> str:
-    """Publish a parked message back to its original subject and remove it from the DLQ."""
-    raw = await bus.js.get_msg(DLQ_STREAM, stream_seq)
-    headers = dict(raw.headers or {})
-    subject = headers.get(H_SUBJECT) or (raw.subject or "").removeprefix(DLQ_PREFIX)
-    for h in (H_REASON, H_SUBJECT, H_STREAM, H_CONSUMER, H_DELIVERIES, "Nats-Msg-Id"):
-        headers.pop(h, None)
-    headers["Nats-Msg-Id"] = f"redrive:{stream_seq}:{time.time_ns()}"
-    await bus.js.publish(subject, raw.data or b"", headers=trace_headers(headers))
-    await bus.js.delete_msg(DLQ_STREAM, stream_seq)
-    return subject
-
-
-@dataclass
-class Parked:
-    seq: int
-    subject: str
-    reason: str
-    deliveries: int
-    consumer: str
-    data: bytes
-
-
-async def list_dead_letters(bus: Bus, limit: int = 100) -> list[Parked]:
-    """The parked messages, oldest first."""
-    try:
-        info = await bus.js.stream_info(DLQ_STREAM)
-    except nats.js.errors.NotFoundError:
-        return []
-    out: list[Parked] = []
-    seq = info.state.first_seq
-    while seq and seq <= info.state.last_seq and len(out) < limit:
-        try:
-            raw = await bus.js.get_msg(DLQ_STREAM, seq)
-        except nats.js.errors.NotFoundError:
-            seq += 1
-            continue
-        h = raw.headers or {}
-        out.append(
-            Parked(
-                seq=seq,
-                subject=h.get(H_SUBJECT, ""),
-                reason=h.get(H_REASON, ""),
-                deliveries=int(h.get(H_DELIVERIES, "0") or 0),
-                consumer=h.get(H_CONSUMER, ""),
-                data=raw.data or b"",
-            )
-        )
-        seq += 1
-    return out

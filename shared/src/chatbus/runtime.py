@@ -189,6 +189,7 @@ async def _serve(
 ) -> None:
     bus = await connect_bus(settings)
     bus.metrics = Metrics(registry, settings.service_name)
+    bus.replicas = settings.nats_replicas
     bus.alerter = Alerter.from_settings(settings, redact=redactor)
     try:
         await _run(settings, wire, stop, bus, registry, redactor, started)

@@ -75,6 +75,8 @@ class ServiceSettings(BaseSettings):
     service_name: str = "chatbus"
     app_env: Literal["development", "staging", "production"] = "development"
     nats_url: str = "nats://127.0.0.1:4222"
+    # Copies of each JetStream stream and KV bucket; unset: 3 on a cluster of 3+ nodes, else 1.
+    nats_replicas: int | None = Field(default=None, ge=1, le=5)
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Connections to Redis; a caller waits up to redis_wait_s for a free one instead of failing.
     redis_max_connections: int = Field(default=256, ge=4)

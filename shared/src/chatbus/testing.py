@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 
 from chatbus import offline_llm
 from chatbus.bus import Bus
+from chatbus.nats_cluster import NatsCluster, start_nats_cluster
 from chatbus.offline_llm import OfflineLLM
 from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime, Wire, serve
@@ -47,6 +48,15 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = start_nats(tmp_path_factory.mktemp("nats"))
     yield server.url
     server.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """A 3-node NATS cluster with JetStream on loopback, its meta leader elected; nodes can be
+    killed and restarted (``cluster.kill(i)``, ``cluster.restart(i)``). One per test."""
+    cluster = start_nats_cluster(tmp_path_factory.mktemp("nats-cluster"))
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -237,4 +247,11 @@ class ServiceFactory:
         return await self.make(module, **env).start()
 
 
-__all__ = ["InProcess", "ServiceFactory", "ServiceProcess", "serving", "wait_for_port"]
+__all__ = [
+    "InProcess",
+    "NatsCluster",
+    "ServiceFactory",
+    "ServiceProcess",
+    "serving",
+    "wait_for_port",
+]
