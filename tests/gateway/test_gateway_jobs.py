@@ -239,7 +239,7 @@ async def test_callbacks_are_retried_signed_and_refusals_respected(
     # A receiver that says "not here" is not asked again.
     gone = await receiver([404])
     job_id = await submit(http, gw, agent.agent, "nobody home", gone.url)
-    assert (await job_until(http, gw, job_id, "refused (404)"))["callback"] == "refused (404)"
+    assert (await job_until(http, gw, job_id, "failed (404)"))["callback"] == "failed (404)"
     assert len(gone.requests) == 1
 
     # Down for good: parked on the dead-letter stream after 3 tries, then re-driven.

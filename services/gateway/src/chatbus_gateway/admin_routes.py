@@ -1,4 +1,8 @@
-"""Admin: the dead-letter stream. ``GET /api/admin/dead-letters``, ``POST .../{seq}/redrive``."""
+"""Admin: the dead-letter stream. ``GET /api/admin/dead-letters``, ``POST .../{seq}/redrive``.
+
+The listing is paged: ``limit`` (1-1000, default 100) entries with a sequence above ``after``
+(default 0), and ``next_after`` to pass as ``after`` for the next page (null at the end).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,15 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from chatbus.contracts.jobs import ChatJob, JobCallback
-from chatbus.jetstream import DLQ_STREAM, list_dead_letters, redrive
+from chatbus.dead_letters import page_dead_letters, redrive
+from chatbus.jetstream import DLQ_STREAM
 from chatbus_gateway.auth import require_admin
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.job_routes import JOBS
 from chatbus_gateway.params import path_int, query_int
+
+MAX_SEQ = 2**63 - 1
 
 
 def _job(data: bytes) -> ChatJob | None:
@@ -35,9 +42,10 @@ def _job_id(data: bytes) -> str | None:
 async def dead_letters(request: web.Request) -> web.Response:
     require_admin(request)
     limit = query_int(request, "limit", 100, 1, 1000)
-    parked = await list_dead_letters(request.app[DEPS].bus, limit=limit)
+    after = query_int(request, "after", 0, 0, MAX_SEQ)
+    page = await page_dead_letters(request.app[DEPS].bus, after=after, limit=limit)
     out = []
-    for p in parked:
+    for p in page.items:
         job = _job(p.data)
         out.append(
             {
@@ -50,12 +58,12 @@ async def dead_letters(request: web.Request) -> web.Response:
                 "agent": job.request.agent if job else None,
             }
         )
-    return web.json_response({"dead_letters": out})
+    return web.json_response({"dead_letters": out, "next_after": page.next_after})
 
 
 async def redrive_one(request: web.Request) -> web.Response:
     require_admin(request)
-    seq = path_int(request, "seq", 1, 2**63 - 1)
+    seq = path_int(request, "seq", 1, MAX_SEQ)
     bus = request.app[DEPS].bus
     try:
         msg = await bus.js.get_msg(DLQ_STREAM, seq)
@@ -63,7 +71,7 @@ async def redrive_one(request: web.Request) -> web.Response:
         raise ApiError(404, f"no dead letter {seq}", type="not_found") from e
     job = _job(msg.data or b"")
     if job is not None:  # a fresh start: the worker counts attempts again from zero
-        await request.app[JOBS].requeue(job.job_id)
+        await request.app[JOBS].requeue(job.job_id, request.app[DEPS].settings.job_deadline_s)
     subject = await redrive(bus, seq)
     return web.json_response({"seq": seq, "subject": subject, "job_id": _job_id(msg.data or b"")})
 

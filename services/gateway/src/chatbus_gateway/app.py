@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
 from aiohttp import web
 
 from chatbus.cost_client import BusCosts
@@ -14,11 +13,13 @@ from chatbus.runtime import Runtime
 from chatbus_gateway.admin_routes import setup_admin_routes
 from chatbus_gateway.agents import setup_agent_routes
 from chatbus_gateway.auth import auth_middleware
+from chatbus_gateway.callbacks import CallbackPolicy, CallbackSender, callback_session
 from chatbus_gateway.chat_routes import setup_chat_routes
 from chatbus_gateway.deps import DEPS, GatewayDeps
 from chatbus_gateway.idempotency import Idempotency
-from chatbus_gateway.job_routes import JOBS, setup_job_routes
-from chatbus_gateway.jobs import CallbackSender, JobStore, JobWorker, start_worker
+from chatbus_gateway.job_routes import CALLBACKS, JOBS, setup_job_routes
+from chatbus_gateway.job_store import JobStore
+from chatbus_gateway.jobs import JobWorker, start_worker
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.limits_http import AuthFailures, HttpLimits, add_rate_headers
 from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
@@ -58,7 +59,8 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     setup_chat_routes(app)
     setup_agent_routes(app)
     setup_openai_routes(app)
-    setup_job_routes(app, JobStore(deps.redis, s.redis_prefix, s.job_ttl_s))
+    policy = CallbackPolicy(s.callback_allow_hosts, https_only=s.app_env == "production")
+    setup_job_routes(app, JobStore(deps.bus, s.jobs_bucket, s.job_ttl_s), policy)
     setup_admin_routes(app)
     setup_openapi(app, s.max_message_chars)
     return app
@@ -72,18 +74,17 @@ def create_app(settings: GatewaySettings, deps: GatewayDeps) -> web.Application:
 async def wire(rt: Runtime) -> None:
     settings = rt.settings
     assert isinstance(settings, GatewaySettings)
-    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.callback_timeout_s))
-    rt.stack.push_async_callback(http.close)
     deps = GatewayDeps(
         settings=settings,
         bus=rt.bus,
         redis=rt.redis(),
         link=rt.redis_link(),
         metrics=rt.metrics,
-        http=http,
         is_draining=lambda: rt.draining,
     )
     app = setup_gateway(rt.http, deps)
+    deps.http = http = callback_session(app[CALLBACKS], settings.callback_timeout_s)
+    rt.stack.push_async_callback(http.close)
     setup_usage_routes(app, BusCosts(rt.bus))
     bounds = Bounds(settings.max_body_bytes, settings.max_message_chars)
     setup_memory_routes(app, BusMemory(rt.bus), bounds)
@@ -91,11 +92,10 @@ async def wire(rt: Runtime) -> None:
     setup_records_routes(app, BusRecords(rt.bus))
     app[OPENAPI_PATHS].update(store_paths())
     setup_web_routes(app)
-    worker = JobWorker(
-        app[JOBS], app[PIPELINE], rt.bus, settings.job_max_deliver, settings.callbacks_subject
-    )
+    await app[JOBS].open()  # the jobs bucket exists before the first job is accepted
+    worker = JobWorker(app[JOBS], app[PIPELINE], rt.bus, settings)
     secret = settings.callback_secret.get_secret_value() if settings.callback_secret else None
-    sender = CallbackSender(app[JOBS], http, secret)
+    sender = CallbackSender(app[JOBS], http, secret, app[CALLBACKS])
     await start_worker(rt.bus, settings, worker, sender)
 
     async def finish_in_flight() -> None:

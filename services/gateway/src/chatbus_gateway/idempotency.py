@@ -19,7 +19,8 @@ from chatbus.contracts.chat import ChatReply
 from chatbus_gateway import signals
 from chatbus_gateway.errors import ApiError
 
-MAX_KEY = 255
+# One rule for every path (sync, stream, OpenAI, async): 1 to MAX_KEY characters.
+MAX_KEY = 200
 
 # KEYS: record. ARGV: fingerprint, pending_ttl_ms. Returns {"new"} or {state, fingerprint, reply}.
 BEGIN = """
@@ -42,6 +43,13 @@ class Claim:
 
 def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def check_key(key: str) -> str:
+    """``key`` when it is a usable Idempotency-Key, else a 422."""
+    if not key or len(key) > MAX_KEY:
+        raise ApiError(422, f"Idempotency-Key: 1 to {MAX_KEY} characters", param="Idempotency-Key")
+    return key
 
 
 class Idempotency:
@@ -77,10 +85,7 @@ class Idempotency:
     async def begin(self, tenant: str, key: str, fp: str) -> Claim | ChatReply:
         """Claim ``key`` for a first run, or the stored reply of an earlier identical request
         (waiting for it while it is still running)."""
-        if not key or len(key) > MAX_KEY:
-            raise ApiError(
-                422, f"Idempotency-Key: 1 to {MAX_KEY} characters", param="Idempotency-Key"
-            )
+        check_key(key)
         topic = hashlib.sha1(f"{self.prefix}{tenant}\0{key}".encode()).hexdigest()
         record = f"{self.prefix}{topic}"
         while True:

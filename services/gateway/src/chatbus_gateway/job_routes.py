@@ -1,21 +1,40 @@
-"""``POST /api/chat/{agent}?mode=async`` -> 202 ``{job_id}``; ``GET /api/jobs/{id}``."""
+"""``POST /api/chat/{agent}?mode=async`` -> 202 ``{job_id}``; ``GET /api/jobs/{id}``.
+
+A job is accepted in this order: the request's form (``Idempotency-Key`` length, a callback
+URL this gateway may call: 422), the limits (429: nothing is stored), the key's claim (a
+replay answers the first job's id; another body with the same key is a 409), then the job's
+record and message on JetStream. Only then the 202; if storing fails, nothing is left.
+"""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import logging
 import time
 
 from aiohttp import web
 
 from chatbus.contracts.chat import ChatRequest
 from chatbus.contracts.jobs import ChatJob
+from chatbus_gateway.callbacks import CallbackPolicy
 from chatbus_gateway.caller import is_admin, tenant_of
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.errors import ApiError
-from chatbus_gateway.jobs import JobStore, created_ms, new_job_id
+from chatbus_gateway.idempotency import check_key, fingerprint
+from chatbus_gateway.job_store import JobStore, created_ms, new_job_id, public
 from chatbus_gateway.pipeline import PIPELINE
 
+log = logging.getLogger("chatbus.gateway.jobs")
+
 JOBS = web.AppKey("chatbus_gateway_jobs", JobStore)
+CALLBACKS = web.AppKey("chatbus_gateway_callback_policy", CallbackPolicy)
+
+
+def unavailable(e: Exception) -> ApiError:
+    if isinstance(e, ApiError):
+        return e
+    log.warning("job store unavailable: %s", type(e).__name__)
+    return ApiError(503, "the job queue is unavailable, try again", type="unavailable")
 
 
 async def submit_job(
@@ -23,37 +42,38 @@ async def submit_job(
 ) -> web.Response:
     deps = request.app[DEPS]
     store = request.app[JOBS]
-    job_id = new_job_id()
-    # Idempotency-Key: the same key (per tenant) names the same job, queued once.
-    slot = idempotency_slot(request, deps.settings.redis_prefix, req.tenant_id)
-    if slot is not None:
-        ttl = deps.settings.job_ttl_s
-        if not await store.redis.set(slot, job_id, nx=True, ex=ttl):
-            first = await store.redis.get(slot)
-            if first is not None:
-                job_first = first.decode() if isinstance(first, bytes) else str(first)
-                return accepted(job_first, req.request_id, replayed=True)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None:
+        check_key(key)
+    if callback_url:
+        await request.app[CALLBACKS].check_or_422(callback_url)
     await request.app[PIPELINE].admit(request, req)
-    job = ChatJob(job_id=job_id, request=req, callback_url=callback_url, created_at=time.time())
-    await store.create(job)
+    if not deps.bus.connected:
+        raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
+    job_id = new_job_id()
+    if key is not None:
+        fp = fingerprint(
+            "async", req.agent, req.session_id, req.message, req.user_id or "", callback_url or ""
+        )
+        try:
+            first = await store.claim_key(req.tenant_id, key, job_id, fp)
+        except Exception as e:
+            raise unavailable(e) from e
+        if first is not None:
+            return accepted(first, req.request_id, replayed=True)
+    now = time.time()
+    job = ChatJob(job_id=job_id, request=req, callback_url=callback_url, created_at=now)
     subject = ChatJob.subject_for(req.agent, deps.settings.jobs_subject)
     try:
-        if not deps.bus.connected:
-            raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
+        await store.create(job, deadline=now + deps.settings.job_deadline_s)
         await deps.bus.js_publish(job, subject, msg_id=job.job_id)
     except Exception as e:
-        await store.redis.delete(store.key(job.job_id), *([slot] if slot else []))
-        if isinstance(e, ApiError):
-            raise
-        raise ApiError(503, "the job queue is unavailable, try again", type="unavailable") from e
+        with contextlib.suppress(Exception):
+            await store.delete(job.job_id)
+            if key is not None:
+                await store.release_key(req.tenant_id, key)
+        raise unavailable(e) from e
     return accepted(job.job_id, req.request_id)
-
-
-def idempotency_slot(request: web.Request, prefix: str, tenant_id: str) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if not key:
-        return None
-    return f"{prefix}jobkey:{tenant_id}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def accepted(job_id: str, request_id: str, *, replayed: bool = False) -> web.Response:
@@ -70,17 +90,21 @@ def accepted(job_id: str, request_id: str, *, replayed: bool = False) -> web.Res
 async def get_job(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     job_id = request.match_info["job_id"]
-    record = await request.app[JOBS].get(job_id) if len(job_id) <= 100 else None
+    try:
+        record = await request.app[JOBS].get(job_id)
+    except Exception as e:
+        raise unavailable(e) from e
     if record is None:
         born = created_ms(job_id)
         if born is not None and born / 1000 + deps.settings.job_ttl_s < time.time():
             raise ApiError(410, f"job {job_id} expired", type="expired")
         raise ApiError(404, f"no job {job_id[:100]!r}", type="not_found")
-    if record.pop("tenant") != tenant_of(request) and not is_admin(request):
+    if record.get("tenant") != tenant_of(request) and not is_admin(request):
         raise ApiError(404, f"no job {job_id!r}", type="not_found")
-    return web.json_response(record)
+    return web.json_response(public(record))
 
 
-def setup_job_routes(app: web.Application, store: JobStore) -> None:
+def setup_job_routes(app: web.Application, store: JobStore, policy: CallbackPolicy) -> None:
     app[JOBS] = store
+    app[CALLBACKS] = policy
     app.router.add_get("/api/jobs/{job_id}", get_job)

@@ -143,7 +143,14 @@ def paths() -> dict[str, Any]:
                         "in": "query",
                         "required": False,
                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                    }
+                    },
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "required": False,
+                        "description": "Entries after this seq (a page's next_after)",
+                        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                    },
                 ],
                 "responses": answers(
                     {"200": {"description": "Parked", "content": json_body("DeadLettersOut")}},

@@ -13,7 +13,7 @@ from aiohttp import web
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus_gateway.deps import GatewayDeps
 from chatbus_gateway.dispatch import ask, ask_stream
-from chatbus_gateway.idempotency import Idempotency, fingerprint
+from chatbus_gateway.idempotency import Idempotency, check_key, fingerprint
 from chatbus_gateway.limits_http import HttpLimits
 from chatbus_gateway.ratelimit import Limit
 from chatbus_gateway.session_order import SessionOrder, Ticket
@@ -54,17 +54,23 @@ class ChatPipeline:
         if key is None:  # the common case: limits and the session's turn in one round trip
             ticket = await self.admit(request, req, take_turn=True)
             return await self.answer(req, tokens, ticket), False
+        check_key(key)  # 422 before the limits count it; claimed only once admitted
         await self.admit(request, req)
         fp = fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
         return await self.idem.run(req.tenant_id, key, fp, lambda: self.answer(req, tokens))
 
     async def answer(
-        self, req: ChatRequest, tokens: Limit | None = None, ticket: Ticket | None = None
+        self,
+        req: ChatRequest,
+        tokens: Limit | None = None,
+        ticket: Ticket | None = None,
+        timeout: float | None = None,
     ) -> ChatReply:
-        """Ask the agent in the session's turn (also used by the job worker)."""
+        """Ask the agent in the session's turn (also used by the job worker, which passes a
+        shorter ``timeout`` when the job's deadline leaves less)."""
         ticket = ticket or await self.order.take(req.tenant_id, req.session_id)
         async with self.order.hold(ticket, self.turn_wait_s):
-            reply = await ask(self.deps.bus, req, self.timeout)
+            reply = await ask(self.deps.bus, req, timeout or self.timeout)
         await self._spend(tokens, reply)
         return reply
 
@@ -83,6 +89,7 @@ class ChatPipeline:
             async for item in self._stream(request, req, ticket):
                 yield item
             return
+        check_key(key)
         await self.admit(request, req)
         fp = fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
         claim = await self.idem.begin(req.tenant_id, key, fp)

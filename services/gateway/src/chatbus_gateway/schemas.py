@@ -121,6 +121,8 @@ class DeadLetterOut(BaseModel):
 
 class DeadLettersOut(BaseModel):
     dead_letters: list[DeadLetterOut]
+    # Pass as ``after`` for the next page; null when this page reached the end.
+    next_after: int | None = None
 
 
 class RedriveOut(BaseModel):

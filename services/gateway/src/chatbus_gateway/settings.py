@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 
 from chatbus.settings import ServiceSettings
 
@@ -59,6 +59,14 @@ class GatewaySettings(ServiceSettings):
     job_max_deliver: int = Field(default=5, ge=1)
     job_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
     job_concurrency: int = Field(default=16, ge=1)
+    # Job records (and async Idempotency-Key claims) live in this NATS KV bucket.
+    jobs_bucket: str = Field(default="gateway_jobs", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # A job is answered within this time of being accepted (or re-driven), or dead-lettered.
+    job_deadline_s: float = Field(default=3600.0, gt=0)
+    # With no instance of its agent running, a job waits (not counted as an attempt) for at
+    # most this long, asked again every job_agent_poll_s at most, then it is dead-lettered.
+    job_agent_wait_max_s: float = Field(default=900.0, gt=0)
+    job_agent_poll_s: float = Field(default=2.0, gt=0)
     # Job callbacks: each POST within callback_timeout_s; network errors, 408, 429 and 5xx
     # are retried on this schedule, then the callback is parked on the dead-letter stream.
     callback_timeout_s: float = Field(default=5.0, gt=0)
@@ -69,6 +77,17 @@ class GatewaySettings(ServiceSettings):
     # When set, every callback carries X-Chatbus-Signature: t=<unix time>,v1=<hex HMAC-SHA256
     # of "<t>.<body>"> so the receiver can check it came from this gateway.
     callback_secret: SecretStr | None = None
+    # Callbacks go only to public addresses (https only in production); these hosts, IP
+    # addresses or networks (comma-separated) are allowed besides, e.g. "hooks.internal,10.0.0.0/8".
+    callback_allow_hosts: str = ""
+
+    @model_validator(mode="after")
+    def _job_bounds(self) -> GatewaySettings:
+        if self.job_deadline_s > self.job_ttl_s:
+            raise ValueError(
+                "JOB_DEADLINE_S must not exceed JOB_TTL_S (the record must outlive it)"
+            )
+        return self
 
     def check_production(self) -> None:
         if self.app_env == "production" and self.auth != "on":

@@ -1,0 +1,200 @@
+"""Async job records, kept in the gateway's NATS KV bucket (file storage, replicated).
+
+A job exists once its record is written here, before the 202: a Redis flush or restart loses
+nothing of it. The record holds the job's state (``queued``, ``waiting`` for an agent
+instance, ``running``, ``retrying``, ``done``, ``failed``, ``dead_lettered``), its attempts,
+reply or error, deadline and callback outcome. Updates are compare-and-set on the key's
+revision, so concurrent workers never lose each other's writes. Records expire ``ttl_s``
+after their last write (the bucket's TTL). The same bucket holds the ``Idempotency-Key``
+claims of async requests (``idem.<hash>`` -> job id and request fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from chatbus.bus import Bus
+from chatbus.contracts.jobs import ChatJob
+from chatbus.jetstream import ensure_kv
+from chatbus_gateway.errors import ApiError
+
+JOB_ID = re.compile(r"^job-([0-9a-f]{1,16})-[0-9a-f]{16}$")
+# What GET /api/jobs/{id} and the callback body show; the rest is the gateway's own.
+PUBLIC = (
+    "job_id",
+    "status",
+    "agent",
+    "session_id",
+    "attempts",
+    "created_at",
+    "updated_at",
+    "deadline",
+    "result",
+    "error",
+    "callback",
+)
+
+
+def new_job_id() -> str:
+    return f"job-{int(time.time() * 1000):x}-{secrets.token_hex(8)}"
+
+
+def created_ms(job_id: str) -> int | None:
+    """When the job was created (from its id), or None for anything that is not a job id."""
+    m = JOB_ID.match(job_id)
+    return int(m.group(1), 16) if m else None
+
+
+def public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in PUBLIC if record.get(k) is not None}
+
+
+class JobStore:
+    def __init__(self, bus: Bus, bucket: str, ttl_s: int) -> None:
+        self.bus = bus
+        self.bucket = bucket
+        self.ttl_s = ttl_s
+        self._kv: KeyValue | None = None
+
+    async def open(self) -> KeyValue:
+        """The bucket, created (or updated to this TTL and replica count) on first use."""
+        if self._kv is None:
+            self._kv = await ensure_kv(self.bus, self.bucket, ttl_s=float(self.ttl_s))
+        return self._kv
+
+    async def create(self, job: ChatJob, deadline: float) -> None:
+        now = time.time()
+        req = job.request
+        record = {
+            "job_id": job.job_id,
+            "status": "queued",
+            "tenant": req.tenant_id,
+            "agent": req.agent,
+            "session_id": req.session_id,
+            "attempts": 0,
+            "created_at": now,
+            "updated_at": now,
+            "queued_at": now,
+            "deadline": deadline,
+        }
+        await (await self.open()).create(job.job_id, json.dumps(record).encode())
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        """The full record (``tenant`` and internal fields included), None when there is none."""
+        if created_ms(job_id) is None:
+            return None
+        try:
+            entry = await (await self.open()).get(job_id)
+        except nats.js.errors.KeyNotFoundError:
+            return None
+        return dict(json.loads(entry.value or b"{}")) if entry.value else None
+
+    async def update(
+        self, job_id: str, change: Callable[[dict[str, Any]], bool | None]
+    ) -> dict[str, Any] | None:
+        """Apply ``change`` to the record (compare-and-set, retried on a concurrent write).
+
+        ``change`` edits the dict in place; returning False leaves the record as it was. An
+        expired (missing) record is not brought back: returns None.
+        """
+        kv = await self.open()
+        while True:
+            try:
+                entry = await kv.get(job_id)
+            except nats.js.errors.KeyNotFoundError:
+                return None
+            if not entry.value:
+                return None
+            record = dict(json.loads(entry.value))
+            if change(record) is False:
+                return record
+            record["updated_at"] = time.time()
+            try:
+                await kv.update(job_id, json.dumps(record).encode(), last=entry.revision)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                continue
+            return record
+
+    async def set(self, job_id: str, **fields: Any) -> dict[str, Any] | None:
+        return await self.update(job_id, lambda r: r.update(fields))
+
+    async def start_attempt(self, job_id: str) -> int:
+        def start(r: dict[str, Any]) -> None:
+            r["attempts"] = int(r.get("attempts", 0)) + 1
+            r["status"] = "running"
+
+        record = await self.update(job_id, start)
+        return int(record["attempts"]) if record else 0
+
+    async def requeue(self, job_id: str, deadline_s: float) -> None:
+        """A re-driven job starts afresh: attempts from zero, a new deadline ``deadline_s``
+        from now, its callback sent again."""
+
+        def reset(r: dict[str, Any]) -> None:
+            now = time.time()
+            r.update(status="queued", attempts=0, waits=0, queued_at=now, deadline=now + deadline_s)
+            for field in ("callback_sent", "callback"):
+                r.pop(field, None)
+
+        await self.update(job_id, reset)
+
+    async def claim_callback(self, job_id: str) -> bool:
+        """True exactly once per run of the job: whoever gets it sends the callback."""
+        claimed = False
+
+        def claim(r: dict[str, Any]) -> bool:
+            nonlocal claimed
+            claimed = not r.get("callback_sent")
+            r["callback_sent"] = True
+            return claimed
+
+        await self.update(job_id, claim)
+        return claimed
+
+    async def delete(self, job_id: str) -> None:
+        await (await self.open()).purge(job_id)
+
+    # -- Idempotency-Key of async requests ----------------------------------------------------
+
+    @staticmethod
+    def key_slot(tenant: str, key: str) -> str:
+        return "idem." + hashlib.sha256(f"{tenant}\0{key}".encode()).hexdigest()
+
+    async def claim_key(self, tenant: str, key: str, job_id: str, fp: str) -> str | None:
+        """Claim ``key`` for ``job_id``: None when claimed now, else the job it already names.
+
+        A key already used with another request (fingerprint) is a 409.
+        """
+        slot = self.key_slot(tenant, key)
+        value = json.dumps({"job_id": job_id, "fp": fp}).encode()
+        kv = await self.open()
+        while True:
+            try:
+                await kv.create(slot, value)
+                return None
+            except nats.js.errors.KeyWrongLastSequenceError:
+                pass
+            try:
+                first = json.loads((await kv.get(slot)).value or b"{}")
+            except nats.js.errors.KeyNotFoundError:
+                continue  # released meanwhile: try again
+            if first.get("fp") != fp:
+                raise ApiError(
+                    409,
+                    "this Idempotency-Key was used for a different request",
+                    type="conflict",
+                    param="Idempotency-Key",
+                )
+            return str(first["job_id"])
+
+    async def release_key(self, tenant: str, key: str) -> None:
+        await (await self.open()).purge(self.key_slot(tenant, key))
