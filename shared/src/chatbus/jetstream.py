@@ -1,8 +1,7 @@
-"""JetStream work: streams and KV buckets, durable consumers with retries and backoff, a
-dead-letter stream.
+"""JetStream work: durable consumers with retries and backoff, and a dead-letter stream.
 
-Streams and buckets are file-backed with ``replicas(bus)`` copies: 3 when the server is one of
-a cluster of 3 or more nodes, else 1 (``NATS_REPLICAS`` overrides). A message is acked after its
+Streams and KV buckets are created by :mod:`chatbus.streams` (file-backed, replicated; its
+functions are re-exported here). A message is acked after its
 handler succeeded, retried with backoff when the handler raised, and parked on the dead-letter
 stream (``dlq.<subject>``) once it was delivered ``max_deliver`` times or was malformed. Parked
 messages keep their original subject and can be re-driven (:mod:`chatbus.dead_letters`).
@@ -20,7 +19,6 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import api
-from nats.js.kv import KeyValue
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
@@ -28,87 +26,33 @@ from pydantic import ValidationError
 from chatbus.bus import Bus, describe_validation_error
 from chatbus.contracts.base import Message
 from chatbus.errors import RemoteError
+from chatbus.streams import DLQ_PREFIX, DLQ_STREAM, ensure_dlq, ensure_kv, ensure_stream, replicas
+
+__all__ = [
+    "DLQ_PREFIX",
+    "DLQ_STREAM",
+    "ConsumerSpec",
+    "Defer",
+    "Park",
+    "consume",
+    "consume_batches",
+    "dead_letter",
+    "ensure_dlq",
+    "ensure_kv",
+    "ensure_stream",
+    "replicas",
+]
 
 log = logging.getLogger("chatbus.jetstream")
 tracer = trace.get_tracer("chatbus.jetstream")
 
 M = TypeVar("M", bound=Message)
-T = TypeVar("T")
 
-DLQ_STREAM = "DLQ"
-DLQ_PREFIX = "dlq."
 H_REASON = "Chatbus-Dlq-Reason"
 H_SUBJECT = "Chatbus-Dlq-Subject"
 H_STREAM = "Chatbus-Dlq-Stream"
 H_CONSUMER = "Chatbus-Dlq-Consumer"
 H_DELIVERIES = "Chatbus-Dlq-Deliveries"
-
-
-def replicas(bus: Bus) -> int:
-    """Copies of each stream and bucket: ``bus.replicas`` when set (``NATS_REPLICAS``), else 3
-    when the server we are connected to is one of a cluster of 3 or more nodes, else 1."""
-    if bus.replicas:
-        return bus.replicas
-    info: dict[str, Any] = getattr(bus.nc, "_server_info", None) or {}
-    nodes = len(info.get("connect_urls") or []) if info.get("cluster") else 1
-    return 3 if nodes >= 3 else 1
-
-
-async def _retry_while_electing(make: Callable[[], Awaitable[T]], wait_s: float = 15.0) -> T:
-    """``make()``, retried while a fresh cluster has no JetStream meta leader yet."""
-    deadline = asyncio.get_running_loop().time() + wait_s
-    while True:
-        try:
-            return await make()
-        except (
-            nats.js.errors.ServiceUnavailableError,
-            nats.errors.NoRespondersError,
-            nats.errors.TimeoutError,
-        ) as e:
-            if asyncio.get_running_loop().time() > deadline:
-                raise
-            log.info("JetStream not ready (%s), retrying", e)
-            await asyncio.sleep(0.2)  # allowed: waiting for a meta leader to be elected
-
-
-async def ensure_stream(bus: Bus, name: str, subjects: list[str], **config: Any) -> None:
-    """Create stream ``name`` or update it to this configuration (file storage and
-    :func:`replicas` copies unless ``config`` says otherwise)."""
-    config.setdefault("storage", api.StorageType.FILE)
-    config.setdefault("num_replicas", replicas(bus))
-    cfg = api.StreamConfig(name=name, subjects=subjects, **config)
-
-    async def make() -> None:
-        try:
-            await bus.js.add_stream(cfg)
-        except nats.js.errors.BadRequestError:
-            await bus.js.update_stream(cfg)
-
-    await _retry_while_electing(make)
-
-
-async def ensure_kv(bus: Bus, bucket: str, *, ttl_s: float, history: int = 1) -> KeyValue:
-    """KV bucket ``bucket`` (file storage, :func:`replicas` copies), created or updated."""
-    n = replicas(bus)
-    cfg = api.KeyValueConfig(
-        bucket=bucket, history=history, ttl=ttl_s, storage=api.StorageType.FILE, replicas=n
-    )
-
-    async def make() -> KeyValue:
-        try:
-            return await bus.js.create_key_value(cfg)
-        except nats.js.errors.BadRequestError:  # exists with another configuration
-            info = await bus.js.stream_info(f"KV_{bucket}")
-            info.config.max_age = ttl_s
-            info.config.num_replicas = n
-            await bus.js.update_stream(info.config)
-            return await bus.js.key_value(bucket)
-
-    return await _retry_while_electing(make)
-
-
-async def ensure_dlq(bus: Bus, max_age_s: float = 14 * 86400) -> None:
-    await ensure_stream(bus, DLQ_STREAM, [f"{DLQ_PREFIX}>"], max_age=max_age_s)
 
 
 class Defer(Exception):

@@ -90,15 +90,18 @@ class JobWorker:
         """No instance of the agent runs: ask again soon, not counted as an attempt."""
         since = float(rec.get("queued_at") or rec["created_at"])
         until = min(deadline, since + self.s.job_agent_wait_max_s)
-        if time.time() >= until:
-            await self._give_up(job, e)
         waits = int(rec.get("waits", 0)) + 1
+        give_up = time.time() >= until
 
         def waiting(r: dict[str, Any]) -> None:
-            r.update(status="waiting", error=e.body()["error"], waits=waits)
+            status = "dead_lettered" if give_up else "waiting"
+            r.update(status=status, error=e.body()["error"], waits=waits)
             r["attempts"] = max(0, int(r.get("attempts", 1)) - 1)
 
         await self.store.update(job.job_id, waiting)
+        if give_up:
+            await self.callback(job)
+            raise Park(f"job {job.job_id}: {e.message}")
         delay = min(self.s.job_agent_poll_s, 0.25 * 2 ** min(waits - 1, 8))
         raise Defer(f"job {job.job_id}: no instance of agent {job.request.agent}", delay)
 
