@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,21 +17,13 @@ from chatbus.offline_llm import OfflineLLM
 from chatbus.servers import start_redis
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
-from tests.gateway.test_gateway_jobs import job, submit
+from tests.gateway.test_gateway_jobs import job, job_until, submit
 
 
 async def wait_status(
     http: aiohttp.ClientSession, gw: RunningGateway, job_id: str, status: str
-) -> dict[str, object]:
-    """The job's record once it reads ``status`` (polled, as a client would)."""
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
-        code, record = await job(http, gw, job_id)
-        assert code == 200, record
-        if record["status"] == status:
-            return dict(record)
-        assert asyncio.get_running_loop().time() < deadline, record
-        await asyncio.sleep(0.05)  # allowed: polling the job API, as a client would
+) -> dict[str, Any]:
+    return await job_until(http, gw, job_id, lambda r: r["status"] == status)
 
 
 @pytest.mark.e2e

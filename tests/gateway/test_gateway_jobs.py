@@ -202,15 +202,25 @@ async def receiver() -> AsyncIterator[Callable[[list[int]], Awaitable[FlakyRecei
 
 
 async def job_until(
-    http: aiohttp.ClientSession, gw: RunningGateway, job_id: str, callback: str
+    http: aiohttp.ClientSession,
+    gw: RunningGateway,
+    job_id: str,
+    ok: Callable[[dict[str, Any]], bool],
+    timeout: float = 15,
 ) -> dict[str, Any]:
-    """The job record once its callback outcome reads ``callback`` (polled: no event for it)."""
-    deadline = asyncio.get_running_loop().time() + 10
+    """The job's record once ``ok(record)`` holds (polled, as a client would: no event)."""
+    deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        _, record = await job(http, gw, job_id)
-        if record.get("callback") == callback or asyncio.get_running_loop().time() > deadline:
+        status, record = await job(http, gw, job_id)
+        assert status == 200, record
+        if ok(record):
             return dict(record)
+        assert asyncio.get_running_loop().time() < deadline, record
         await asyncio.sleep(0.05)  # allowed: polling the job API, as a client would
+
+
+def callback_is(outcome: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda record: record.get("callback") == outcome
 
 
 async def test_callbacks_are_retried_signed_and_refusals_respected(
@@ -234,12 +244,12 @@ async def test_callbacks_are_retried_signed_and_refusals_respected(
     expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(v1, expected)
     assert headers["X-Chatbus-Job-Id"] == job_id
-    assert (await job_until(http, gw, job_id, "delivered (200)"))["callback"] == "delivered (200)"
+    await job_until(http, gw, job_id, callback_is("delivered (200)"))
 
     # A receiver that says "not here" is not asked again.
     gone = await receiver([404])
     job_id = await submit(http, gw, agent.agent, "nobody home", gone.url)
-    assert (await job_until(http, gw, job_id, "failed (404)"))["callback"] == "failed (404)"
+    await job_until(http, gw, job_id, callback_is("failed (404)"))
     assert len(gone.requests) == 1
 
     # Down for good: parked on the dead-letter stream after 3 tries, then re-driven.

@@ -4,7 +4,6 @@ only a generic outcome."""
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
 from typing import Any
@@ -17,6 +16,7 @@ from chatbus.servers import free_port
 from chatbus_gateway.callbacks import CallbackPolicy, CallbackRefused, CheckedResolver, is_public
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
+from tests.gateway.test_gateway_jobs import job_until
 
 INTERNAL = [
     "http://127.0.0.1:6379/",
@@ -108,14 +108,9 @@ async def test_redirects_are_not_followed_and_outcomes_name_no_errors(
 
 
 async def outcome(http: aiohttp.ClientSession, gw: RunningGateway, job_id: str) -> str:
-    deadline = asyncio.get_running_loop().time() + 15
-    while True:
-        async with http.get(f"{gw.url}/api/jobs/{job_id}") as r:
-            record = await r.json()
-        if record.get("callback"):
-            return str(record["callback"])
-        assert asyncio.get_running_loop().time() < deadline, record
-        await asyncio.sleep(0.05)  # allowed: polling the job API, as a client would
+    """The job's callback outcome, once there is one."""
+    record = await job_until(http, gw, job_id, lambda r: bool(r.get("callback")))
+    return str(record["callback"])
 
 
 async def test_delivery_checks_again_so_a_revoked_host_is_not_called(
