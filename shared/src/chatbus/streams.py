@@ -3,7 +3,7 @@
 Every stream and bucket chatbus creates goes through here, so all of them get the same
 durability: file storage and :func:`replicas` copies (3 when the server is one of a cluster
 of 3 or more nodes, else 1; ``NATS_REPLICAS`` overrides). Fsync-before-ack is the server's
-setting (``jetstream { sync_interval: always }``, see :func:`chatbus.servers.nats_config`).
+setting (``jetstream { sync_interval: always }``, see :func:`chatbus.nats_server.nats_config`).
 """
 
 from __future__ import annotations

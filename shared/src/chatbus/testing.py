@@ -24,14 +24,13 @@ import redis.asyncio as aioredis
 
 from chatbus import offline_llm
 from chatbus.bus import Bus
-from chatbus.nats_cluster import NatsCluster, start_nats_cluster
+from chatbus.nats_server import NatsCluster, start_nats, start_nats_cluster
 from chatbus.offline_llm import OfflineLLM
 from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime, Wire, serve
 from chatbus.servers import (
     ReadinessBound,
     free_port,
-    start_nats,
     start_redis,
     wait_for_port,
     wait_http_ok,
