@@ -12,7 +12,7 @@ import pytest
 from chatbus.bus import Bus
 from chatbus.contracts.jobs import ChatJob
 from chatbus.dead_letters import page_dead_letters
-from chatbus.jetstream import DLQ_PREFIX
+from chatbus.jetstream import DLQ_PREFIX, DLQ_STREAM
 from chatbus.offline_llm import OfflineLLM
 from chatbus.servers import start_redis
 from tests.gateway.gw_agent_stub import StubAgent
@@ -140,6 +140,7 @@ async def test_dead_letters_page_through_every_entry(
             break
         after = body["next_after"]
     assert len(seen) == 230 and seen == sorted(set(seen)) and pages >= 3
+    await bus.js.purge_stream(DLQ_STREAM, subject=subject)  # others' tests read the DLQ too
     for bad in ("0", "1001", "%C2%B2", "-1", "1e3", "9" * 30):
         async with http.get(f"{gateway.url}/api/admin/dead-letters?limit={bad}") as r:
             assert r.status == 422 and (await r.json())["error"]["param"] == "limit"

@@ -82,6 +82,12 @@ async def page_dead_letters(bus: Bus, *, after: int = 0, limit: int = 100) -> Pa
     return Page(items, items[-1].seq if more else None)
 
 
-async def list_dead_letters(bus: Bus, limit: int = 100) -> list[Parked]:
-    """The oldest ``limit`` parked messages."""
-    return (await page_dead_letters(bus, limit=limit)).items
+async def list_dead_letters(bus: Bus, limit: int = 10_000) -> list[Parked]:
+    """The oldest ``limit`` parked messages, read page by page."""
+    out: list[Parked] = []
+    after: int | None = 0
+    while after is not None and len(out) < limit:
+        page = await page_dead_letters(bus, after=after, limit=min(1000, limit - len(out)))
+        out += page.items
+        after = page.next_after
+    return out
