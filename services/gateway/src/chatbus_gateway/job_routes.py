@@ -62,10 +62,11 @@ async def submit_job(
         if first is not None:
             return accepted(first, req.request_id, replayed=True)
     now = time.time()
+    req = req.model_copy(update={"deadline": now + deps.settings.job_deadline_s})
     job = ChatJob(job_id=job_id, request=req, callback_url=callback_url, created_at=now)
     subject = ChatJob.subject_for(req.agent, deps.settings.jobs_subject)
     try:
-        await store.create(job, deadline=now + deps.settings.job_deadline_s)
+        await store.create(job)
         await deps.bus.js_publish(job, subject, msg_id=job.job_id)
     except Exception as e:
         with contextlib.suppress(Exception):

@@ -71,7 +71,7 @@ class JobStore:
             self._kv = await ensure_kv(self.bus, self.bucket, ttl_s=float(self.ttl_s))
         return self._kv
 
-    async def create(self, job: ChatJob, deadline: float) -> None:
+    async def create(self, job: ChatJob) -> None:
         now = time.time()
         req = job.request
         record = {
@@ -84,7 +84,7 @@ class JobStore:
             "created_at": now,
             "updated_at": now,
             "queued_at": now,
-            "deadline": deadline,
+            "deadline": req.deadline,
         }
         await (await self.open()).create(job.job_id, json.dumps(record).encode())
 

@@ -1,9 +1,10 @@
 """Async jobs: the worker (in every gateway process) that answers them from JetStream.
 
 A job is accepted once its record is in the jobs KV bucket (:mod:`job_store`) and its message
-on the jobs work queue (both JetStream: file storage, replicated on a cluster). The worker
-asks the agent within the job's deadline, each attempt waiting at most ``request_timeout_s``
-(and no longer than the deadline leaves).
+on the jobs work queue (both JetStream: file storage, replicated on a cluster). Its deadline
+(``job_deadline_s`` after acceptance) travels in ``ChatRequest.deadline``; the worker asks the
+agent within it, each attempt with its own deadline of at most ``request_timeout_s`` (and no
+later than the job's), carried to the agent so it stops when the attempt is given up.
 
 - No instance of the agent is running (NATS answers "no responders" at once): the job waits,
   asked again every ``job_agent_poll_s`` at most, without counting an attempt and without
@@ -61,14 +62,16 @@ class JobWorker:
         if rec["status"] in ("done", "failed"):
             return  # a duplicate delivery: answered once already
         now = time.time()
-        deadline = float(rec.get("deadline") or now)
+        # The record's deadline (a re-drive renews it), else the one the message carries.
+        deadline = float(rec.get("deadline") or job.request.deadline or now)
         if now >= deadline:
             await self._give_up(job, ApiError(504, "the job's deadline passed", type="timeout"))
         attempts = await self.store.start_attempt(job.job_id)
+        # Each attempt carries its own deadline, within the job's: the agent stops working on
+        # an attempt this worker no longer waits for.
+        attempt = min(deadline, now + self.s.request_timeout_s)
         try:
-            reply = await self.pipeline.answer(
-                job.request, timeout=min(self.s.request_timeout_s, deadline - now)
-            )
+            reply = await self.pipeline.answer(job.request.model_copy(update={"deadline": attempt}))
         except ApiError as e:
             if isinstance(e.__cause__, NoResponders):
                 await self._wait_for_agent(job, rec, deadline, e)

@@ -60,17 +60,13 @@ class ChatPipeline:
         return await self.idem.run(req.tenant_id, key, fp, lambda: self.answer(req, tokens))
 
     async def answer(
-        self,
-        req: ChatRequest,
-        tokens: Limit | None = None,
-        ticket: Ticket | None = None,
-        timeout: float | None = None,
+        self, req: ChatRequest, tokens: Limit | None = None, ticket: Ticket | None = None
     ) -> ChatReply:
-        """Ask the agent in the session's turn (also used by the job worker, which passes a
-        shorter ``timeout`` when the job's deadline leaves less)."""
+        """Ask the agent in the session's turn (also used by the job worker, whose request
+        already carries its attempt's deadline)."""
         ticket = ticket or await self.order.take(req.tenant_id, req.session_id)
         async with self.order.hold(ticket, self.turn_wait_s):
-            reply = await ask(self.deps.bus, req, timeout or self.timeout)
+            reply = await ask(self.deps.bus, req, self.timeout)
         await self._spend(tokens, reply)
         return reply
 
