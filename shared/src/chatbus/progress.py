@@ -22,8 +22,8 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 import nats.errors
 from nats.aio.client import Client as NATS
@@ -52,58 +52,59 @@ class ProgressInbox:
         self.nc = nc
         self.prefix = ""
         self._sub: Subscription | None = None
-        self._waiting: dict[str, asyncio.Event] = {}
+        self._beats: dict[str, int] = {}  # token -> beats heard
         self._count = 0
 
-    async def _ensure(self) -> None:
+    async def open(self) -> str:
+        """A fresh token; its inbox subject is ``subject(token)``."""
         if self._sub is None:
             self.prefix = self.nc.new_inbox()
             self._sub = await self.nc.subscribe(self.prefix + ".*", cb=self._on_beat)
+        self._count += 1
+        token = f"{self._count:x}"
+        self._beats[token] = 0
+        return token
+
+    def subject(self, token: str) -> str:
+        return f"{self.prefix}.{token}"
+
+    def beats(self, token: str) -> int:
+        return self._beats.get(token, 0)
+
+    def close(self, token: str) -> None:
+        """Forget ``token``: a responder still beating on it is told its caller is gone."""
+        self._beats.pop(token, None)
 
     async def _on_beat(self, msg: Msg) -> None:
         token = msg.subject.rsplit(".", 1)[-1]
-        event = self._waiting.get(token)
-        if event is not None:
-            event.set()
+        known = token in self._beats
+        if known:
+            self._beats[token] += 1
         if msg.reply:
             with contextlib.suppress(Exception):
-                await self.nc.publish(msg.reply, b"" if event is not None else GONE)
-
-    @contextlib.asynccontextmanager
-    async def watch(self) -> AsyncIterator[tuple[str, asyncio.Event]]:
-        """A fresh inbox subject and the event its beats set; forgotten on exit (then ``gone``)."""
-        await self._ensure()
-        self._count += 1
-        token = f"{self._count:x}"
-        event = asyncio.Event()
-        self._waiting[token] = event
-        try:
-            yield f"{self.prefix}.{token}", event
-        finally:
-            self._waiting.pop(token, None)
+                await self.nc.publish(msg.reply, b"" if known else GONE)
 
 
-async def beat_until_done(
-    nc: NATS, inbox: str, work: asyncio.Task[object], *, first_s: float
-) -> None:
-    """Beat ``inbox`` while ``work`` runs; cancel ``work`` when its caller is gone."""
-    delay = first_s
+async def beat_until_done(nc: NATS, inbox: str, work: asyncio.Task[Any]) -> bool:
+    """Beat ``inbox`` every :data:`BEAT_S` while ``work`` runs; cancel it when its caller left.
+
+    True when it cancelled ``work`` for that reason.
+    """
     while not work.done():
-        if delay:
-            done, _ = await asyncio.wait({work}, timeout=delay)
-            if done:
-                return
-        delay = BEAT_S
         try:
             answer = await nc.request(inbox, b"", timeout=BEAT_S)
+            gone = answer.data == GONE
         except nats.errors.NoRespondersError:
-            answer = None
+            gone = True
         except (nats.errors.TimeoutError, nats.errors.Error, OSError):
-            continue  # a busy or reconnecting caller is not a gone one
-        if answer is None or answer.data == GONE:
+            gone = False  # a busy or reconnecting caller is not a gone one
+        if gone:
             log.info("the caller stopped waiting: work cancelled")
             work.cancel()
-            return
+            return True
+        if not work.done():
+            await asyncio.wait({work}, timeout=BEAT_S)
+    return False
 
 
 async def watch_reply(
@@ -114,28 +115,37 @@ async def watch_reply(
     deadline: float,
     lost_after_s: float = LOST_AFTER_S,
 ) -> T:
-    """The caller's side: ``send(headers)`` and wait for its reply while beats keep coming."""
-    async with progress.watch() as (inbox, beat):
-        reply = asyncio.ensure_future(send({PROGRESS_HEADER: inbox}))
-        try:
-            while True:
-                beat.clear()
-                waiter = asyncio.ensure_future(beat.wait())
-                wait_s = min(lost_after_s, remaining(deadline) + 0.5)
-                done, _ = await asyncio.wait(
-                    {reply, waiter}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED
-                )
-                waiter.cancel()
-                if reply in done:
-                    return reply.result()
-                if waiter in done:
-                    continue
-                if remaining(deadline) <= 0:
-                    return await reply  # its own timeout ends it now
-                raise InstanceLost(subject)
-        finally:
-            if not reply.done():
-                reply.cancel()
+    """The caller's side: ``send(headers)`` and wait for its reply while beats keep coming.
+
+    One timer per request, no extra task: fast replies cost a dict entry and a timer.
+    """
+    token = await progress.open()
+    me = asyncio.current_task()
+    assert me is not None
+    loop = asyncio.get_running_loop()
+    seen = 0
+    lost = False
+
+    def check() -> None:
+        nonlocal seen, lost
+        beats = progress.beats(token)
+        if beats != seen or remaining(deadline) <= 0:
+            seen = beats  # alive (or the request's own timeout is about to end it)
+            timer[0] = loop.call_later(lost_after_s, check)
+            return
+        lost = True
+        me.cancel()
+
+    timer = [loop.call_later(lost_after_s, check)]
+    try:
+        return await send({PROGRESS_HEADER: progress.subject(token)})
+    except asyncio.CancelledError:
+        if lost and me.uncancel() == 0:
+            raise InstanceLost(subject) from None
+        raise
+    finally:
+        timer[0].cancel()
+        progress.close(token)
 
 
 async def run_in_time(
@@ -146,31 +156,41 @@ async def run_in_time(
     waited: float,
 ) -> Message | None:
     """The responder's side: run ``work`` within the request's deadline (``Chatbus-Deadline``),
-    beating while it runs when the caller asked (``Chatbus-Progress``)."""
+    beating while it runs when the caller asked (``Chatbus-Progress``).
+
+    No extra task for fast work: beating starts after :data:`BEAT_S` (at once when the message
+    waited for a free slot), and a caller that left cancels the task running this.
+    """
     deadline = parse_header(headers.get(DEADLINE_HEADER))
     if deadline is not None and remaining(deadline) <= 0:
         log.info("skipped a request on %s: its caller stopped waiting", subject)
         if inspect.iscoroutine(work):
             work.close()  # never started
         return ErrorReply(code="timeout", message="the deadline passed before the work began")
-    task = asyncio.ensure_future(work)
-    beats = None
+    me = asyncio.current_task()
+    assert me is not None
+    beats: list[asyncio.Task[bool]] = []
+    starter = None
     if inbox := headers.get(PROGRESS_HEADER):
-        first = 0.0 if waited > BEAT_S / 2 else BEAT_S
-        beats = asyncio.ensure_future(beat_until_done(nc, inbox, task, first_s=first))
+
+        def start() -> None:
+            beats.append(asyncio.ensure_future(beat_until_done(nc, inbox, me)))
+
+        loop = asyncio.get_running_loop()
+        starter = loop.call_soon(start) if waited > BEAT_S / 2 else loop.call_later(BEAT_S, start)
     try:
         async with asyncio.timeout(None if deadline is None else remaining(deadline)):
-            return await task
+            return await work
     except TimeoutError:
         log.info("stopped a request on %s at its deadline", subject)
         return ErrorReply(code="timeout", message="the request's deadline passed")
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
-            raise  # we are being cancelled ourselves
-        return None  # the caller is gone: nobody to answer
+        gone = bool(beats) and beats[0].done() and not beats[0].cancelled() and beats[0].result()
+        if gone and me.uncancel() == 0:
+            return None  # the caller is gone (the beat cancelled us): nobody to answer
+        raise
     finally:
-        if not task.done():
+        if starter is not None:
+            starter.cancel()
+        for task in beats:
             task.cancel()
-        if beats is not None:
-            beats.cancel()

@@ -179,6 +179,7 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
                                  on_delta=on_delta, degraded=degraded)  # fmt: skip
 
     run = _Run(req, deps, model, on_delta)
+    run.first_step, run.first_step_known = state.first_step, state.looked_up_first_step
     outcome = await run.converse(messages)
     if isinstance(outcome, ChatReply):  # handed off: the target answered and remembered
         if deps.costs is not None and run.calls:
@@ -241,6 +242,9 @@ class _Run:
         self.usage = Usage()
         self.calls = 0
         self.counted = False
+        # Step 0 of an earlier attempt, when the session read already looked it up.
+        self.first_step: Completion | None = None
+        self.first_step_known = False
 
     async def converse(self, messages: list[dict[str, Any]]) -> str | ChatReply | None:
         """The final text, the reply of the agent it handed off to, or None past the limit."""
@@ -280,7 +284,7 @@ class _Run:
     async def _complete(self, convo: list[dict[str, Any]], step: int) -> Completion:
         deps, spec = self.deps, self.deps.spec
         started = time.perf_counter()
-        reused = await deps.steps.get(self.req, spec.id, step) if deps.steps else None
+        reused = await self._earlier(step)
         if reused is not None:
             completion = reused
             if self.on_delta is not None and completion.content:
@@ -307,6 +311,17 @@ class _Run:
             completion_tokens=self.usage.completion_tokens + usage.completion_tokens,
         )
         return completion
+
+    async def _earlier(self, step: int) -> Completion | None:
+        """What an earlier attempt of this request got from the model at ``step``."""
+        steps = self.deps.steps
+        if steps is None:
+            return None
+        if step == 0 and self.first_step_known:
+            if self.first_step is not None:
+                steps.reused(self.deps.spec.id, step)
+            return self.first_step
+        return await steps.get(self.req, self.deps.spec.id, step)
 
     async def _ask_model(self, convo: list[dict[str, Any]]) -> Completion:
         deps, spec = self.deps, self.deps.spec

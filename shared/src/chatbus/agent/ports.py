@@ -96,6 +96,9 @@ class StepResults(Protocol):
 
     async def put(self, req: ChatRequest, agent: str, step: int, done: Completion) -> None: ...
 
+    def reused(self, agent: str, step: int) -> None:
+        """Count a result found by another read (the session reader's, for step 0)."""
+
 
 class ResponseCache(Protocol):
     async def get(

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from chatbus.agent.events import NOTES_SHOWN
 from chatbus.agent.handoff import route_key
 from chatbus.agent.history import history_key, parse_turns
+from chatbus.agent.ports import Completion
+from chatbus.agent.step_results import decode_or_none, step_key
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.redis_link import Arg, RedisLink
 
@@ -28,6 +30,10 @@ class SessionState:
     route: str | None = None  # the agent the session was handed to, if any
     recent: list[Turn] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The first model call of an earlier attempt of this request, when the reader looked
+    # (``looked_up_first_step``): a redelivery reuses it instead of paying again.
+    first_step: Completion | None = None
+    looked_up_first_step: bool = False
 
 
 class SessionReader(Protocol):
@@ -55,8 +61,16 @@ class PortsReader:
 class RedisSessionReader:
     """One pipelined Redis round trip for the route, the recent turns and the notes."""
 
-    def __init__(self, redis: RedisLink, *, notes: CustomerNotes | None, with_route: bool) -> None:
+    def __init__(
+        self,
+        redis: RedisLink,
+        *,
+        notes: CustomerNotes | None,
+        with_route: bool,
+        with_first_step: bool = False,
+    ) -> None:
         self.redis, self.notes, self.with_route = redis, notes, with_route
+        self.with_first_step = with_first_step
 
     async def load(self, req: ChatRequest, recent: int) -> SessionState:
         note_keys = (
@@ -67,6 +81,8 @@ class RedisSessionReader:
             commands.append(("GET", route_key(req.tenant_id, req.session_id)))
         if recent > 0:
             commands.append(("LRANGE", history_key(req.tenant_id, req.session_id), -recent, -1))
+        if self.with_first_step:
+            commands.append(("GET", step_key(req, req.agent, 0)))
         commands += [("HGETALL", key) for key in note_keys]
         results = await self.redis.batch(commands)
         state = SessionState()
@@ -75,6 +91,9 @@ class RedisSessionReader:
             state.route = raw.decode() if isinstance(raw, bytes) else raw
         if recent > 0:
             state.recent = parse_turns(results.pop(0))
+        if self.with_first_step:
+            state.first_step = decode_or_none(results.pop(0))
+            state.looked_up_first_step = True
         if self.notes is not None:
             found = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in results]
             state.notes = self.notes.ordered(found)[-NOTES_SHOWN:]

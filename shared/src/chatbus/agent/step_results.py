@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import asdict
 
 import orjson
 
@@ -33,7 +32,16 @@ def step_key(req: ChatRequest, agent: str, step: int) -> str:
 
 
 def encode(done: Completion) -> bytes:
-    return orjson.dumps(asdict(done) | {"usage": done.usage.model_dump() if done.usage else None})
+    usage = done.usage
+    return orjson.dumps(
+        {
+            "content": done.content,
+            "model": done.model,
+            "usage": [usage.prompt_tokens, usage.completion_tokens] if usage else None,
+            "tool_calls": [[c.id, c.name, c.arguments] for c in done.tool_calls],
+            "finish_reason": done.finish_reason,
+        }
+    )
 
 
 def decode(raw: bytes) -> Completion:
@@ -41,10 +49,22 @@ def decode(raw: bytes) -> Completion:
     return Completion(
         content=data["content"],
         model=data["model"],
-        usage=Usage(**data["usage"]) if data.get("usage") else None,
-        tool_calls=[ToolCall(**c) for c in data.get("tool_calls") or []],
+        usage=Usage(prompt_tokens=data["usage"][0], completion_tokens=data["usage"][1])
+        if data.get("usage")
+        else None,
+        tool_calls=[ToolCall(id=c[0], name=c[1], arguments=c[2]) for c in data["tool_calls"]],
         finish_reason=data.get("finish_reason") or "stop",
     )
+
+
+def decode_or_none(raw: object) -> Completion | None:
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        return decode(raw)
+    except (ValueError, KeyError, TypeError):
+        log.warning("unreadable step result ignored")
+        return None
 
 
 class RedisStepResults:
@@ -60,16 +80,16 @@ class RedisStepResults:
         except Exception as e:
             log.warning("step result lookup failed: %s", type(e).__name__)
             return None
-        if not isinstance(raw, bytes):
-            return None
-        try:
-            found = decode(raw)
-        except (ValueError, KeyError, TypeError):
-            return None
+        found = decode_or_none(raw)
+        if found is not None:
+            self.reused(agent, step)
+        return found
+
+    def reused(self, agent: str, step: int) -> None:
+        """Count one model call not made again."""
         log.info("model call of step %d reused from an earlier attempt", step)
         if self.on_reuse is not None:
             self.on_reuse(agent)
-        return found
 
     async def put(self, req: ChatRequest, agent: str, step: int, done: Completion) -> None:
         ttl = max(MIN_TTL_S, math.ceil(remaining(req.deadline, 0.0)) + 60)
