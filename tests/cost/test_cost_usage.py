@@ -10,11 +10,14 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from chatbus.bus import Bus
 from chatbus.cost_client import BusCosts
+from chatbus.metrics import Metrics
 from chatbus.usage_cli import forecast_month_end, main, print_usage
 from chatbus_gateway.caller import IS_ADMIN, TENANT_ID
+from chatbus_gateway.middleware import error_middleware
 from chatbus_gateway.usage_routes import setup_usage_routes
 
 TODAY = datetime.now(UTC).date()
@@ -74,7 +77,7 @@ Caller = Callable[..., web.Request]
 
 @pytest_asyncio.fixture
 async def gateway(start_cost) -> AsyncIterator[tuple[TestClient, object]]:
-    """A small app with the usage routes behind a fake auth middleware (tenant from headers)."""
+    """The usage routes behind the gateway's error middleware and a fake auth (X-Tenant)."""
     world = await start_cost()
 
     @web.middleware
@@ -83,7 +86,8 @@ async def gateway(start_cost) -> AsyncIterator[tuple[TestClient, object]]:
         request[IS_ADMIN] = request.headers.get("X-Admin") == "yes"
         return await handler(request)
 
-    app = web.Application(middlewares=[auth])
+    errors = error_middleware(Metrics(CollectorRegistry(), "gateway"))
+    app = web.Application(middlewares=[errors, auth])
     setup_usage_routes(app, BusCosts(world.bus))
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -135,7 +139,7 @@ async def test_only_admins_read_other_tenants(gateway, make_event, uid: str) -> 
     q = f"/api/usage?from={TODAY}&to={TODAY}&tenant={uid}"
     denied = await client.get(q, headers={"X-Tenant": "intruder"})
     assert denied.status == 403
-    assert "admin" in (await denied.json())["error"]
+    assert "admin" in (await denied.json())["error"]["message"]
     admin = await client.get(q, headers={"X-Tenant": "ops", "X-Admin": "yes"})
     assert (await admin.json())["total"]["requests"] == 1
     everyone = await client.get(
@@ -147,11 +151,11 @@ async def test_only_admins_read_other_tenants(gateway, make_event, uid: str) -> 
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ("from=yesterday", "'from' must be a date"),
+        ("from=yesterday", "from: a date YYYY-MM-DD"),
         ("from=2026-02-01&to=2026-01-01", "is before"),
         ("from=2020-01-01&to=2026-01-01", "at most 400 days"),
-        ("group_by=planet", "'group_by' must be one of"),
-        ("to=2026-13-01", "'to' must be a date"),
+        ("group_by=planet", "group_by: one of day, agent"),
+        ("to=2026-13-01", "to: a date YYYY-MM-DD"),
     ],
 )
 async def test_bad_parameters_are_a_422_with_a_reason(
@@ -159,14 +163,14 @@ async def test_bad_parameters_are_a_422_with_a_reason(
 ) -> None:
     r = await no_cost_service.get(f"/api/usage?{query}")
     assert r.status == 422
-    assert message in (await r.json())["error"]
+    assert message in (await r.json())["error"]["message"]
 
 
 @pytest_asyncio.fixture
 async def no_cost_service(own_nats: str) -> AsyncIterator[TestClient]:
     """The usage routes with nobody answering on the cost subjects."""
     bus = await Bus.connect(own_nats, service="t")
-    app = web.Application()
+    app = web.Application(middlewares=[error_middleware(Metrics(CollectorRegistry(), "gateway"))])
     setup_usage_routes(app, BusCosts(bus))
     client = TestClient(TestServer(app))
     await client.start_server()
@@ -178,4 +182,4 @@ async def no_cost_service(own_nats: str) -> AsyncIterator[TestClient]:
 async def test_cost_service_down_is_a_503(no_cost_service: TestClient) -> None:
     r = await no_cost_service.get("/api/usage")
     assert r.status == 503
-    assert (await r.json()) == {"error": "cost service unavailable"}
+    assert (await r.json())["error"]["message"] == "the cost service is unavailable"
