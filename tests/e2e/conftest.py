@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -50,10 +52,22 @@ class Stack:
             return r.status, await r.json()
 
 
-@pytest_asyncio.fixture(scope="module")
-async def stack(
-    tmp_path_factory: pytest.TempPathFactory, nats_url: str, redis_url: str
+# A user's daily token budget the e2e tests exhaust on purpose, and budgets the dashboard
+# shows (set high: no test reaches them).
+BUDGETS = (
+    '{"budgets": [{"scope": "user", "id": "broke-user", "period": "daily",'
+    ' "unit": "tokens", "hard": 1},'
+    ' {"scope": "global", "period": "monthly", "unit": "usd", "soft": 40, "hard": 50},'
+    ' {"scope": "tenant", "period": "daily", "unit": "tokens", "soft": 4000000, "hard": 5000000}]}'
+)
+
+
+@contextlib.asynccontextmanager
+async def run_stack(
+    tmp: Path, nats_url: str, redis_url: str, otlp: str | None = None, **gateway_env: str
 ) -> AsyncIterator[Stack]:
+    """Every service as a process against an offline model; spans go to ``otlp`` when given,
+    else to an in-test :class:`SpanSink`."""
     llm = OfflineLLM()
     runner, llm_url = await offline_llm.start(llm)
     sink = SpanSink()
@@ -61,9 +75,9 @@ async def stack(
     await sink_runner.setup()
     site = web.TCPSite(sink_runner, "127.0.0.1", 0)
     await site.start()
-    otlp = f"http://127.0.0.1:{sink_runner.addresses[0][1]}"
+    otlp = otlp or f"http://127.0.0.1:{sink_runner.addresses[0][1]}"
     factory = ServiceFactory(
-        tmp_path_factory.mktemp("stack"),
+        tmp,
         nats_url,
         redis_url,
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp,
@@ -73,12 +87,8 @@ async def stack(
     # DEMO_DATA: the demo orders belong to DEMO_USER (as `chatbus up` seeds them for demo-user).
     agent_env = {**common, "HISTORY_TURNS": "4", "DEMO_DATA": f"default/{DEMO_USER}"}
     try:
-        budgets = (
-            '{"budgets": [{"scope": "user", "id": "broke-user", "period": "daily",'
-            ' "unit": "tokens", "hard": 1}]}'
-        )
         await asyncio.gather(
-            factory.start("chatbus_cost", BUDGETS_JSON=budgets),
+            factory.start("chatbus_cost", BUDGETS_JSON=BUDGETS),
             factory.start("chatbus_memory", **common),
         )
         support, sales = await asyncio.gather(
@@ -86,10 +96,13 @@ async def stack(
         )
         gateway = await factory.start(
             "chatbus_gateway",
-            CHATBUS_AUTH="off",
-            RATE_IP_PER_MIN="0",
-            RATE_SESSION_PER_MIN="0",
-            RATE_USER_PER_MIN="0",
+            **{
+                "CHATBUS_AUTH": "off",
+                "RATE_IP_PER_MIN": "0",
+                "RATE_SESSION_PER_MIN": "0",
+                "RATE_USER_PER_MIN": "0",
+                **gateway_env,
+            },
         )
         async with aiohttp.ClientSession() as http:
             yield Stack(llm, llm_url, factory, gateway, support, sales, http, sink)
@@ -98,3 +111,11 @@ async def stack(
             p.stop()
         await runner.cleanup()
         await sink_runner.cleanup()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def stack(
+    tmp_path_factory: pytest.TempPathFactory, nats_url: str, redis_url: str
+) -> AsyncIterator[Stack]:
+    async with run_stack(tmp_path_factory.mktemp("stack"), nats_url, redis_url) as s:
+        yield s

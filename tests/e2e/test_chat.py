@@ -150,7 +150,12 @@ async def test_a_browser_gets_a_chat_page(stack: Stack) -> None:
         assert r.status == 200
         assert r.content_type == "text/html"
         page = await r.text()
+    for script in re.findall(r'<script src="([^"]+)"', page):  # the page's own scripts
+        async with stack.http.get(stack.url + script) as r:
+            assert r.status == 200, script
+            page += await r.text()
     # the page lists agents, streams replies from the chat endpoint, and can forget a session
+    # (tests/browser drives it in a real browser)
     for needle in (
         'id="agent"',
         "/api/agents",

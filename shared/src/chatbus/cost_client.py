@@ -24,8 +24,11 @@ from chatbus.contracts.chat import ChatRequest, Usage
 from chatbus.contracts.cost import (
     COST_STREAM,
     AuthorizeSpend,
+    BudgetReport,
+    BudgetState,
     CountTokens,
     GroupBy,
+    ReportBudgets,
     ReportUsage,
     SpendDecision,
     TokenCount,
@@ -194,6 +197,14 @@ class BusCosts:
             group_by=group_by,
         )
         return await self.bus.request(ask, UsageReport, timeout=timeout_s)
+
+    async def budgets(self, *, tenant_id: str | None, timeout_s: float = 5.0) -> list[BudgetState]:
+        """Each budget's use in its current period; ``tenant_id=None`` for every rule.
+
+        Raises :class:`~chatbus.errors.BusError` subclasses when the cost service is down.
+        """
+        ask = ReportBudgets(tenant_id=tenant_id or "default", all_tenants=tenant_id is None)
+        return (await self.bus.request(ask, BudgetReport, timeout=timeout_s)).budgets
 
 
 __all__ = ["UNAVAILABLE", "BusCosts", "BusError", "ensure_cost_stream", "event_id_for"]

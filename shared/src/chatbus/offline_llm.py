@@ -72,7 +72,8 @@ def offline_answer(body: dict[str, Any], agent: str) -> str:
     context = max(0, len(messages) - 1)
     who = agent or "assistant"
     return (
-        f"[offline model] {who} here. I received {context} context messages "
+        f"[offline model] {who} here. I received {context} context "
+        f"{'message' if context == 1 else 'messages'} "
         f"and your message: {last_user[:200]!r}. "
         "Set OPENAI_API_KEY (or OPENAI_BASE_URL) for real answers."
     )

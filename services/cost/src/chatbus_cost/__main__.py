@@ -19,6 +19,7 @@ from chatbus.contracts.cost import (
     COST_STREAM,
     AuthorizeSpend,
     CountTokens,
+    ReportBudgets,
     ReportUsage,
     UsageRecorded,
 )
@@ -28,6 +29,7 @@ from chatbus.metrics import Metrics
 from chatbus.runtime import Runtime, Wire, run
 from chatbus.settings import ServiceSettings
 from chatbus.tokens import TokenCounter
+from chatbus_cost.budget_status import budget_report
 from chatbus_cost.budgets import BudgetBook, BudgetError
 from chatbus_cost.handlers import CostService, Tuning
 from chatbus_cost.ledger import Ledger
@@ -98,6 +100,12 @@ async def wire(
     await rt.bus.subscribe(CountTokens.subject, CountTokens, service.count, queue=QUEUE)
     await rt.bus.subscribe(AuthorizeSpend.subject, AuthorizeSpend, service.authorize, queue=QUEUE)
     await rt.bus.subscribe(ReportUsage.subject, ReportUsage, service.report, queue=QUEUE)
+    await rt.bus.subscribe(
+        ReportBudgets.subject,
+        ReportBudgets,
+        functools.partial(budget_report, service.ledger, budgets),
+        queue=QUEUE,
+    )
     spec = ConsumerSpec(
         stream=COST_STREAM,
         durable=settings.usage_durable,

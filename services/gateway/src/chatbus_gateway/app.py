@@ -14,6 +14,7 @@ from chatbus_gateway.admin_routes import setup_admin_routes
 from chatbus_gateway.agents import setup_agent_routes
 from chatbus_gateway.auth import auth_middleware
 from chatbus_gateway.callbacks import CallbackPolicy, CallbackSender, callback_session
+from chatbus_gateway.budget_routes import setup_budget_routes
 from chatbus_gateway.chat_routes import setup_chat_routes
 from chatbus_gateway.deps import DEPS, GatewayDeps
 from chatbus_gateway.idempotency import Idempotency
@@ -33,6 +34,7 @@ from chatbus_gateway.ratelimit import RateLimiter
 from chatbus_gateway.records_routes import setup_records_routes
 from chatbus_gateway.session_order import SessionOrder
 from chatbus_gateway.settings import GatewaySettings
+from chatbus_gateway.traffic import TRAFFIC, Traffic, stats
 from chatbus_gateway.usage_routes import setup_usage_routes
 from chatbus_gateway.web_routes import setup_web_routes
 
@@ -49,10 +51,13 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     keys = KeyStore(deps.redis, s.redis_prefix, s.key_cache_s)
     app[DEPS] = deps
     app[PIPELINE] = ChatPipeline(deps, limits, order, idem)
-    # Outermost first: errors -> refuse while draining -> who is calling -> rate limits.
+    app[TRAFFIC] = traffic = Traffic()
+    # Outermost first: errors -> refuse while draining -> who is calling -> the dashboard's
+    # traffic counts -> rate limits.
     app.middlewares.append(error_middleware(deps.metrics))
     app.middlewares.append(drain_middleware(deps.is_draining, deps.inflight))
     app.middlewares.append(auth_middleware(s, keys, AuthFailures(limits)))
+    app.middlewares.append(traffic.middleware())
     app.middlewares.append(limits.middleware())
     app.on_response_prepare.append(add_rate_headers)
     app.on_response_prepare.append(echo_request_id)
@@ -62,6 +67,7 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     policy = CallbackPolicy(s.callback_allow_hosts, https_only=s.app_env == "production")
     setup_job_routes(app, JobStore(deps.bus, s.jobs_bucket, s.job_ttl_s), policy)
     setup_admin_routes(app)
+    app.router.add_get("/api/stats", stats)
     setup_openapi(app, s.max_message_chars)
     return app
 
@@ -85,7 +91,9 @@ async def wire(rt: Runtime) -> None:
     app = setup_gateway(rt.http, deps)
     deps.http = http = callback_session(app[CALLBACKS], settings.callback_timeout_s)
     rt.stack.push_async_callback(http.close)
-    setup_usage_routes(app, BusCosts(rt.bus))
+    costs = BusCosts(rt.bus)
+    setup_usage_routes(app, costs)
+    setup_budget_routes(app, costs)
     bounds = Bounds(settings.max_body_bytes, settings.max_message_chars)
     setup_memory_routes(app, BusMemory(rt.bus), bounds)
     setup_profile_routes(app, BusMemory(rt.bus))

@@ -15,7 +15,8 @@ from chatbus_gateway.errors import ApiError
 from chatbus_gateway.job_routes import submit_job
 from chatbus_gateway.pipeline import PIPELINE, REPLAYED
 from chatbus_gateway.schemas import ChatIn, ChatOut
-from chatbus_gateway.sse import open_sse, send_event
+from chatbus_gateway.sse import open_sse, send_error, send_event
+from chatbus_gateway.traffic import CHAT_AGENT
 
 
 def new_request_id() -> str:
@@ -35,6 +36,7 @@ def wants_stream(request: web.Request) -> bool:
 async def chat(request: web.Request) -> web.StreamResponse:
     deps = request.app[DEPS]
     agent = check_agent_id(request.match_info["agent_id"])
+    request[CHAT_AGENT] = agent
     mode = request.query.get("mode", "sync")
     if mode not in ("sync", "async"):
         raise ApiError(422, "mode: must be 'sync' or 'async'", param="mode")
@@ -83,8 +85,10 @@ async def _stream(request: web.Request, req: ChatRequest) -> web.StreamResponse:
                 if item.delta:
                     await send_event(resp, {"index": item.index, "delta": item.delta}, "chunk")
                 item = await anext(items, None)
-        except ApiError as e:
-            await send_event(resp, e.body(), "error")
+        except Exception as e:
+            if isinstance(e, ConnectionResetError):
+                raise  # the caller went away: nobody to tell
+            await send_error(resp, e)
         await resp.write_eof()
         return resp
     finally:

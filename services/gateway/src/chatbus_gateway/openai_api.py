@@ -27,6 +27,7 @@ from chatbus_gateway.errors import ApiError
 from chatbus_gateway.openai_schemas import ChatCompletionsIn, InMessage, usage_of
 from chatbus_gateway.pipeline import PIPELINE, REPLAYED
 from chatbus_gateway.sse import open_sse, send_event
+from chatbus_gateway.traffic import CHAT_AGENT
 
 
 def session_for(request: web.Request, body: ChatCompletionsIn, tenant: str) -> str:
@@ -59,6 +60,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = await read_model(request, ChatCompletionsIn, deps.settings.max_body_bytes)
     if not AGENT_ID.match(body.model):
         raise ApiError(404, f"unknown model {body.model[:80]!r}", type="not_found", param="model")
+    request[CHAT_AGENT] = body.model
     tenant = tenant_of(request)
     req = ChatRequest(
         request_id=new_request_id(),

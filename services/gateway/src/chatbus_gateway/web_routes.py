@@ -1,7 +1,9 @@
-"""``GET /``: a small chat page, so a browser is all a person needs to talk to the agents.
+"""``GET /``: the chat page and its dashboard, so a browser is all a person needs.
 
-It lists the agents from ``/api/agents``, streams replies from ``/api/chat/{agent}`` (SSE),
-shows handoffs, and can forget the session. No build step: one static HTML file.
+The chat lists the agents from ``/api/agents``, streams replies from ``/api/chat/{agent}``
+(SSE), shows handoffs and can forget the session; the dashboard (``/#dashboard``) draws
+``/api/usage``, ``/api/budgets``, ``/api/stats``, ``/api/agents`` and the dead letters as SVG.
+No build step: static files shipped in the package, served from ``/static/`` by name.
 """
 
 from __future__ import annotations
@@ -10,17 +12,53 @@ from importlib import resources
 
 from aiohttp import web
 
-PAGE = resources.files("chatbus_gateway").joinpath("web/index.html")
+WEB = resources.files("chatbus_gateway").joinpath("web")
+TYPES = {
+    ".html": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".svg": "image/svg+xml",
+}
+# The only files served: a name outside this set is a 404, never a path on disk.
+STATIC = frozenset({"app.css", "common.js", "charts.js", "chat.js", "dashboard.js", "favicon.svg"})
+HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    # Everything the page loads is its own; no inline script, no third party.
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+}
+
+
+def _file(name: str) -> web.Response:
+    suffix = name[name.rfind(".") :]
+    return web.Response(
+        body=WEB.joinpath(name).read_bytes(),
+        content_type=TYPES[suffix],
+        charset="utf-8" if suffix != ".svg" else None,
+        headers=HEADERS,
+    )
 
 
 async def index(request: web.Request) -> web.Response:
-    return web.Response(
-        body=PAGE.read_bytes(),
-        content_type="text/html",
-        charset="utf-8",
-        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
-    )
+    return _file("index.html")
+
+
+async def static(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in STATIC:
+        raise web.HTTPNotFound(text=f"no file {name[:80]!r}")
+    return _file(name)
+
+
+async def favicon(request: web.Request) -> web.Response:
+    return _file("favicon.svg")
 
 
 def setup_web_routes(app: web.Application) -> None:
     app.router.add_get("/", index)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/favicon.svg", favicon)
+    app.router.add_get("/favicon.ico", favicon)

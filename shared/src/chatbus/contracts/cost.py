@@ -133,3 +133,31 @@ def forecast_month_end(daily_cost: Mapping[str, float], today: date) -> float:
     )
     days_in_month = calendar.monthrange(today.year, today.month)[1]
     return so_far / today.day * days_in_month
+
+
+class ReportBudgets(Message):
+    """Where each budget stands in its current period (the dashboard's budget gauges)."""
+
+    subject: ClassVar[str] = "cost.budgets.v1"
+
+    tenant_id: str = "default"
+    # Every rule, global and other tenants' ones included (admins only; the gateway decides).
+    all_tenants: bool = False
+
+
+class BudgetState(Message):
+    label: str
+    scope: str
+    id: str | None = None
+    tenant: str | None = None
+    period: str
+    unit: str  # "usd" or "tokens"
+    soft: float | None = None
+    hard: float
+    # Spent in the current period; None for a rule kept per agent or per user without an id.
+    used: float | None = None
+    state: Literal["ok", "soft", "hard", "per_subject"] = "ok"
+
+
+class BudgetReport(Message):
+    budgets: list[BudgetState] = Field(default_factory=list)

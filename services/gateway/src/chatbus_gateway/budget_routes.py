@@ -1,0 +1,26 @@
+"""``GET /api/budgets``: each budget's use in its current period, for the dashboard.
+
+A tenant's key sees the budgets that limit it; the admin key (and auth off) sees every rule.
+Errors: 503 when the cost service is down.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from chatbus.cost_client import BusCosts
+from chatbus.errors import BusError
+from chatbus_gateway.caller import is_admin, tenant_of
+from chatbus_gateway.errors import ApiError
+
+
+def setup_budget_routes(app: web.Application, costs: BusCosts) -> None:
+    async def budgets(request: web.Request) -> web.Response:
+        tenant = None if is_admin(request) else tenant_of(request)
+        try:
+            states = await costs.budgets(tenant_id=tenant)
+        except BusError as e:
+            raise ApiError(503, "the cost service is unavailable", type="unavailable") from e
+        return web.json_response({"budgets": [s.model_dump() for s in states]})
+
+    app.router.add_get("/api/budgets", budgets)
