@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import pytest_asyncio
 
+from chatbus.servers import start_nats
 from tests.e2e.conftest import Stack, run_stack
 
 playwright_api = pytest.importorskip(
@@ -57,12 +59,24 @@ async def browser() -> AsyncIterator[playwright_api.Browser]:
             await b.close()
 
 
+@pytest.fixture(scope="session")
+def own_bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A NATS server for the browser tests' system alone: it lives for the whole session, and
+    its agents must not answer the e2e tests' requests in the same queue groups."""
+    server = start_nats(tmp_path_factory.mktemp("web-nats"))
+    yield server.url
+    server.stop()
+
+
 @pytest_asyncio.fixture(scope="session")
 async def web_stack(
-    tmp_path_factory: pytest.TempPathFactory, nats_url: str, redis_url: str
+    tmp_path_factory: pytest.TempPathFactory, own_bus: str, redis_url: str
 ) -> AsyncIterator[Stack]:
-    """One system for every browser test (starting one takes most of the suite's time)."""
-    async with run_stack(tmp_path_factory.mktemp("web"), nats_url, redis_url) as s:
+    """One system for every browser test (starting one takes most of the suite's time), on
+    its own bus and its own Redis database (no cached reply or key is shared with others)."""
+    parts = urlsplit(redis_url)
+    redis_db = urlunsplit(parts._replace(path="/7"))
+    async with run_stack(tmp_path_factory.mktemp("web"), own_bus, redis_db) as s:
         yield s
 
 
