@@ -77,6 +77,7 @@ async def web_stack(
     parts = urlsplit(redis_url)
     redis_db = urlunsplit(parts._replace(path="/7"))
     async with run_stack(tmp_path_factory.mktemp("web"), own_bus, redis_db) as s:
+        s.llm.intents = True  # as `chatbus up` runs it: handoffs and tools without an API key
         yield s
 
 
