@@ -13,8 +13,8 @@ from chatbus.runtime import Runtime
 from chatbus_gateway.admin_routes import setup_admin_routes
 from chatbus_gateway.agents import setup_agent_routes
 from chatbus_gateway.auth import auth_middleware
-from chatbus_gateway.callbacks import CallbackPolicy, CallbackSender, callback_session
 from chatbus_gateway.budget_routes import setup_budget_routes
+from chatbus_gateway.callbacks import CallbackPolicy, CallbackSender, callback_session
 from chatbus_gateway.chat_routes import setup_chat_routes
 from chatbus_gateway.deps import DEPS, GatewayDeps
 from chatbus_gateway.idempotency import Idempotency
