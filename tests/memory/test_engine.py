@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -10,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 from qdrant_client import AsyncQdrantClient
 
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import SearchMemory
-from chatbus.offline_llm import OfflineLLM
+from chatbus.offline_llm import OfflineLLM, hash_embedding
+from chatbus_memory.embed_queue import BatchingEmbedder
 from chatbus_memory.embedder import CachedEmbedder, LocalEmbedder, OpenAIEmbedder
 from chatbus_memory.engine import Caps, Engine, Incoming
 from chatbus_memory.store import VectorStore, where
@@ -172,19 +173,44 @@ def test_chunker_keeps_short_texts_whole_and_splits_long_ones() -> None:
     assert " ".join(parts).split() == long.split()
 
 
-async def test_openai_embedder_and_redis_cache(
-    fake_llm: tuple[OfflineLLM, str], redis: aioredis.Redis, uid: str
+async def test_openai_embedder_reads_base64_vectors_and_caches_recent_texts(
+    fake_llm: tuple[OfflineLLM, str], uid: str
 ) -> None:
     state, url = fake_llm
     inner = OpenAIEmbedder(model=f"m-{uid}", dims=0, base_url=url, api_key="k")
     assert await inner.probe() == state.dims
-    cached = CachedEmbedder(inner, redis)
+    cached = CachedEmbedder(inner)
     a = await cached.embed(["alpha", "beta", "alpha"])
+    assert state.last_embedding_request["encoding_format"] == "base64"
+    assert state.last_embedding_request["input"] == ["alpha", "beta"]  # each text once
+    expected = np.array([hash_embedding(t, state.dims) for t in ("alpha", "beta")], np.float32)
+    assert np.allclose(a[:2], expected, atol=1e-6)
     calls = state.embedding_calls
     b = await cached.embed(["beta", "alpha"])
     assert state.embedding_calls == calls  # all from the cache
     assert np.allclose(a[[1, 0]], b)
     assert np.allclose(np.linalg.norm(a, axis=1), 1.0)
     await cached.forget(["alpha"])
-    assert not await redis.exists(cached.key("alpha"))
+    await cached.embed(["alpha"])
+    assert state.embedding_calls == calls + 1  # forgotten: embedded again
+    # an endpoint answering float lists (no base64) gives the same vectors
+    inner.base64 = False
+    assert np.allclose(await inner.embed(["alpha", "beta"]), expected, atol=1e-6)
+    assert "encoding_format" not in state.last_embedding_request
+    await inner.close()
+
+
+async def test_concurrent_embeddings_are_merged_into_one_call(
+    fake_llm: tuple[OfflineLLM, str], uid: str
+) -> None:
+    state, url = fake_llm
+    inner = OpenAIEmbedder(model=f"m-{uid}", dims=0, base_url=url, api_key="k")
+    await inner.probe()
+    batching = BatchingEmbedder(inner, max_batch=256, parallel=1)
+    calls = state.embedding_calls
+    texts = [f"message number {i}" for i in range(40)]
+    out = await asyncio.gather(*(batching.embed([t]) for t in texts))
+    assert state.embedding_calls - calls <= 2  # 40 callers, one or two HTTP calls
+    expected = np.array([hash_embedding(t, state.dims) for t in texts], np.float32)
+    assert np.allclose(np.concatenate(out), expected, atol=1e-6)
     await inner.close()

@@ -14,11 +14,13 @@ included), ``POST /v1/embeddings``, ``GET /v1/models``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import math
 import time
 import uuid
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,6 +92,7 @@ class OfflineLLM:
     script: deque[Scripted] = field(default_factory=deque)
     calls: int = 0
     embedding_calls: int = 0
+    last_embedding_request: dict[str, Any] = field(default_factory=dict)
     dims: int = 64
     on_request: asyncio.Event = field(default_factory=asyncio.Event)
     # Recognise plain intents and call the agent's tools (chatbus.offline_intents), as the
@@ -247,9 +250,19 @@ class OfflineLLM:
         if not isinstance(inputs, list):
             return _error(400, "input is required")
         self.embedding_calls += 1
+        self.last_embedding_request = body
         dims = int(body.get("dimensions") or self.dims)
+        as_base64 = body.get("encoding_format") == "base64"
         data = [
-            {"object": "embedding", "index": i, "embedding": hash_embedding(str(t), dims)}
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": (
+                    base64.b64encode(array("f", hash_embedding(str(t), dims)).tobytes()).decode()
+                    if as_base64
+                    else hash_embedding(str(t), dims)
+                ),
+            }
             for i, t in enumerate(inputs)
         ]
         tokens = sum(approx_tokens(str(t)) for t in inputs)
@@ -317,8 +330,11 @@ def main() -> None:
     ap.add_argument("port", type=int, nargs="?", default=8099)
     ap.add_argument("latency_ms", type=float, nargs="?", default=0.0)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--embedding-dims", type=int, default=64, help="size of /v1/embeddings vectors")
     args = ap.parse_args()
-    llm = OfflineLLM(record=False, latency_s=args.latency_ms / 1000, intents=True)
+    llm = OfflineLLM(
+        record=False, latency_s=args.latency_ms / 1000, intents=True, dims=args.embedding_dims
+    )
     print(  # noqa: T201
         f"chatbus offline model on http://{args.host}:{args.port}/v1 — not a real LLM",
         flush=True,

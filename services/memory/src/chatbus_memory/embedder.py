@@ -1,20 +1,24 @@
 """Text -> unit vectors: all-MiniLM-L6-v2 on onnxruntime (offline), or an OpenAI-compatible API.
 
-Both embed in batches; :class:`CachedEmbedder` puts a Redis cache keyed by model and text hash
-in front of either, so a text is embedded once.
+Both embed in batches; :class:`CachedEmbedder` keeps the recent vectors in process, so a text
+is embedded once, and :class:`~chatbus_memory.embed_queue.BatchingEmbedder` merges the calls of
+concurrent messages into one batch.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import base64
 import logging
+from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 log = logging.getLogger("chatbus.memory.embedder")
 
@@ -100,8 +104,22 @@ class LocalEmbedder:
             return await asyncio.to_thread(self.embed_sync, texts)
 
 
+class EmbeddingError(RuntimeError):
+    """The embeddings endpoint refused the request or never answered."""
+
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
 class OpenAIEmbedder:
-    """Any OpenAI-compatible ``/v1/embeddings`` endpoint (text-embedding-3-small by default)."""
+    """Any OpenAI-compatible ``/v1/embeddings`` endpoint (text-embedding-3-small by default).
+
+    Vectors are asked for as base64 float32 (``encoding_format: "base64"``) and decoded
+    straight into numpy, so no Python float is made per dimension; an endpoint that answers
+    with JSON float lists anyway still works. ``dimensions`` asks models that support it for
+    shorter vectors. One keep-alive aiohttp session; retries on connection errors and
+    408/409/425/429/5xx within ``retries``.
+    """
 
     def __init__(
         self,
@@ -112,19 +130,38 @@ class OpenAIEmbedder:
         api_key: str | None,
         batch_size: int = 256,
         timeout: float = 30.0,
+        dimensions: int | None = None,
+        retries: int = 2,
     ) -> None:
-        from openai import AsyncOpenAI
-
         self.model = model
         self.dims = dims
         self.batch_size = batch_size
-        self.client = AsyncOpenAI(
-            base_url=base_url, api_key=api_key or "unset", max_retries=2, timeout=timeout
-        )
+        self.url = (base_url or "https://api.openai.com/v1").rstrip("/") + "/embeddings"
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
+        self.timeout = timeout
+        self.dimensions = dimensions
+        self.retries = retries
+        self.base64 = True
+        self._http: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout), trust_env=True
+            )
+        return self._http
 
     async def probe(self) -> int:
         """Ask the endpoint for one vector and adopt its dimension (models differ)."""
-        vec = await self._call(["dimension probe"])
+        try:
+            vec = await self._call(["dimension probe"])
+        except EmbeddingError as e:
+            if "encoding_format" not in str(e):
+                raise
+            self.base64 = False  # an endpoint that rejects the base64 format: float lists
+            vec = await self._call(["dimension probe"])
         self.dims = int(vec.shape[1])
         return self.dims
 
@@ -135,27 +172,68 @@ class OpenAIEmbedder:
             await self._call(texts[i : i + self.batch_size])
             for i in range(0, len(texts), self.batch_size)
         ]
-        return np.concatenate(parts, axis=0)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
 
     async def _call(self, texts: list[str]) -> Vectors:
-        resp = await self.client.embeddings.create(model=self.model, input=texts)
-        rows = sorted(resp.data, key=lambda d: d.index)
-        return normalize(np.array([r.embedding for r in rows], dtype=np.float32))
+        body: dict[str, Any] = {"model": self.model, "input": texts}
+        if self.base64:
+            body["encoding_format"] = "base64"
+        if self.dimensions:
+            body["dimensions"] = self.dimensions
+        payload = orjson.dumps(body)
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                async with self._session().post(self.url, data=payload, headers=self.headers) as r:
+                    raw = await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, TimeoutError) as e:
+                if last:
+                    raise EmbeddingError(f"embeddings endpoint unreachable: {e!r}") from e
+                await asyncio.sleep(0.2 * 2**attempt)  # allowed: retry backoff
+                continue
+            if status == 200:
+                return normalize(parse_embeddings(raw, len(texts)))
+            if status in RETRY_STATUS and not last:
+                await asyncio.sleep(0.2 * 2**attempt)  # allowed: retry backoff
+                continue
+            raise EmbeddingError(f"embeddings endpoint answered {status}: {raw[:300]!r}")
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
-        await self.client.close()
+        if self._http is not None:
+            await self._http.close()
+
+
+def parse_embeddings(raw: bytes, n: int) -> Vectors:
+    """An embeddings response (base64 float32 or float lists) as an ``n`` x dims array."""
+    data = orjson.loads(raw).get("data") or []
+    if len(data) != n:
+        raise EmbeddingError(f"asked for {n} vectors, got {len(data)}")
+    rows: list[Any] = [None] * n
+    for item in data:
+        emb = item["embedding"]
+        rows[int(item.get("index", 0))] = (
+            np.frombuffer(base64.b64decode(emb), dtype="<f4")
+            if isinstance(emb, str)
+            else np.asarray(emb, dtype=np.float32)
+        )
+    return np.stack(rows).astype(np.float32, copy=False)
 
 
 class CachedEmbedder:
-    """A Redis cache in front of an embedder: key = model + sha256(text), value = float32 bytes."""
+    """A small in-process cache of recent vectors in front of an embedder, keyed by text.
 
-    def __init__(
-        self, inner: Embedder, redis: Any, *, ttl_s: int = 7 * 86400, prefix: str = "chatbus"
-    ) -> None:
+    A user's message is embedded for the search and then stored a moment later: the second
+    call finds the first one's vector here, so each text is embedded once. Bounded to
+    ``max_entries`` (the oldest go first); :meth:`forget` drops texts when their
+    session or user is forgotten.
+    """
+
+    def __init__(self, inner: Embedder, *, max_entries: int = 4096) -> None:
         self.inner = inner
-        self.redis = redis
-        self.ttl_s = ttl_s
-        self.prefix = prefix
+        self.max_entries = max_entries
+        self._recent: OrderedDict[str, Vectors] = OrderedDict()
         self.hits = 0
         self.misses = 0
 
@@ -167,45 +245,39 @@ class CachedEmbedder:
     def dims(self) -> int:
         return self.inner.dims
 
-    def key(self, text: str) -> str:
-        digest = hashlib.sha256(text.encode()).hexdigest()
-        return f"{self.prefix}:embcache:{self.inner.model}:{digest}"
+    def __len__(self) -> int:
+        return len(self._recent)
 
     async def embed(self, texts: list[str]) -> Vectors:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
-        keys = [self.key(t) for t in texts]
-        try:
-            cached: list[bytes | None] = await self.redis.mget(keys)
-        except Exception as e:  # the cache is an optimisation, never a dependency
-            log.warning("embedding cache unavailable: %s", e)
-            cached = [None] * len(texts)
-        out = np.zeros((len(texts), self.dims), dtype=np.float32)
-        todo: dict[str, list[int]] = {}
-        for i, raw in enumerate(cached):
-            if raw is not None and len(raw) == 4 * self.dims:
-                out[i] = np.frombuffer(raw, dtype=np.float32)
-            else:
-                todo.setdefault(texts[i], []).append(i)
-        self.hits += len(texts) - sum(len(v) for v in todo.values())
+        recent = self._recent
+        found = [recent.get(t) for t in texts]
+        todo = list(dict.fromkeys(t for t, v in zip(texts, found, strict=True) if v is None))
         self.misses += len(todo)
+        self.hits += len(texts) - len(todo)
+        if not todo and len(texts) == 1:
+            return found[0][None, :]  # type: ignore[index]
+        fresh: dict[str, Vectors] = {}
         if todo:
-            unique = list(todo)
-            fresh = await self.inner.embed(unique)
-            for text, vec in zip(unique, fresh, strict=True):
-                for i in todo[text]:
-                    out[i] = vec
-            try:
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for text, vec in zip(unique, fresh, strict=True):
-                        pipe.set(self.key(text), vec.astype(np.float32).tobytes(), ex=self.ttl_s)
-                    await pipe.execute()
-            except Exception as e:
-                log.warning("embedding cache write failed: %s", e)
+            vectors = await self.inner.embed(todo)
+            fresh = dict(zip(todo, vectors, strict=True))
+            for t, v in fresh.items():
+                recent[t] = v
+            while len(recent) > self.max_entries:
+                recent.popitem(last=False)
+        out = np.empty((len(texts), self.dims), dtype=np.float32)
+        for i, (t, hit) in enumerate(zip(texts, found, strict=True)):
+            out[i] = fresh[t] if hit is None else hit
         return out
 
     async def forget(self, texts: list[str]) -> None:
         """Drop the cached vectors of these texts (forgetting leaves no trace)."""
-        keys = list({self.key(t) for t in texts})
-        for i in range(0, len(keys), 1000):
-            await self.redis.delete(*keys[i : i + 1000])
+        for t in texts:
+            self._recent.pop(t, None)
+
+    async def close(self) -> None:
+        """Close the embedder underneath (its HTTP connections), if it has anything to close."""
+        closer = getattr(self.inner, "close", None)
+        if closer is not None:
+            await closer()

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from chatbus.agent.history import parse_turns
+from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import (
     Forget,
     Forgotten,
@@ -31,6 +33,10 @@ from chatbus_memory.profile import Profiles, demote_superseded
 from chatbus_memory.store import where
 
 log = logging.getLogger("chatbus.memory")
+
+# what the agent runtime keeps of a session's recent turns (chatbus.agent.history.RedisHistory)
+HISTORY_KEEP = 50
+HISTORY_TTL_S = 7 * 86400
 
 
 def history_key(tenant_id: str, session_id: str) -> str:
@@ -54,6 +60,7 @@ class Handlers:
     redis: Any  # redis.asyncio.Redis
     cache: CachedEmbedder | None = None
     profiles: Profiles | None = None
+    search_seconds: Any = None  # a prometheus Histogram, when the service has a registry
 
     async def _note_users(self, items: list[Incoming]) -> None:
         pairs = {(i.tenant_id, i.user_id, i.session_id) for i in items if i.user_id}
@@ -74,9 +81,12 @@ class Handlers:
         return items
 
     async def search(self, q: SearchMemory) -> SearchResult:
+        started = time.perf_counter()
         hits = await self.engine.search(q)
         if self.profiles is not None and q.user_id is not None and len(hits) > 1:
             hits = demote_superseded(hits, await self.profiles.get(q.tenant_id, q.user_id))
+        if self.search_seconds is not None:
+            self.search_seconds.observe(time.perf_counter() - started)
         return SearchResult(hits=hits)
 
     async def history(self, q: GetHistory) -> History:
@@ -99,7 +109,26 @@ class Handlers:
         await self.engine.enforce_cap(q.tenant_id, q.session_id)
         if self.profiles is not None:
             await self.profiles.observe(items)
+        await self._seed_history(q.tenant_id, q.session_id, [i.turn for i in items])
         return Imported(session_id=q.session_id, imported=n, chunks=chunks)
+
+    async def _seed_history(self, tenant_id: str, session_id: str, turns: list[Turn]) -> None:
+        """Put an imported transcript's last turns before the session's recent history.
+
+        The agent runtime shows the recent history and searches memory only for sessions
+        that have more turns than it shows: so an imported past is recalled in chat. Turns
+        already there (the same import again) are not added twice.
+        """
+        key = history_key(tenant_id, session_id)
+        present = {(t.role, t.content) for t in parse_turns(await self.redis.lrange(key, 0, -1))}
+        tail = [t for t in turns[-HISTORY_KEEP:] if (t.role, t.content) not in present]
+        if not tail:
+            return
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.lpush(key, *[t.to_bytes() for t in reversed(tail)])
+            pipe.ltrim(key, -HISTORY_KEEP, -1)
+            pipe.expire(key, HISTORY_TTL_S)
+            await pipe.execute()
 
     async def forget(self, q: Forget) -> Forgotten:
         if q.session_id is not None:

@@ -6,6 +6,8 @@ import logging
 import re
 from typing import Any
 
+from prometheus_client import Histogram
+
 from chatbus.contracts.memory import (
     MEMORY_STREAM,
     Forget,
@@ -21,6 +23,7 @@ from chatbus.contracts.memory import (
 from chatbus.jetstream import ConsumerSpec, consume_batches, ensure_dlq
 from chatbus.memory_client import ensure_memory_stream
 from chatbus.runtime import Runtime
+from chatbus_memory.embed_queue import BatchingEmbedder
 from chatbus_memory.embedder import CachedEmbedder, Embedder, LocalEmbedder, OpenAIEmbedder
 from chatbus_memory.engine import Caps, Engine
 from chatbus_memory.handlers import Handlers
@@ -34,6 +37,11 @@ from chatbus_memory.text import Chunker, SparseEncoder
 log = logging.getLogger("chatbus.memory")
 
 QUEUE = "memory"
+# seconds: 0.5 ms .. 5 s
+SEARCH_BUCKETS = (
+    *(x / 10_000 for x in (5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500)),
+    *(0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
+)
 DURABLE = "memory-store"
 
 
@@ -49,6 +57,7 @@ async def make_embedder(settings: MemorySettings) -> Embedder:
             base_url=settings.openai_base_url,
             api_key=secret(settings.openai_api_key),
             batch_size=max(settings.embed_batch, 64),
+            dimensions=settings.embedding_dimensions or None,
         )
         await emb.probe()
         return emb
@@ -83,7 +92,11 @@ def make_summarizer(settings: MemorySettings) -> Summarizer:
 async def build(settings: MemorySettings, redis: Any) -> tuple[Engine, Handlers]:
     """Everything but the bus. The caller closes ``engine.store``."""
     embedder = await make_embedder(settings)
-    cache = CachedEmbedder(embedder, redis, ttl_s=settings.embed_cache_ttl_s)
+    parallel = settings.embed_parallel if settings.embeddings == "openai" else 1
+    batching = BatchingEmbedder(
+        embedder, max_batch=max(settings.embed_batch, 256), parallel=parallel
+    )
+    cache = CachedEmbedder(batching, max_entries=settings.embed_cache_entries)
     store = make_store(settings, embedder.model, embedder.dims)
     await store.open(embedder.dims)
     engine = Engine(
@@ -104,7 +117,15 @@ async def build(settings: MemorySettings, redis: Any) -> tuple[Engine, Handlers]
 async def wire(settings: MemorySettings, rt: Runtime) -> None:
     redis = rt.redis()
     engine, handlers = await build(settings, redis)
+    handlers.search_seconds = Histogram(
+        "chatbus_memory_search_seconds",
+        "Time to answer a memory search (query embedding included)",
+        buckets=SEARCH_BUCKETS,
+        registry=rt.registry,
+    )
     rt.stack.push_async_callback(engine.store.close)
+    if handlers.cache is not None:
+        rt.stack.push_async_callback(handlers.cache.close)
     rt.add_ready_check("vector_store", engine.store.ping)
     bus = rt.bus
 

@@ -28,7 +28,13 @@ class MemorySettings(ServiceSettings):
     # Threads for one local embedding batch (0: every core). 1 spends the least CPU per text
     # (for a machine shared with many services); more gives a batch back sooner.
     embed_threads: int = Field(default=0, ge=0, le=256)
-    embed_cache_ttl_s: int = Field(default=7 * 86400, ge=0)
+    # Ask the API for shorter vectors (text-embedding-3 models take ``dimensions``); 0: native.
+    embedding_dimensions: int = Field(default=0, ge=0, le=8192)
+    # Embedding calls of concurrent messages merged into one; this many calls at once
+    # (only for the API: the local model runs one batch at a time).
+    embed_parallel: int = Field(default=4, ge=1, le=64)
+    # Recent vectors kept in process (a searched message is stored without a second call).
+    embed_cache_entries: int = Field(default=4096, ge=0)
 
     # Summaries of turns past the cap: by this model when an LLM endpoint or key is set.
     summary_model: str = "gpt-4o-mini"
@@ -40,7 +46,7 @@ class MemorySettings(ServiceSettings):
     memory_summary_batch: int = Field(default=100, ge=1)
     memory_chunk_tokens: int = Field(default=160, ge=32, le=256)
     memory_chunk_max_tokens: int = Field(default=200, ge=32, le=256)
-    memory_consumer_batch: int = Field(default=64, ge=1, le=1024)
+    memory_consumer_batch: int = Field(default=256, ge=1, le=1024)
     memory_stream_max_age_s: float = Field(default=7 * 86400, gt=0)
 
     # Recall (tuned on bench/memory/eval_recall.py).

@@ -118,6 +118,10 @@ class VectorStore(Protocol):
 
     async def count(self, w: Where) -> int: ...
 
+    async def count_each(self, ws: list[Where]) -> list[int]:
+        """:meth:`count` of each filter, in one call (one thread hop for the embedded store)."""
+        ...
+
     async def delete(self, w: Where) -> int: ...
 
     async def payloads(

@@ -48,6 +48,32 @@ def to_filter(w: Where, extra: list[Any] | None = None) -> qe.Filter:
     return qe.Filter(must=must, must_not=must_not or None)
 
 
+def edge_config(dims: int) -> qe.EdgeConfig:
+    """The shard's layout: bounded RAM, and no vector graph to build.
+
+    Every search is filtered to one session or one user, a few thousand points at most, which
+    the payload index finds and the engine scores exactly; a global HNSW graph would never be
+    used, yet building it cost ~2 ms of CPU per stored 1536-dimension vector. So ``m=0`` (no
+    graph, nor per-tenant ones). Dense vectors and payloads live in memory-mapped files
+    (``Memory.Cold``: read from the page cache when touched, not held on the heap), so the
+    process's RSS does not grow with the number of stored turns; the sparse (BM25) index too.
+    """
+    return qe.EdgeConfig(
+        vectors={
+            DENSE: qe.EdgeVectorParams(
+                size=dims, distance=qe.Distance.Cosine, memory=qe.Memory.Cold
+            )
+        },
+        sparse_vectors={
+            SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=qe.Memory.Cold)
+        },
+        hnsw_config=qe.HnswIndexConfig(
+            m=0, ef_construct=100, full_scan_threshold=10_000, payload_m=0
+        ),
+        payload_memory=qe.Memory.Cold,
+    )
+
+
 def _sparse(s: Sparse) -> qe.SparseVector:
     return qe.SparseVector(s.indices, s.values)
 
@@ -73,20 +99,21 @@ class EdgeStore:
         self._timer = asyncio.create_task(self._idle_optimizer())
 
     def _open_sync(self, dims: int) -> qe.EdgeShard:
-        config = qe.EdgeConfig(
-            vectors={DENSE: qe.EdgeVectorParams(size=dims, distance=qe.Distance.Cosine)},
-            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-        )
+        config = edge_config(dims)
         if (self.path / "wal").exists():
-            shard = qe.EdgeShard.load(str(self.path))
+            shard = qe.EdgeShard.load(str(self.path), config)
         else:
             self.path.mkdir(parents=True, exist_ok=True)
             shard = qe.EdgeShard.create(str(self.path), config)
         have = shard.info().payload_schema
-        wanted: dict[str, Any] = {k: qe.PayloadSchemaType.Keyword for k in KEYWORD_FIELDS}
-        wanted["tenant_id"] = qe.KeywordIndexParams(is_tenant=True)
-        wanted["chunk"] = qe.PayloadSchemaType.Integer
-        wanted["created_at"] = qe.PayloadSchemaType.Float
+        cold = qe.Memory.Cold  # payload indexes memory-mapped too (see edge_config)
+        # no index on turn_id (unique per turn, the largest index in RAM): it is only matched
+        # together with a session, whose index narrows the scan to that session's points
+        keywords = [k for k in KEYWORD_FIELDS if k != "turn_id"]
+        wanted: dict[str, Any] = {k: qe.KeywordIndexParams(memory=cold) for k in keywords}
+        wanted["tenant_id"] = qe.KeywordIndexParams(is_tenant=True, memory=cold)
+        wanted["chunk"] = qe.IntegerIndexParams(lookup=True, range=False, memory=cold)
+        wanted["created_at"] = qe.FloatIndexParams(memory=cold)
         for name, schema in wanted.items():
             if name not in have:
                 shard.update(qe.UpdateOperation.create_field_index(name, schema))
@@ -253,6 +280,14 @@ class EdgeStore:
         shard = self._s()
         req = qe.CountRequest(filter=to_filter(w), exact=True)
         return int(await asyncio.to_thread(shard.count, req))
+
+    async def count_each(self, ws: list[Where]) -> list[int]:
+        shard = self._s()
+
+        def run() -> list[int]:
+            return [int(shard.count(qe.CountRequest(filter=to_filter(w), exact=True))) for w in ws]
+
+        return await asyncio.to_thread(run)
 
     async def payloads(
         self, w: Where, keys: list[str], limit: int = 100_000

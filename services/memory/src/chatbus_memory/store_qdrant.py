@@ -176,6 +176,9 @@ class QdrantStore:
         res = await self.client.count(self.collection, count_filter=to_filter(w), exact=True)
         return int(res.count)
 
+    async def count_each(self, ws: list[Where]) -> list[int]:
+        return [await self.count(w) for w in ws]
+
     async def payloads(
         self, w: Where, keys: list[str], limit: int = 100_000
     ) -> list[dict[str, Any]]:
