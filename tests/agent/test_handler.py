@@ -55,8 +55,10 @@ class RecallingMemory:
     def __init__(self, recalled: list[Turn]) -> None:
         self.recalled = recalled
         self.remembered: list[Turn] = []
+        self.searches = 0
 
     async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]:
+        self.searches += 1
         return self.recalled[:k]
 
     async def profile(self, req: ChatRequest) -> dict[str, str]:
@@ -91,13 +93,9 @@ class Budget:
 
 
 def deps(llm: ScriptedLLM, **kw: Any) -> AgentDeps:
-    return AgentDeps(
-        spec=SPEC,
-        config=AgentConfig(model="main-model", temperature=0.1),
-        llm=ResilientLLM(llm, base_delay_s=0.0),
-        history=MemHistory(),
-        **kw,
-    )
+    kw.setdefault("spec", SPEC)
+    kw.setdefault("config", AgentConfig(model="main-model", temperature=0.1))
+    return AgentDeps(llm=ResilientLLM(llm, base_delay_s=0.0), history=MemHistory(), **kw)
 
 
 def req(message: str, session: str = "s1") -> ChatRequest:
@@ -127,10 +125,39 @@ async def test_recalled_turns_enter_the_prompt_once() -> None:
         ]
     )
     llm = ScriptedLLM()
-    await answer(req("where is my order?"), deps(llm, memory=memory))
+    d = deps(llm, memory=memory)
+    older = [Turn(role="user", content=f"turn {i}") for i in range(d.config.history_turns + 1)]
+    await d.history.append("default", "s1", older)
+    await answer(req("where is my order?"), d)
     system_text = " ".join(m["content"] for m in llm.calls[0]["messages"] if m["role"] == "system")
     assert system_text.count("my order is 4471") == 1
     assert [t.content for t in memory.remembered] == ["where is my order?", "ok"]
+
+
+async def test_memory_is_searched_only_once_the_session_outgrows_the_recent_history() -> None:
+    memory = RecallingMemory([Turn(role="user", content="my order is 4471")])
+    llm = ScriptedLLM()
+    d = deps(llm, memory=memory, config=AgentConfig(model="m", temperature=0, history_turns=4))
+    for i in range(3):  # up to four earlier turns: all of them are in the prompt anyway
+        await answer(req(f"message {i}"), d)
+    assert memory.searches == 0
+    assert all("4471" not in str(m["content"]) for m in llm.calls[-1]["messages"])
+    await answer(req("message 3"), d)  # six earlier turns: the first two only in memory now
+    assert memory.searches == 1
+    assert any("4471" in str(m["content"]) for m in llm.calls[-1]["messages"])
+
+
+async def test_user_wide_memory_is_searched_from_a_users_first_message() -> None:
+    memory = RecallingMemory([Turn(role="user", content="my order is 4471")])
+    llm = ScriptedLLM()
+    d = deps(llm, memory=memory, spec=replace(SPEC, memory_scope="user"))
+    first = ChatRequest(
+        request_id="r1", agent="helper", session_id="new", message="hi", user_id="ada"
+    )
+    await answer(first, d)
+    assert memory.searches == 1
+    await answer(req("hi", session="anonymous"), d)  # no user: only the session counts
+    assert memory.searches == 1
 
 
 async def test_retryable_errors_are_retried_then_fallback_model_answers() -> None:

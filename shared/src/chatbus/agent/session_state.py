@@ -34,6 +34,8 @@ class SessionState:
     # (``looked_up_first_step``): a redelivery reuses it instead of paying again.
     first_step: Completion | None = None
     looked_up_first_step: bool = False
+    # the session has turns older than ``recent`` (so long-term recall may find something)
+    older: bool = True
 
 
 class SessionReader(Protocol):
@@ -52,10 +54,12 @@ class PortsReader:
 
         route, turns, notes = await asyncio.gather(
             self.router.route_of(req.tenant_id, req.session_id) if self.router else nothing(),
-            self.history.recent(req.tenant_id, req.session_id, recent),
+            self.history.recent(req.tenant_id, req.session_id, recent + 1 if recent > 0 else 0),
             self.notes.for_request(req) if self.notes else nothing(),
         )
-        return SessionState(route, turns, notes or [])
+        older = recent <= 0 or len(turns) > recent
+        shown = turns[-recent:] if recent > 0 else []
+        return SessionState(route, shown, notes or [], older=older)
 
 
 class RedisSessionReader:
@@ -79,8 +83,9 @@ class RedisSessionReader:
         commands: list[tuple[Arg, ...]] = []
         if self.with_route:
             commands.append(("GET", route_key(req.tenant_id, req.session_id)))
-        if recent > 0:
-            commands.append(("LRANGE", history_key(req.tenant_id, req.session_id), -recent, -1))
+        if recent > 0:  # one more than shown: is there anything older?
+            key = history_key(req.tenant_id, req.session_id)
+            commands.append(("LRANGE", key, -(recent + 1), -1))
         if self.with_first_step:
             commands.append(("GET", step_key(req, req.agent, 0)))
         commands += [("HGETALL", key) for key in note_keys]
@@ -90,7 +95,9 @@ class RedisSessionReader:
             raw = results.pop(0)
             state.route = raw.decode() if isinstance(raw, bytes) else raw
         if recent > 0:
-            state.recent = parse_turns(results.pop(0))
+            raw = results.pop(0)
+            state.older = len(raw) > recent
+            state.recent = parse_turns(raw[-recent:])
         if self.with_first_step:
             state.first_step = decode_or_none(results.pop(0))
             state.looked_up_first_step = True
