@@ -1,14 +1,23 @@
-"""Throughput and added latency of the chat path: gateway -> NATS -> agent -> fake LLM.
+"""Throughput, latency and CPU per message of chatbus: the full default stack first, then the core.
 
-    ./dev bench            # full run (about 2 minutes)
-    ./dev bench --quick    # a short smoke run
+    ./dev bench                          # full stack (embeddings on the mock), then core; 30 s
+    ./dev bench --embeddings local       # full stack with the offline MiniLM embedder
+    ./dev bench --deep                   # also: long sessions (50 turns deep, recall runs)
+    ./dev bench --seconds 300 --no-core  # the 5-minute sustained run
 
-Starts its own nats-server, redis-server, the offline model (in its own process, with 0 ms and
-50 ms latency), one support agent and the gateway, then drives POST /api/chat/support with N
-concurrent chats (each chat its own session). Reports msg/s, p50/p99 latency, CPU per message
-(all processes: gateway, agent, NATS, Redis, fake LLM) and the latency the platform adds over
-calling the fake LLM directly. Memory and cost services are off by default (--full turns
-them on).
+Starts its own nats-server, redis-server and the offline model (chat and ``/v1/embeddings``
+of 64 dimensions unless ``--embedding-dims``; its own process, outside the stack), then the
+stack ``./dev up`` runs — gateway, support agent, memory, cost — and drives
+``POST /api/chat/support`` with wrk (64 connections by default; an aiohttp client when wrk is
+missing), **every message a new session**. Then the same on the core path (gateway + agent,
+memory and cost off).
+
+Reports msg/s, p50/p99, CPU per message of every process, the memory service's write backlog
+(JetStream messages not yet stored) at the start and end of the run and how long it took to
+drain afterwards, and how busy the machine was (other users of the cores make figures noisy).
+With ``--deep`` each of 64 chats first gets 25 messages (50 turns), then the run goes on in
+those sessions, so the agent recalls on every message: the memory service's search p50/p99 is
+read from its ``chatbus_memory_search_seconds`` histogram.
 """
 
 from __future__ import annotations
@@ -17,322 +26,173 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-
-from chatbus.nats_server import start_nats
-from chatbus.servers import ServerProcess, free_port, start_redis, wait_http_ok
-
-CLK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
-        except (OSError, IndexError):
-            pass
-    return total / CLK
+import nats
+from bench_load import LoadResult, drive_python, drive_wrk, prefill_deep, search_quantiles
+from stack import Stack, cpu_seconds, machine_busy, rss_mib
 
 
 @dataclass
-class Result:
+class Row:
     label: str
-    concurrency: int
-    count: int
-    errors: int
-    seconds: float
-    latencies: list[float]
-    cpu: float
-    per_process: dict[int, float]
-
-    p50_ms: float | None = None
-    p99_ms: float | None = None
-
-    def pct(self, q: float) -> float:
-        if q == 0.5 and self.p50_ms is not None:
-            return self.p50_ms
-        if q == 0.99 and self.p99_ms is not None:
-            return self.p99_ms
-        xs = sorted(self.latencies)
-        return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000 if xs else float("nan")
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds
+    load: LoadResult
+    cpu: dict[str, float]  # ms per message by process
+    busy_cores: float  # whole machine during the run
+    ours_cores: float  # this stack + the load generator
+    backlog: tuple[int, int] | None = None  # memory write backlog at start, end
+    drain_s: float | None = None
+    search_ms: tuple[float, float] | None = None
+    rss: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-async def drive(
-    url: str,
-    body_for,
-    concurrency: int,
-    seconds: float,  # type: ignore[no-untyped-def]
-    pids: list[int],
-    label: str,
-) -> Result:
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-    connector = aiohttp.TCPConnector(limit=concurrency * 2)
-    async with aiohttp.ClientSession(connector=connector) as http:
+async def memory_backlog(nats_url: str) -> int:
+    nc = await nats.connect(nats_url)
+    try:
+        info = await nc.jetstream().consumer_info("MEMORY", "memory-store")
+        return int(info.num_pending + info.num_ack_pending)
+    finally:
+        await nc.close()
 
-        async def worker(w: int) -> None:
-            nonlocal errors
-            i = 0
-            while time.perf_counter() < deadline:
-                started = time.perf_counter()
-                async with http.post(url, json=body_for(w, i)) as r:
-                    await r.read()
-                    if r.status != 200:
-                        errors += 1
-                latencies.append(time.perf_counter() - started)
-                i += 1
 
-        async def warm(w: int) -> None:
-            async with http.post(url, json=body_for(w, -1)) as r:
-                await r.read()
+async def drain(nats_url: str, limit_s: float = 120.0) -> float:
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if await memory_backlog(nats_url) == 0:
+            return time.perf_counter() - started
+        await asyncio.sleep(0.2)  # allowed: polling the backlog of another process
+    return float("inf")
 
-        await asyncio.gather(*(warm(w) for w in range(concurrency)))  # connections, caches
-        before = {p: cpu_seconds([p]) for p in pids}
-        latencies.clear()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-        per = {p: cpu_seconds([p]) - before[p] for p in pids}
-    return Result(
-        label, concurrency, len(latencies), errors, elapsed, latencies, sum(per.values()), per
+
+async def measure(stack: Stack, label: str, kind: str, args: argparse.Namespace) -> Row:
+    pids = stack.pids()
+    url = f"{stack.gateway}/api/chat/support"
+    before = {p: cpu_seconds(p) for p in pids}
+    busy0, total0 = machine_busy()
+    backlog0 = await memory_backlog(stack.nats_url) if stack.full else None
+    search0 = await search_quantiles(stack.memory_url) if stack.full else None
+    if args.use_wrk:
+        load = await drive_wrk(url, kind, args.concurrency, args.seconds)
+    else:
+        load = await drive_python(url, kind, args.concurrency, args.seconds)
+    busy1, total1 = machine_busy()
+    spent = {p: cpu_seconds(p) - before[p] for p in pids}
+    n = max(load.count, 1)
+    cpu = {stack.names.get(p, str(p)): v / n * 1000 for p, v in spent.items()}
+    cores = os.cpu_count() or 1
+    elapsed = (total1 - total0) / cores
+    row = Row(
+        label,
+        load,
+        cpu,
+        busy_cores=(busy1 - busy0) / max(elapsed, 1e-9),
+        ours_cores=(sum(spent.values()) + load.client_cpu) / max(elapsed, 1e-9),
+    )
+    if stack.full:
+        backlog1 = await memory_backlog(stack.nats_url)
+        row.backlog = (backlog0 or 0, backlog1)
+        row.drain_s = await drain(stack.nats_url)
+        if kind == "deep":
+            row.search_ms = await search_quantiles(stack.memory_url, since=search0)
+    row.rss = {stack.names.get(p, str(p)): rss_mib(p) for p in pids}
+    return row
+
+
+def report(row: Row) -> None:
+    load = row.load
+    cpu = ", ".join(f"{k} {v:.2f}" for k, v in row.cpu.items())
+    print(
+        f"  {row.label}: {load.rate:,.0f} msg/s, p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} "
+        f"ms, errors {load.errors}; CPU ms/msg: {cpu}",
+        flush=True,
+    )
+    if row.backlog is not None:
+        print(
+            f"    memory write backlog {row.backlog[0]} -> {row.backlog[1]} events, drained in "
+            f"{row.drain_s:.1f} s after the load stopped",
+            flush=True,
+        )
+    if row.search_ms is not None:
+        print(f"    memory search p50 {row.search_ms[0]:.2f} ms, p99 {row.search_ms[1]:.2f} ms")
+    rss = ", ".join(f"{k} {v[0]:.0f} (heap {v[1]:.0f})" for k, v in row.rss.items())
+    print(
+        f"    machine busy {row.busy_cores:.2f} of {os.cpu_count()} cores, this bench "
+        f"{row.ours_cores:.2f}; RSS MiB: {rss}",
+        flush=True,
     )
 
 
-WRK_SCRIPT = r"""
-counter = 0
-function setup(thread) thread:set("tid", tostring(math.random(1, 1000000000))) end
-request = function()
-  counter = counter + 1
-  local body = string.format(BODY, counter, tid, counter % SESSIONS)
-  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
-end
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("RESULT %d %d %f %f %f\n", summary.requests,
-    e.status + e.connect + e.read + e.write + e.timeout,
-    latency:percentile(50), latency:percentile(99), summary.duration))
-end
-"""
-WRK_BODIES = {
-    "chat": '{"message":"Hello, this is message %d","session_id":"bench-%s-%d"}',
-    "llm": '{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a support '
-    'agent."},{"role":"user","content":"Hello, this is message %d from %s-%d"}]}',
-}
-
-
-async def drive_wrk(
-    url: str, kind: str, concurrency: int, seconds: float, pids: list[int], label: str
-) -> Result:
-    """The same load from wrk (C): the client's own CPU no longer competes with the stack."""
-    sessions = max(concurrency * 4, 1)
-    script = WRK_SCRIPT.replace("BODY", repr(WRK_BODIES[kind])).replace("SESSIONS", str(sessions))
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(script)
-    threads = min(2, concurrency)
-    before = {p: cpu_seconds([p]) for p in pids}
-    proc = await asyncio.create_subprocess_exec(
-        "wrk",
-        f"-t{threads}",
-        f"-c{concurrency}",
-        f"-d{seconds:g}s",
-        "-s",
-        f.name,
-        url,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    per = {p: cpu_seconds([p]) - before[p] for p in pids}
-    line = next((x for x in out.decode().splitlines() if x.startswith("RESULT")), None)
-    if line is None:
-        raise SystemExit(f"wrk failed: {out.decode()[-500:]}")
-    n, errors, p50, p99, duration = line.split()[1:]
-    count = int(n)
-    # wrk reports percentiles, not samples: keep them as a two-point distribution.
-    lat = [float(p50) / 1e6] * (count // 2) + [float(p99) / 1e6] * (count - count // 2)
-    result = Result(
-        label, concurrency, count, int(errors), float(duration) / 1e6, lat, sum(per.values()), per
-    )
-    result.p50_ms, result.p99_ms = float(p50) / 1000, float(p99) / 1000
-    return result
-
-
-class Stack:
-    def __init__(self, tmp: Path, latency_ms: float, full: bool) -> None:
-        self.tmp = tmp
-        self.servers: list[ServerProcess] = []
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.names: dict[int, str] = {}
-        self.latency_ms = latency_ms
-        self.full = full
-
-    def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        log = (self.tmp / f"{name}.log").open("ab")
-        p = subprocess.Popen(
-            [sys.executable, *args], env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT
+async def run_stack(full: bool, args: argparse.Namespace, latency: float) -> list[Row]:
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="chatbus-bench-") as tmp:
+        stack = Stack(
+            Path(tmp),
+            latency_ms=latency,
+            full=full,
+            embeddings=args.embeddings,
+            embedding_dims=args.embedding_dims,
         )
-        self.procs.append(p)
-        self.names[p.pid] = name
-        return p
-
-    async def wait(self, url: str) -> None:
-        if not await wait_http_ok(url, timeout=30):
-            raise SystemExit(f"{url} never became ready; logs in {self.tmp}")
-
-    async def start(self) -> tuple[str, str]:
-        nats = start_nats(self.tmp / "nats")
-        redis = start_redis()
-        self.servers += [nats, redis]
-        self.names[nats.proc.pid], self.names[redis.proc.pid] = "nats", "redis"
-        llm_port = free_port()
-        self.spawn(["-m", "chatbus.offline_llm", str(llm_port), str(self.latency_ms)], {}, "llm")
-        await self.wait(f"http://127.0.0.1:{llm_port}/health")
-        llm_url = f"http://127.0.0.1:{llm_port}/v1"
-        base = {
-            "NATS_URL": nats.url,
-            "REDIS_URL": redis.url,
-            "HOST": "127.0.0.1",
-            "LOG_LEVEL": "WARNING",
-            "DATA_DIR": str(self.tmp / "data"),
-            "OPENAI_BASE_URL": llm_url,
-            "OPENAI_API_KEY": "bench",
-        }
-        flags = (
-            {}
-            if self.full
-            else {"MEMORY_ENABLED": "false", "COST_ENABLED": "false", "CACHE_ENABLED": "false"}
-        )
-        if self.full:
-            for module in ("chatbus_cost", "chatbus_memory"):
-                port = free_port()
-                self.spawn(["-m", module], {**base, "PORT": str(port)}, module)
-                await self.wait(f"http://127.0.0.1:{port}/ready")
-        agent_port, gw_port = free_port(), free_port()
-        self.spawn(["-m", "agent_support"], {**base, **flags, "PORT": str(agent_port)}, "agent")
-        await self.wait(f"http://127.0.0.1:{agent_port}/ready")
-        self.spawn(
-            ["-m", "chatbus_gateway"],
-            {
-                **base,
-                "PORT": str(gw_port),
-                "CHATBUS_AUTH": "off",
-                "RATE_IP_PER_MIN": "0",
-                "RATE_KEY_PER_MIN": "0",
-                "RATE_USER_PER_MIN": "0",
-                "RATE_SESSION_PER_MIN": "0",
-                "TOKENS_KEY_PER_MIN": "0",
-            },
-            "gateway",
-        )
-        await self.wait(f"http://127.0.0.1:{gw_port}/ready")
-        return f"http://127.0.0.1:{gw_port}", llm_url
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs] + [s.proc.pid for s in self.servers]
-
-    def stop(self) -> None:
-        for p in self.procs:
-            p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for s in self.servers:
-            s.stop()
-
-
-def chat_body(w: int, i: int) -> dict[str, str]:
-    return {"message": f"Hello, this is message {i} of chat {w}", "session_id": f"bench-{w}"}
-
-
-def llm_body(w: int, i: int) -> dict[str, object]:
-    return {
-        "model": "gpt-4o-mini",
-        "messages": [
-            {"role": "system", "content": "You are a support agent."},
-            {"role": "user", "content": f"Hello, this is message {i} of chat {w}"},
-        ],
-    }
+        try:
+            await stack.start()
+            what = f"full, embeddings {args.embeddings}" if full else "core (memory, cost off)"
+            label = f"{what}, model {latency:g} ms, new session per message"
+            rows.append(await measure(stack, label, "new", args))
+            report(rows[-1])
+            if full and args.deep:
+                async with aiohttp.ClientSession() as http:
+                    await prefill_deep(http, f"{stack.gateway}/api/chat/support", args)
+                await drain(stack.nats_url)
+                label = f"{what}, model {latency:g} ms, 50-turn sessions (recall runs)"
+                rows.append(await measure(stack, label, "deep", args))
+                report(rows[-1])
+        finally:
+            stack.stop()
+    return rows
 
 
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="3 s per point instead of 10 s")
-    ap.add_argument("--full", action="store_true", help="memory and cost services on")
-    ap.add_argument("--latency-ms", type=float, nargs="*", default=[0.0, 50.0])
-    ap.add_argument("--concurrency", type=int, nargs="*", default=[1, 64])
+    ap.add_argument("--seconds", type=float, default=30.0, help="length of each run")
+    ap.add_argument("--quick", action="store_true", help="10 s runs")
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--embeddings", choices=["openai", "local"], default="openai")
     ap.add_argument(
-        "--client",
-        choices=["auto", "wrk", "python"],
-        default="auto",
-        help="load generator: wrk (C, when installed) or aiohttp in this process",
+        "--embedding-dims",
+        type=int,
+        default=64,
+        help="the mock's vector size (64, its default; text-embedding-3-small gives 1536)",
     )
+    ap.add_argument("--deep", action="store_true", help="also long sessions (recall runs)")
+    ap.add_argument("--no-core", action="store_true", help="skip the core path")
+    ap.add_argument("--no-full", action="store_true", help="skip the full stack")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="the mock model's latency")
+    ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     args = ap.parse_args()
-    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk") is not None)
-    seconds = 3.0 if args.quick else 10.0
-    rows: list[Result] = []
-    for latency in args.latency_ms:
-        with tempfile.TemporaryDirectory(prefix="chatbus-bench-") as tmp:
-            stack = Stack(Path(tmp), latency, args.full)
-            try:
-                gateway, llm_url = await stack.start()
-                for c in args.concurrency:
-                    pids = stack.pids()
-                    llm, chat = f"{llm_url}/chat/completions", f"{gateway}/api/chat/support"
-                    direct_label = f"LLM direct, {latency:g} ms"
-                    label = f"via chatbus, {latency:g} ms"
-                    if use_wrk:
-                        direct = await drive_wrk(llm, "llm", c, seconds, pids, direct_label)
-                        through = await drive_wrk(chat, "chat", c, seconds, pids, label)
-                    else:
-                        direct = await drive(llm, llm_body, c, seconds, pids, direct_label)
-                        through = await drive(chat, chat_body, c, seconds, pids, label)
-                    rows += [direct, through]
-                    split = ", ".join(
-                        f"{stack.names.get(p, p)} {v / max(through.count, 1) * 1000:.2f}"
-                        for p, v in through.per_process.items()
-                    )
-                    print(
-                        f"  {through.label} c={c}: {through.rate:,.0f} msg/s, p50 "
-                        f"{through.pct(0.5):.2f} ms (direct {direct.pct(0.5):.2f} ms); "
-                        f"CPU ms/msg: {split}",
-                        flush=True,
-                    )
-            finally:
-                stack.stop()
+    if args.quick:
+        args.seconds = 10.0
+    args.use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    rows: list[Row] = []
+    if not args.no_full:
+        rows += await run_stack(True, args, args.latency_ms)
+    if not args.no_core:
+        rows += await run_stack(False, args, args.latency_ms)
     print(
-        f"\nchatbus bench ({'full: memory+cost on' if args.full else 'core path'}, "
-        f"client {'wrk' if use_wrk else 'aiohttp'}), "
-        f"{os.cpu_count()} cores, {seconds:g} s per point\n"
+        f"\nchatbus bench: {args.concurrency} connections, {args.seconds:g} s per run, client "
+        f"{'wrk' if args.use_wrk else 'aiohttp'}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f}\n"
     )
-    print("| path | concurrency | msg/s | p50 ms | p99 ms | errors | CPU ms/msg (all processes) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| run | msg/s | p50 ms | p99 ms | errors | CPU ms/msg by process | backlog | busy |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cpu_ms = r.cpu / r.count * 1000 if r.count else float("nan")
+        cpu = ", ".join(f"{k} {v:.2f}" for k, v in r.cpu.items() if v >= 0.005)
+        backlog = f"{r.backlog[0]}→{r.backlog[1]}" if r.backlog else "—"
         print(
-            f"| {r.label} | {r.concurrency} | {r.rate:,.0f} | {r.pct(0.5):.2f} | "
-            f"{r.pct(0.99):.2f} | {r.errors} | {cpu_ms:.2f} |"
-        )
-    for i in range(0, len(rows), 2):
-        direct, through = rows[i], rows[i + 1]
-        print(
-            f"added p50 at {through.label} c={through.concurrency}: "
-            f"{through.pct(0.5) - direct.pct(0.5):.2f} ms"
+            f"| {r.label} | {r.load.rate:,.0f} | {r.load.p50_ms:.1f} | {r.load.p99_ms:.1f} | "
+            f"{r.load.errors} | {cpu} | {backlog} | {r.busy_cores:.2f} |"
         )
 
 
