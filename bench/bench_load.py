@@ -13,6 +13,7 @@ import aiohttp
 
 DEEP_SESSIONS = 64  # chats of the long-session run
 DEEP_PREFILL = 25  # messages (50 turns) each before it is measured
+COLOURS = ["red", "green", "blue", "yellow", "violet", "orange", "teal"]
 
 
 @dataclass
@@ -43,7 +44,7 @@ request = function()
     session = string.format("new-%d-%d-%d", RUN, tid, counter)
   end
   local body = string.format(
-    '{"message":"Hello, this is message %d about my order","session_id":"%s"}', counter, session)
+    '{"message":"Hello, this is message %d of this chat","session_id":"%s"}', counter, session)
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 done = function(summary, latency, requests)
@@ -101,7 +102,7 @@ async def drive_wrk(url: str, kind: str, concurrency: int, seconds: float) -> Lo
 
 def body(kind: str, w: int, i: int, run: int) -> dict[str, str]:
     session = f"deep-{(w + i) % DEEP_SESSIONS}" if kind == "deep" else f"new-{run}-{w}-{i}"
-    return {"message": f"Hello, this is message {i} about my order", "session_id": session}
+    return {"message": f"Hello, this is message {i} of this chat", "session_id": session}
 
 
 async def drive_python(url: str, kind: str, concurrency: int, seconds: float) -> LoadResult:
@@ -143,7 +144,7 @@ async def prefill_deep(http: aiohttp.ClientSession, url: str, args: Any) -> None
 
     async def chat(s: int) -> None:
         for i in range(DEEP_PREFILL):
-            msg = f"Earlier message {i}: my order {1000 + s * 37 + i} had problem number {i}"
+            msg = f"Earlier message {i} of chat {s}: my favourite colour was {COLOURS[(s + i) % 7]}"
             async with http.post(url, json={"message": msg, "session_id": f"deep-{s}"}) as r:
                 await r.read()
 
