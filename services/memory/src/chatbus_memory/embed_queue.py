@@ -15,25 +15,17 @@ from collections import deque
 
 import numpy as np
 
-from chatbus_memory.embedder import Embedder, Vectors
+from chatbus_memory.embedder import Embedder, Vectors, Wrapping
 
 
-class BatchingEmbedder:
+class BatchingEmbedder(Wrapping):
     def __init__(self, inner: Embedder, *, max_batch: int = 256, parallel: int = 1) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.max_batch = max_batch
         self.parallel = max(1, parallel)
         self._queue: deque[tuple[list[str], asyncio.Future[Vectors]]] = deque()
         self._workers: set[asyncio.Task[None]] = set()
         self.calls = 0  # inner calls made (the bench and tests read it)
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def dims(self) -> int:
-        return self.inner.dims
 
     async def embed(self, texts: list[str]) -> Vectors:
         if not texts:
@@ -76,9 +68,3 @@ class BatchingEmbedder:
                 if not fut.done():
                     fut.set_result(vectors[at : at + len(group)])
                 at += len(group)
-
-    async def close(self) -> None:
-        """Close the embedder underneath (its HTTP connections), if it has anything to close."""
-        closer = getattr(self.inner, "close", None)
-        if closer is not None:
-            await closer()

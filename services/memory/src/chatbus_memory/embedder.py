@@ -221,7 +221,28 @@ def parse_embeddings(raw: bytes, n: int) -> Vectors:
     return np.stack(rows).astype(np.float32, copy=False)
 
 
-class CachedEmbedder:
+class Wrapping:
+    """An embedder in front of another: same model and dimension; closing closes the inner."""
+
+    def __init__(self, inner: Embedder) -> None:
+        self.inner = inner
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def dims(self) -> int:
+        return self.inner.dims
+
+    async def close(self) -> None:
+        """Close the embedder underneath (its HTTP connections), if it has anything to close."""
+        closer = getattr(self.inner, "close", None)
+        if closer is not None:
+            await closer()
+
+
+class CachedEmbedder(Wrapping):
     """A small in-process cache of recent vectors in front of an embedder, keyed by text.
 
     A user's message is embedded for the search and then stored a moment later: the second
@@ -231,19 +252,11 @@ class CachedEmbedder:
     """
 
     def __init__(self, inner: Embedder, *, max_entries: int = 4096) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.max_entries = max_entries
         self._recent: OrderedDict[str, Vectors] = OrderedDict()
         self.hits = 0
         self.misses = 0
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def dims(self) -> int:
-        return self.inner.dims
 
     def __len__(self) -> int:
         return len(self._recent)
@@ -275,9 +288,3 @@ class CachedEmbedder:
         """Drop the cached vectors of these texts (forgetting leaves no trace)."""
         for t in texts:
             self._recent.pop(t, None)
-
-    async def close(self) -> None:
-        """Close the embedder underneath (its HTTP connections), if it has anything to close."""
-        closer = getattr(self.inner, "close", None)
-        if closer is not None:
-            await closer()
