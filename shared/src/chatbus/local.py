@@ -199,12 +199,21 @@ class LocalStack:
             "DEMO_DATA"
         ):
             self.env["DEMO_DATA"] = DEMO_DATA  # the demo orders, for `./dev chat`'s user
-        for svc in wanted:
-            proc = self._spawn(svc.name, ["-m", svc.module], PORT=str(svc.port), HOST="127.0.0.1")
-            if not _wait_ready(f"http://127.0.0.1:{svc.port}/ready", proc, svc.port, 90):
-                tail = (self.logs / f"{svc.name}.log").read_text(errors="replace")[-2000:]
-                raise SystemExit(f"{svc.name} did not become ready:\n{tail}")
-            out.say(f"  {svc.name:<13} http://127.0.0.1:{svc.port}  (/health /ready /metrics)")
+        # Everything but the gateway starts at once; the gateway once the agents answer.
+        first = [s for s in wanted if s.name != "gateway"]
+        for group in (first, [s for s in wanted if s.name == "gateway"]):
+            procs = [
+                (
+                    svc,
+                    self._spawn(svc.name, ["-m", svc.module], PORT=str(svc.port), HOST="127.0.0.1"),
+                )
+                for svc in group
+            ]
+            for svc, proc in procs:
+                if not _wait_ready(f"http://127.0.0.1:{svc.port}/ready", proc, svc.port, 90):
+                    tail = (self.logs / f"{svc.name}.log").read_text(errors="replace")[-2000:]
+                    raise SystemExit(f"{svc.name} did not become ready:\n{tail}")
+                out.say(f"  {svc.name:<13} http://127.0.0.1:{svc.port}  (/health /ready /metrics)")
 
     def watch(self) -> None:
         """Until a child exits (then stop everything); Stop/KeyboardInterrupt end it too."""

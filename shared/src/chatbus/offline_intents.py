@@ -153,6 +153,10 @@ def _summary(result: str) -> str:
     except ValueError:
         return result[:300]
     if isinstance(data, dict):
-        shown = {k: v for k, v in data.items() if v not in (None, "", []) and k != "kind"}
+        shown = {
+            k: v
+            for k, v in data.items()
+            if v not in (None, "", []) and k not in ("kind", "created_at", "updated_at")
+        }
         return ", ".join(f"{k} {v}" for k, v in shown.items())[:300]
     return str(data)[:300]
