@@ -6,6 +6,7 @@ session's NATS and Redis, with only a few services (``--services``) to stay quic
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -29,6 +30,8 @@ from chatbus.servers import free_port, slowness
 
 UP = [sys.executable, "-m", "chatbus.cli", "up"]
 START_S = 120.0  # generous: on an idle machine the few services start in seconds
+# pytest-timeout's default is shorter than a start on a very busy machine may take.
+pytestmark = pytest.mark.timeout(900)
 
 
 def base_port() -> int:
@@ -152,7 +155,8 @@ async def test_dotenv_settings_reach_the_runner_and_every_service(
     )
     key = (tmp_path / ".env").read_text().split("\n")[0].split("=", 1)[1]
     runner = run_up("agent-support")
-    assert runner.read_until("Ready."), runner.why()
+    # In a thread: this loop serves the fake model the agent may ask while it starts.
+    assert await asyncio.to_thread(runner.read_until, "Ready."), runner.why()
     banner = "\n".join(runner.seen)
     assert f"llm       {url}" in banner and "OFFLINE" not in banner
     assert not any("offline_llm" in cmdline(p) for p in children_of(runner.proc.pid))
@@ -169,7 +173,7 @@ async def test_dotenv_settings_reach_the_runner_and_every_service(
     assert llm.requests_for("support")[-1].headers["Authorization"] == f"Bearer {key}"
 
     runner.proc.send_signal(signal.SIGTERM)
-    assert runner.proc.wait(60 * slowness()) == 0
+    assert await asyncio.to_thread(runner.proc.wait, 60 * slowness()) == 0
 
 
 def test_the_runners_children_die_when_it_is_killed(run_up: StartUp) -> None:
