@@ -172,7 +172,9 @@ class LocalStack:
             self.env["OPENAI_BASE_URL"] = url
             out.say(
                 f"  llm       {url} — the built-in OFFLINE model (deterministic, not a real LLM);"
-                " set OPENAI_API_KEY (in .env or the environment) for real answers"
+                " set OPENAI_API_KEY (in .env or the environment) for real answers.\n"
+                "            It still hands over and uses the agents' tools: try \"I want to buy"
+                ' the enterprise plan" or "Where is my order 4471?"'
             )
         else:
             out.say(f"  llm       {self.env.get('OPENAI_BASE_URL') or 'https://api.openai.com/v1'}")

@@ -26,7 +26,7 @@ PREFIX = "[offline model]"
 # the agent's prompt that mentions it, contains one of them.
 INTENTS: dict[str, frozenset[str]] = {
     "buying": frozenset(
-        "buy buying purchase pricing price prices quote upgrade plan plans subscribe "
+        "buy buying purchase pricing price prices cost costs quote upgrade plan plans subscribe "
         "subscription enterprise seats discount sales".split()
     ),
     "order problem": frozenset(
