@@ -99,7 +99,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from chatbus.local import up
 
     only = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
-    return up(Path(args.data_dir), base_port=args.port, only=only)
+    return up(Path(args.data_dir), base_port=args.port, only=only, traces=args.traces)
 
 
 def _delegate(module: str, argv: list[str]) -> int:
@@ -122,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_up.add_argument(
         "--services", help="start only these, comma-separated (e.g. cost,memory); default all"
+    )
+    p_up.add_argument(
+        "--traces",
+        action="store_true",
+        help="also run a trace viewer (Arize Phoenix, installed on first use) on :6006",
     )
     p_up.set_defaults(fn=cmd_up)
     p_chat = sub.add_parser("chat", help="chat with an agent through the gateway")

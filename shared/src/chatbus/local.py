@@ -26,6 +26,7 @@ from typing import Any
 from chatbus.child_processes import die_with_parent, owns_port, port_free
 from chatbus.nats_server import start_nats
 from chatbus.servers import ReadinessBound, ServerProcess, port_open, start_redis
+from chatbus.trace_viewer import installed_phoenix, start_viewer
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,18 @@ class LocalStack:
         else:
             out.say(f"  llm       {self.env.get('OPENAI_BASE_URL') or 'https://api.openai.com/v1'}")
 
+    def start_trace_viewer(self) -> None:
+        """``--traces``: Phoenix on :6006, and every service exporting its spans to it."""
+        if installed_phoenix() is None:
+            out.say("  traces    installing Arize Phoenix on first use (~600 MB, a few minutes)")
+        try:
+            viewer = start_viewer(self.data_dir, self.logs / "trace-viewer.log")
+        except (RuntimeError, TimeoutError) as e:
+            raise SystemExit(str(e)) from e
+        self.servers.append(viewer)
+        self.env["OTEL_EXPORTER_OTLP_ENDPOINT"] = viewer.url
+        out.say(f"  traces    {viewer.url}  (Phoenix: one trace per chat message)")
+
     def _spawn(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = (self.logs / f"{name}.log").open("ab")
@@ -263,7 +276,13 @@ def _quiet_while_stopping() -> None:
         signal.signal(s, signal.SIG_IGN)
 
 
-def up(data_dir: Path, *, base_port: int = GATEWAY_PORT, only: list[str] | None = None) -> int:
+def up(
+    data_dir: Path,
+    *,
+    base_port: int = GATEWAY_PORT,
+    only: list[str] | None = None,
+    traces: bool = False,
+) -> int:
     stack = LocalStack(data_dir, base_port)
     wanted = [s for s in services(Path.cwd(), base_port) if not only or s.name in only]
     if only and (unknown := set(only) - {s.name for s in wanted}):
@@ -274,6 +293,8 @@ def up(data_dir: Path, *, base_port: int = GATEWAY_PORT, only: list[str] | None 
             stack.check_ports(wanted)
             out.say("chatbus: starting the local stack")
             stack.start_infra()
+            if traces:
+                stack.start_trace_viewer()
             stack.start_services(wanted)
             commands = "\n".join(f"  {c.format(port=base_port)}" for c in READY_COMMANDS)
             out.say(

@@ -126,6 +126,22 @@ def store_paths() -> dict[str, Any]:
                 "responses": _answers("Usage rows and totals", "200", "403", *errors),
             }
         },
+        "/api/budgets": {
+            "get": {
+                "summary": "Each budget's use in its current period (the caller's tenant; the "
+                "admin key sees every rule): `{budgets: [{label, scope, period, unit, soft, "
+                "hard, used, state}]}`",
+                "responses": _answers("Budget states", "200", *errors),
+            }
+        },
+        "/api/stats": {
+            "get": {
+                "summary": "This gateway's chat traffic in the last hour, per minute and per "
+                "agent (requests, errors, refusals, p50/p95 ms); a tenant sees its own",
+                "parameters": [_query("tenant", ID)],
+                "responses": _answers("Traffic", "200", *errors),
+            }
+        },
     }
     paths.update(profile_paths(_path("id"), _answers, errors, body_errors))
     for plural in KINDS:
