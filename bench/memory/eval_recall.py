@@ -31,6 +31,7 @@ from chatbus.contracts.memory import SearchMemory
 from chatbus_memory.embedder import LocalEmbedder
 from chatbus_memory.engine import Caps, Engine, Incoming
 from chatbus_memory.fusion import FusionParams
+from chatbus_memory.rerank import Reranker
 from chatbus_memory.settings import MemorySettings
 from chatbus_memory.store_edge import EdgeStore
 from chatbus_memory.summarize import ExtractiveSummarizer
@@ -83,6 +84,11 @@ async def build(
         threshold=0.0,
         speaker_in_dense=in_dense,
         speaker_in_sparse=in_sparse,
+        date_in_dense=settings.memory_date_in_dense,
+        date_in_sparse=settings.memory_date_in_sparse,
+        reranker=Reranker.load(depth=settings.memory_rerank_depth)
+        if settings.memory_rerank
+        else None,
     )
     for conv in convs:
         items = [

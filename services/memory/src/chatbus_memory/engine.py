@@ -18,6 +18,7 @@ from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import ScoredTurn, SearchMemory
 from chatbus_memory.embedder import Embedder
 from chatbus_memory.fusion import FusionParams, Ranked, fuse, passes
+from chatbus_memory.rerank import Reranker
 from chatbus_memory.store import ChunkPoint, Cond, VectorStore, Where, point_id, where
 from chatbus_memory.summarize import Summarizer
 from chatbus_memory.text import Chunker, SparseEncoder, index_text
@@ -67,6 +68,7 @@ class Engine:
     # the day the turn was said ("[8 May 2023] ...") in the embedded / BM25-indexed text
     date_in_dense: bool = False
     date_in_sparse: bool = False
+    reranker: Reranker | None = None
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
     _since_check: OrderedDict[tuple[str, str], int] = field(default_factory=OrderedDict)
 
@@ -216,10 +218,16 @@ class Engine:
         """Search with an already embedded query (benchmarks time this part alone)."""
         sparse = self.sparse.query(q.query) if q.mode != "dense" else None
         depth = max(self.fusion.depth, q.k * 3)
+        # the reranker learned from both scores: hybrid searches only
+        reranker = self.reranker if dense is not None and sparse is not None else None
+        if reranker is not None:
+            depth = max(depth, reranker.depth)
         cands = await self.store.candidates(
             self.scope_of(q), dense, sparse, depth, idf_scoped=self.fusion.idf_scoped
         )
         ranked = fuse(cands, sparse.indices if sparse else [], self.fusion)
+        if reranker is not None:
+            ranked = reranker.rerank(ranked, q.query)
         threshold = self.threshold if q.threshold is None else q.threshold
         used = dense is not None
         kept = [r for r in ranked if passes(r, threshold, self.fusion, dense_used=used)]

@@ -35,6 +35,8 @@ class Ranked:
     score: float
     similarity: float
     coverage: float
+    # BM25 score rescaled to 0-1 over the candidates (0 when not a BM25 candidate)
+    lexical: float = 0.0
 
 
 def fuse(cands: Candidates, query_terms: list[int], params: FusionParams) -> list[Ranked]:
@@ -47,6 +49,12 @@ def fuse(cands: Candidates, query_terms: list[int], params: FusionParams) -> lis
         if h.id not in out:
             out[h.id] = Ranked(h.id, h.payload, 0.0, cos.get(h.id, 0.0), 0.0)
     terms = set(query_terms)
+    bm_lo, bm_span = _span([h.score for h in cands.sparse])
+    for h in cands.sparse:
+        r = out[h.id]
+        r.lexical = _unit(h.score, bm_lo, bm_span)
+        if terms and h.sparse_indices is not None:
+            r.coverage = len(terms.intersection(h.sparse_indices)) / len(terms)
     if params.method == "rrf":
         for rank, h in enumerate(cands.dense):
             out[h.id].score += params.dense_weight / (params.rrf_k + rank + 1)
@@ -54,31 +62,23 @@ def fuse(cands: Candidates, query_terms: list[int], params: FusionParams) -> lis
             out[h.id].score += params.sparse_weight / (params.rrf_k + rank + 1)
     else:
         # each score rescaled to 0-1 over the candidates, so neither dominates by its scale
-        cos_lo, cos_span = _span([r.similarity for r in out.values()]) if cands.dense else (0, 0)
-        bm_lo, bm_span = _span([h.score for h in cands.sparse])
+        cos_lo, cos_span = _span([r.similarity for r in out.values()])
         for r in out.values():
-            r.score = params.alpha * _unit(r.similarity, cos_lo, cos_span) if cands.dense else 0.0
-        for h in cands.sparse:
-            out[h.id].score += (1 - params.alpha) * _unit(h.score, bm_lo, bm_span)
-    for h in cands.sparse:
-        if terms and h.sparse_indices is not None:
-            out[h.id].coverage = len(terms.intersection(h.sparse_indices)) / len(terms)
+            dense = _unit(r.similarity, cos_lo, cos_span) if cands.dense else 0.0
+            r.score = params.alpha * dense + (1 - params.alpha) * r.lexical
     return sorted(out.values(), key=lambda r: r.score, reverse=True)
 
 
 def _span(scores: list[float]) -> tuple[float, float]:
-    """(lowest, highest - lowest) of a candidate list; the lowest maps to 0."""
+    """(lowest, highest - lowest) of a candidate list: the lowest maps to 0, the highest to 1."""
     if not scores:
         return 0.0, 0.0
-    lo = min(scores) if RESCALE == "minmax" else 0.0
+    lo = min(scores)
     return lo, max(scores) - lo
 
 
 def _unit(x: float, lo: float, span: float) -> float:
     return (x - lo) / span if span > 0 else 1.0
-
-
-RESCALE = "minmax"
 
 
 def passes(r: Ranked, threshold: float, params: FusionParams, *, dense_used: bool) -> bool:

@@ -29,6 +29,7 @@ from chatbus_memory.engine import Caps, Engine
 from chatbus_memory.handlers import Handlers
 from chatbus_memory.profile import Profiles
 from chatbus_memory.profile_extract import make_extractor
+from chatbus_memory.rerank import Reranker
 from chatbus_memory.settings import MemorySettings
 from chatbus_memory.store import VectorStore
 from chatbus_memory.summarize import ExtractiveSummarizer, LLMSummarizer, Summarizer
@@ -110,6 +111,11 @@ async def build(settings: MemorySettings, redis: Any) -> tuple[Engine, Handlers]
         threshold=settings.memory_threshold,
         speaker_in_dense=settings.memory_speaker_in_dense,
         speaker_in_sparse=settings.memory_speaker_in_sparse,
+        date_in_dense=settings.memory_date_in_dense,
+        date_in_sparse=settings.memory_date_in_sparse,
+        reranker=Reranker.load(depth=settings.memory_rerank_depth)
+        if settings.memory_rerank
+        else None,
     )
     return engine, Handlers(engine, redis, cache)
 

@@ -49,9 +49,10 @@ class MemorySettings(ServiceSettings):
     memory_consumer_batch: int = Field(default=256, ge=1, le=1024)
     memory_stream_max_age_s: float = Field(default=7 * 86400, gt=0)
 
-    # Recall (tuned on bench/memory/eval_recall.py).
+    # Recall: chosen on the tune split of the public set (bench/memory/train_rerank.py), checked
+    # on the generated set (bench/memory/eval_recall.py).
     memory_threshold: float = 0.0
-    memory_fusion: Literal["rrf", "convex"] = "rrf"
+    memory_fusion: Literal["rrf", "convex"] = "convex"
     memory_rrf_k: float = 5.0
     memory_dense_weight: float = 1.0
     memory_sparse_weight: float = 1.0
@@ -62,6 +63,12 @@ class MemorySettings(ServiceSettings):
     # the speaker's name (Turn.speaker) goes into the BM25 text and/or the embedded text
     memory_speaker_in_dense: bool = False
     memory_speaker_in_sparse: bool = True
+    # the day a turn was said ("[8 May 2023] ...") in the BM25 text and/or the embedded text
+    memory_date_in_dense: bool = False
+    memory_date_in_sparse: bool = True
+    # reorder the best fused candidates with the learned reranker (chatbus_memory.rerank)
+    memory_rerank: bool = True
+    memory_rerank_depth: int = Field(default=30, ge=2, le=200)
     # user profiles: facts read from user turns by offline patterns (default: no cost), by the
     # model ("model": one LLM call per first-person user turn; "auto": when one is configured)
     # or no profiles at all ("off")
