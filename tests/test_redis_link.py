@@ -9,11 +9,15 @@ from urllib.parse import urlsplit
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from chatbus.redis_link import RedisLink
+from chatbus.redis_link import (
+    NoScriptError,
+    RedisConnectionError,
+    RedisError,
+    RedisLink,
+    RedisTimeoutError,
+    ResponseError,
+)
 from chatbus.servers import start_redis
 
 
@@ -166,3 +170,13 @@ async def test_a_restarting_redis_is_waited_for() -> None:
         await link.close()
         if second is not None:
             await asyncio.to_thread(second.stop)
+
+
+def test_errors_are_the_links_own_and_catchable_as_builtins() -> None:
+    """The product imports no redis-py: the link's errors are its own, with the meanings
+    callers rely on (an outage is a ConnectionError, a silent server also a TimeoutError)."""
+    assert issubclass(RedisTimeoutError, RedisConnectionError)
+    assert issubclass(RedisTimeoutError, TimeoutError)
+    assert issubclass(RedisConnectionError, ConnectionError)
+    assert issubclass(NoScriptError, ResponseError)
+    assert all(issubclass(e, RedisError) for e in (RedisConnectionError, ResponseError))

@@ -9,10 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 
-from chatbus.redis_link import RedisLink, parse_url
+from chatbus.redis_link import RedisConnectionError, RedisLink, ResponseError, parse_url
 from chatbus.servers import SentinelSet, start_redis_sentinel
 
 log = logging.getLogger("tests.redis_sentinel")

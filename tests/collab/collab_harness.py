@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 
 from agent_sales.persona import SALES
 from agent_support.persona import SUPPORT
@@ -25,6 +24,7 @@ from chatbus.agent.spec import AgentSpec
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime
 from chatbus.testing import serving
 
@@ -136,11 +136,11 @@ class Crew:
 @pytest.fixture
 async def crew(
     bus: Bus,
-    redis: aioredis.Redis,
+    redis_link: RedisLink,
     nats_url: str,
     redis_url: str,
     fake_llm: tuple[OfflineLLM, str],
     uid: str,
 ) -> Crew:
     llm, url = fake_llm
-    return Crew(bus, RecordStore(redis), nats_url, redis_url, llm, url, uid)
+    return Crew(bus, RecordStore(redis_link), nats_url, redis_url, llm, url, uid)

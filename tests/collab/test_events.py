@@ -16,6 +16,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
 from chatbus.contracts.events import DOMAIN_STREAM, LeadQualified
 from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus.redis_link import RedisLink
 from tests.collab.collab_harness import agents, ask, call, pair, tool_messages
 
 pytestmark = pytest.mark.timeout(60)
@@ -142,11 +143,14 @@ class RecordingMemory:
 
 
 async def test_support_puts_a_qualified_lead_in_the_customers_long_term_memory(
-    redis: aioredis.Redis, uid: str
+    redis_link: RedisLink, uid: str
 ) -> None:
     memory = RecordingMemory()
     ctx = EventContext(
-        agent="support", records=RecordStore(redis), notes=CustomerNotes(redis), memory=memory
+        agent="support",
+        records=RecordStore(redis_link),
+        notes=CustomerNotes(redis_link),
+        memory=memory,
     )
     event = LeadQualified(tenant_id=f"t{uid}", user_id=f"u{uid}", session_id=f"s{uid}",
                           source="sales", lead_id="L-1", company="ACME", plan="enterprise",
@@ -157,4 +161,4 @@ async def test_support_puts_a_qualified_lead_in_the_customers_long_term_memory(
     assert (req.tenant_id, req.user_id) == (f"t{uid}", f"u{uid}")
     assert req.request_id == f"event-{event.event_id}"  # memory stores a redelivery once
     assert turns[0].role == "summary" and "ACME" in turns[0].content
-    assert await CustomerNotes(redis).all(f"t{uid}", f"u{uid}", None) == [turns[0].content]
+    assert await CustomerNotes(redis_link).all(f"t{uid}", f"u{uid}", None) == [turns[0].content]

@@ -64,7 +64,7 @@ async def test_ticket_and_confirmed_invoice_are_visible_through_the_api_per_tena
         llm.push(call("confirm_draft", code=code), Scripted(content="Issued."))
         await crew.chat(sales, f"yes, confirm {code}", session, **me)
         # Sales subscribes to support.ticket.opened.v1: it learns about the open ticket.
-        notes = CustomerNotes(redis)
+        notes = CustomerNotes(crew.records.redis)
         deadline = asyncio.get_running_loop().time() + 10
         while not (seen := await notes.all(tenant, user, session)):
             assert asyncio.get_running_loop().time() < deadline

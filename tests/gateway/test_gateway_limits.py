@@ -77,14 +77,13 @@ async def test_tokens_per_minute_per_key(
     redis_url: str,
     uid: str,
 ) -> None:
-    import redis.asyncio as aioredis
-
+    from chatbus.redis_link import RedisLink
     from chatbus_gateway.keys import KeyStore
 
     gw = await start_gateway(auth="on", tokens_key_per_min=30, rate_ip_per_min=0)
-    client = aioredis.Redis.from_url(redis_url)
+    client = RedisLink(redis_url)
     key, _ = await KeyStore(client, f"gwtest:{uid}:").create("t")
-    await client.aclose()
+    await client.close()
     auth = {"Authorization": f"Bearer {key}"}
     url = f"{gw.url}/api/chat/{agent.agent}"
     statuses = []

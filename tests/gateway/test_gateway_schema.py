@@ -7,7 +7,6 @@ import functools
 from pathlib import Path
 
 import hypothesis
-import redis.asyncio as aioredis
 import schemathesis
 from hypothesis import HealthCheck
 from schemathesis.specs.openapi.checks import positive_data_acceptance
@@ -15,6 +14,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from chatbus.agent.records import RecordStore
 from chatbus.agent.records_service import RecordsResponder
 from chatbus.bus import Bus
+from chatbus.redis_link import RedisLink
 from chatbus.testing import serving
 from chatbus_cost.__main__ import CostSettings
 from chatbus_cost.__main__ import make_wire as make_cost_wire
@@ -57,13 +57,13 @@ async def test_no_5xx_and_answers_match_the_schema(
     start_gateway: StartGateway,
     agent: StubAgent,
     bus: Bus,
-    redis: aioredis.Redis,
+    redis_link: RedisLink,
     nats_url: str,
     redis_url: str,
     tmp_path: Path,
 ) -> None:
     # The agent runtime's records responder behind /api/tickets, /api/leads, ...
-    owner = await RecordsResponder(RecordStore(redis)).subscribe(bus)
+    owner = await RecordsResponder(RecordStore(redis_link)).subscribe(bus)
     # The memory and cost services behind /api/sessions, /api/memory and /api/usage.
     memory = MemorySettings(
         nats_url=nats_url,

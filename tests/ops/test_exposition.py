@@ -92,7 +92,7 @@ def make_settings(nats_url: str, redis_url: str) -> ServiceSettings:
 async def test_runtime_endpoints_and_promtool_clean_metrics(nats_url: str, redis_url: str) -> None:
     async def wire(rt: Runtime) -> None:
         record_samples(Metrics(rt.registry, "ops-test"))
-        rt.redis()  # registers the redis ready check
+        rt.redis_link()  # registers the redis ready check
 
     async with serving_url(make_settings(nats_url, redis_url), wire) as url:
         async with aiohttp.ClientSession() as http:
@@ -117,7 +117,7 @@ async def test_runtime_endpoints_and_promtool_clean_metrics(nats_url: str, redis
 @pytest.mark.usefixtures("quiet_globals")
 async def test_ready_reports_a_dependency_that_is_down(nats_url: str) -> None:
     async def wire(rt: Runtime) -> None:
-        rt.redis()
+        rt.redis_link()
 
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     async with serving_url(make_settings(nats_url, dead_redis), wire) as url:

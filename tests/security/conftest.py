@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from chatbus.agent.records import RecordStore
 from chatbus.agent.records_service import RecordsResponder
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
 from chatbus.memory_client import BusMemory
+from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime
 from chatbus.testing import serving
 from chatbus_cost.__main__ import CostSettings
@@ -48,13 +48,13 @@ class Tenant:
 @pytest_asyncio.fixture
 async def tenants(redis_url: str, uid: str) -> tuple[Tenant, Tenant]:
     """Two tenants with one API key each, in the gateway harness's Redis prefix."""
-    client = aioredis.Redis.from_url(redis_url)
+    client = RedisLink(redis_url)
     try:
         store = KeyStore(client, f"gwtest:{uid}:")
         a, _ = await store.create(f"ta-{uid}")
         b, _ = await store.create(f"tb-{uid}")
     finally:
-        await client.aclose()
+        await client.close()
     return Tenant(f"ta-{uid}", a), Tenant(f"tb-{uid}", b)
 
 
@@ -136,10 +136,10 @@ async def stack(
     memory_rt: Runtime,
     cost_rt: Runtime,
     bus: Bus,
-    redis: aioredis.Redis,
+    redis_link: RedisLink,
 ) -> Stack:
     # The records' owner, as every agent service runs it (``records.*.v1`` over the bus).
-    await RecordsResponder(RecordStore(redis)).subscribe(bus)
+    await RecordsResponder(RecordStore(redis_link)).subscribe(bus)
     gw = await start_gateway(
         auth="on",
         admin_key=ADMIN_KEY,
@@ -149,4 +149,4 @@ async def stack(
         rate_user_per_min=0,
         request_timeout_s=5,
     )
-    return Stack(gw.url, tenants[0], tenants[1], remembering_agent.agent, RecordStore(redis))
+    return Stack(gw.url, tenants[0], tenants[1], remembering_agent.agent, RecordStore(redis_link))

@@ -10,10 +10,17 @@ It speaks request/reply commands, batches, MULTI/EXEC blocks written in one piec
 Lua scripts; never blocking or pub/sub commands, which would hold the shared socket (the bus
 does what pub/sub would). With a ``redis+sentinel://`` URL it asks Redis Sentinel where the
 master is and follows a failover: a lost or demoted master (READONLY) makes the next command
-reconnect through the Sentinels. Errors are redis-py's
-(``ConnectionError``, ``TimeoutError``, ``ResponseError``, ``NoScriptError``), so callers
-handle both clients the same way. A lost connection fails the commands in flight and the next
-command reconnects.
+reconnect through the Sentinels. Its errors are its own (:class:`RedisError` and below), so
+the product does not import redis-py at all. A lost connection fails the commands in flight and
+the next command reconnects.
+
+Why a hand-written client, and why Sentinel: measured at 64 concurrent callers (client-process
+CPU per SET), this link spends ~51 µs, valkey-glide 164 µs, redis-py with hiredis and a pool
+272 µs. It is the only Redis client of the product. Redis holds only small state that can be
+rebuilt (caches, counters, rate limits, session order); one master carries far more than the
+~10k ops/s the platform needs, so high availability comes from Sentinel-managed replication —
+failover with a simple client, and multi-key scripts need no hash-tag redesign — not from
+Redis Cluster.
 """
 
 from __future__ import annotations
@@ -28,12 +35,29 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 Arg = str | bytes | int | float
 Reply = Any
+
+
+class RedisError(Exception):
+    """Anything that went wrong talking to Redis."""
+
+
+class RedisConnectionError(RedisError, ConnectionError):
+    """Redis cannot be reached, refused the credentials, or the connection was lost."""
+
+
+class RedisTimeoutError(RedisConnectionError, TimeoutError):
+    """Redis did not reply within the link's ``reply_timeout_s``."""
+
+
+class ResponseError(RedisError):
+    """Redis refused a command (a wrong type, NOPERM, a script error …)."""
+
+
+class NoScriptError(ResponseError):
+    """EVALSHA of a script Redis does not know (after a restart or SCRIPT FLUSH)."""
 
 
 def encode_command(args: Sequence[Arg]) -> bytes:

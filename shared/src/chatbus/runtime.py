@@ -20,7 +20,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis.asyncio as aioredis
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -51,7 +50,6 @@ class Runtime:
     ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
     draining: bool = False
     started_at: float = field(default_factory=time.time)
-    _redis: aioredis.Redis | None = None
     _redis_link: RedisLink | None = None
 
     @property
@@ -67,29 +65,8 @@ class Runtime:
     def add_ready_check(self, name: str, check: ReadyCheck) -> None:
         self.ready_checks[name] = check
 
-    def redis(self) -> aioredis.Redis:
-        """The service's Redis client (one per service, closed at shutdown)."""
-        if self._redis is None:
-            # A blocking pool: under load callers wait for a connection instead of failing
-            # (the default asyncio pool raises past its limit).
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self.settings.redis_url,
-                max_connections=self.settings.redis_max_connections,
-                timeout=self.settings.redis_wait_s,
-                health_check_interval=30,
-            )
-            client = aioredis.Redis.from_pool(pool)
-            self._redis = client
-            self.stack.push_async_callback(client.aclose)
-
-            async def redis_ok() -> bool:
-                return bool(await client.ping())
-
-            self.add_ready_check("redis", redis_ok)
-        return self._redis
-
     def redis_link(self) -> RedisLink:
-        """The service's multiplexed Redis connection for the message path (see redis_link)."""
+        """The service's one Redis connection (see redis_link), closed at shutdown."""
         if self._redis_link is None:
             self._redis_link = RedisLink(
                 self.settings.redis_url, reply_timeout_s=max(self.settings.redis_wait_s, 1.0)

@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import redis.asyncio as aioredis
 
 from chatbus import offline_llm
 from chatbus.bus import Bus
@@ -74,13 +73,6 @@ async def bus(nats_url: str) -> AsyncIterator[Bus]:
     b = await Bus.connect(nats_url, service="test")
     yield b
     await b.drain(timeout=5)
-
-
-@pytest_asyncio.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @pytest_asyncio.fixture

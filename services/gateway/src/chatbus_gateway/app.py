@@ -47,8 +47,8 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     limits = HttpLimits(RateLimiter(deps.link, s.redis_prefix), s, deps.metrics)
     order = SessionOrder(deps.link, deps.bus, s.redis_prefix, s.session_turn_timeout_s)
     pending_s = s.request_timeout_s + s.session_turn_timeout_s + 5
-    idem = Idempotency(deps.redis, deps.bus, s.redis_prefix, s.idempotency_ttl_s, pending_s)
-    keys = KeyStore(deps.redis, s.redis_prefix, s.key_cache_s)
+    idem = Idempotency(deps.link, deps.bus, s.redis_prefix, s.idempotency_ttl_s, pending_s)
+    keys = KeyStore(deps.link, s.redis_prefix, s.key_cache_s)
     app[DEPS] = deps
     app[PIPELINE] = ChatPipeline(deps, limits, order, idem)
     app[TRAFFIC] = traffic = Traffic()
@@ -83,7 +83,6 @@ async def wire(rt: Runtime) -> None:
     deps = GatewayDeps(
         settings=settings,
         bus=rt.bus,
-        redis=rt.redis(),
         link=rt.redis_link(),
         metrics=rt.metrics,
         is_draining=lambda: rt.draining,

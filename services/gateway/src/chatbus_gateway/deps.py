@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from chatbus.bus import Bus
@@ -20,8 +19,7 @@ from chatbus_gateway.settings import GatewaySettings
 class GatewayDeps:
     settings: GatewaySettings
     bus: Bus
-    redis: aioredis.Redis
-    link: RedisLink  # the message path's commands (turn order, rate limits)
+    link: RedisLink  # the gateway's one Redis connection (its keys under redis_prefix)
     metrics: Metrics
     # For job callbacks; one session for the process, never one per request.
     http: aiohttp.ClientSession | None = None

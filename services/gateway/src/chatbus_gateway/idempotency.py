@@ -12,10 +12,9 @@ import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply
+from chatbus.redis_link import RedisLink
 from chatbus_gateway import signals
 from chatbus_gateway.errors import ApiError
 
@@ -54,14 +53,14 @@ def check_key(key: str) -> str:
 
 class Idempotency:
     def __init__(
-        self, redis: aioredis.Redis, bus: Bus, prefix: str, ttl_s: int, pending_ttl_s: float
+        self, redis: RedisLink, bus: Bus, prefix: str, ttl_s: int, pending_ttl_s: float
     ) -> None:
         self.redis = redis
         self.bus = bus
         self.prefix = f"{prefix}idem:"
         self.ttl_s = ttl_s
         self.pending_ttl_s = pending_ttl_s
-        self._begin = redis.register_script(BEGIN)
+        self._begin = redis.script(BEGIN)
 
     async def run(
         self,
@@ -89,7 +88,7 @@ class Idempotency:
         topic = hashlib.sha1(f"{self.prefix}{tenant}\0{key}".encode()).hexdigest()
         record = f"{self.prefix}{topic}"
         while True:
-            got = await self._begin(keys=[record], args=[fp, int(self.pending_ttl_s * 1000)])
+            got = await self._begin([record], [fp, int(self.pending_ttl_s * 1000)])
             if got[0] == b"new":
                 return Claim(record, topic)
             state, stored_fp, reply = got
@@ -106,20 +105,22 @@ class Idempotency:
 
     async def finish(self, claim: Claim, reply: ChatReply) -> None:
         """Store the first run's reply for ``ttl_s`` and wake the duplicates waiting for it."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(claim.record, mapping={"state": "done", "reply": reply.model_dump_json()})
-            pipe.expire(claim.record, self.ttl_s)
-            await pipe.execute()
+        await self.redis.transaction(
+            [
+                ("HSET", claim.record, "state", "done", "reply", reply.model_dump_json()),
+                ("EXPIRE", claim.record, self.ttl_s),
+            ]
+        )
         await signals.notify(self.bus, claim.topic)
 
     async def abandon(self, claim: Claim) -> None:
         """The first run failed: free the key so a retry runs again."""
-        await self.redis.delete(claim.record)
+        await self.redis.call("DEL", claim.record)
         await signals.notify(self.bus, claim.topic)
 
     async def _wait(self, record: str, topic: str) -> None:
         async def settled() -> bool | None:
-            state = await self.redis.hget(record, "state")
+            state = await self.redis.call("HGET", record, "state")
             return None if state == b"pending" else True
 
         if await signals.wait_until(self.bus, topic, settled, self.pending_ttl_s) is None:

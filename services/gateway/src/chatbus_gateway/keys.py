@@ -10,11 +10,10 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import redis.asyncio as aioredis
+from chatbus.redis_link import RedisLink
 
 KEY_PREFIX = "cbk_"
 
@@ -32,7 +31,7 @@ def digest(key: str) -> str:
 
 
 class KeyStore:
-    def __init__(self, redis: aioredis.Redis, prefix: str, cache_s: float = 0.0) -> None:
+    def __init__(self, redis: RedisLink, prefix: str, cache_s: float = 0.0) -> None:
         self.redis = redis
         self.prefix = prefix
         self.cache_s = cache_s
@@ -50,31 +49,26 @@ class KeyStore:
         key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(24)}"
         record = ApiKey(key_id=key_id, tenant=tenant, name=name, created_at=time.time())
         h = digest(key)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self._by_hash(h),
-                mapping={
-                    "key_id": key_id,
-                    "tenant": tenant,
-                    "name": name,
-                    "created_at": str(record.created_at),
-                },
-            )
-            pipe.set(self._by_id(key_id), h)
-            await pipe.execute()
+        fields = ("key_id", key_id, "tenant", tenant, "name", name)
+        await self.redis.transaction(
+            [
+                ("HSET", self._by_hash(h), *fields, "created_at", str(record.created_at)),
+                ("SET", self._by_id(key_id), h),
+            ]
+        )
         return key, record
 
     async def revoke(self, key_id: str) -> bool:
-        h = await self.redis.get(self._by_id(key_id))
+        h = await self.redis.call("GET", self._by_id(key_id))
         if h is None:
             return False
-        await self.redis.delete(self._by_hash(_text(h)), self._by_id(key_id))
+        await self.redis.call("DEL", self._by_hash(_text(h)), self._by_id(key_id))
         return True
 
     async def list(self) -> list[ApiKey]:
         out = []
-        async for name in self.redis.scan_iter(match=f"{self.prefix}apikey:*", count=500):
-            record = _record(await self.redis.hgetall(name))
+        async for name in self.redis.scan(f"{self.prefix}apikey:*"):
+            record = _record(await self.redis.call("HGETALL", name))
             if record is not None:
                 out.append(record)
         return sorted(out, key=lambda k: (k.tenant, k.created_at))
@@ -86,7 +80,7 @@ class KeyStore:
         cached = self._cache.get(h)
         if cached is not None and cached[0] > now:
             return cached[1]
-        record = _record(await self.redis.hgetall(self._by_hash(h)))
+        record = _record(await self.redis.call("HGETALL", self._by_hash(h)))
         if self.cache_s > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
@@ -98,8 +92,9 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _record(raw: Mapping[Any, Any]) -> ApiKey | None:
-    fields = {_text(k): _text(v) for k, v in raw.items()}
+def _record(flat: Sequence[bytes]) -> ApiKey | None:
+    """The key of an HGETALL reply (field, value, field, value …), if it is one."""
+    fields = {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
     if "tenant" not in fields or "key_id" not in fields:
         return None
     return ApiKey(

@@ -7,8 +7,7 @@ import asyncio
 import sys
 from datetime import UTC, datetime
 
-import redis.asyncio as aioredis
-
+from chatbus.redis_link import RedisLink
 from chatbus_gateway.keys import KeyStore
 from chatbus_gateway.settings import GatewaySettings
 
@@ -26,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace, settings: GatewaySettings) -> int:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = RedisLink(settings.redis_url)
     try:
         store = KeyStore(client, settings.redis_prefix)
         if args.command == "create":
@@ -45,7 +44,7 @@ async def run(args: argparse.Namespace, settings: GatewaySettings) -> int:
             sys.stdout.write(f"{k.key_id}  {k.tenant:<20} {created}  {k.name}\n")
         return 0
     finally:
-        await client.aclose()
+        await client.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,12 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import redis.exceptions
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from chatbus.http_guard import BodyTimeout
 from chatbus.metrics import Metrics
+from chatbus.redis_link import RedisError
 from chatbus.telemetry import logging_context
 from chatbus_gateway.errors import ApiError, error_body
 from chatbus_gateway.params import check_path_ids
@@ -92,7 +92,7 @@ def error_middleware(metrics: Metrics) -> Middleware:
             if e.status < 400:
                 raise
             response = _http_error(e)
-        except redis.exceptions.RedisError:
+        except RedisError:
             log.exception("redis failed during %s %s", request.method, request.path)
             response = ApiError(
                 503, "a gateway store is unavailable, try again", type="unavailable"

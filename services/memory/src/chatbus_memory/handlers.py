@@ -27,6 +27,7 @@ from chatbus.contracts.memory import (
     SearchResult,
     TurnStored,
 )
+from chatbus.redis_link import RedisLink
 from chatbus_memory.embedder import CachedEmbedder
 from chatbus_memory.engine import Engine, Incoming
 from chatbus_memory.profile import Profiles, demote_superseded
@@ -57,7 +58,7 @@ def import_turn_id(index: int, role: str, content: str, created_at: float) -> st
 @dataclass
 class Handlers:
     engine: Engine
-    redis: Any  # redis.asyncio.Redis
+    redis: RedisLink
     cache: CachedEmbedder | None = None
     profiles: Profiles | None = None
     search_seconds: Any = None  # a prometheus Histogram, when the service has a registry
@@ -66,10 +67,7 @@ class Handlers:
         pairs = {(i.tenant_id, i.user_id, i.session_id) for i in items if i.user_id}
         if not pairs:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for tenant_id, user_id, session_id in pairs:
-                pipe.sadd(user_sessions_key(tenant_id, user_id), session_id)
-            await pipe.execute()
+        await self.redis.batch([("SADD", user_sessions_key(t, u), s) for t, u, s in pairs])
 
     async def store_events(self, events: list[TurnStored]) -> list[Incoming]:
         """Store a batch of turn events (from the JetStream consumer)."""
@@ -120,15 +118,19 @@ class Handlers:
         already there (the same import again) are not added twice.
         """
         key = history_key(tenant_id, session_id)
-        present = {(t.role, t.content) for t in parse_turns(await self.redis.lrange(key, 0, -1))}
+        present = {
+            (t.role, t.content) for t in parse_turns(await self.redis.call("LRANGE", key, 0, -1))
+        }
         tail = [t for t in turns[-HISTORY_KEEP:] if (t.role, t.content) not in present]
         if not tail:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.lpush(key, *[t.to_bytes() for t in reversed(tail)])
-            pipe.ltrim(key, -HISTORY_KEEP, -1)
-            pipe.expire(key, HISTORY_TTL_S)
-            await pipe.execute()
+        await self.redis.batch(
+            [
+                ("LPUSH", key, *[t.to_bytes() for t in reversed(tail)]),
+                ("LTRIM", key, -HISTORY_KEEP, -1),
+                ("EXPIRE", key, HISTORY_TTL_S),
+            ]
+        )
 
     async def forget(self, q: Forget) -> Forgotten:
         if q.session_id is not None:
@@ -136,7 +138,7 @@ class Handlers:
             return Forgotten(sessions=[q.session_id], deleted=deleted)
         assert q.user_id is not None
         key = user_sessions_key(q.tenant_id, q.user_id)
-        members = await self.redis.smembers(key)
+        members = await self.redis.call("SMEMBERS", key)
         known = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
         mine = where(q.tenant_id, user_id=q.user_id)
         rows = await self.engine.store.payloads(mine, ["session_id"])
@@ -146,7 +148,7 @@ class Handlers:
             deleted += await self._forget_session(q.tenant_id, session_id)
         # anything left under the user (another writer raced us) goes too
         deleted += await self.engine.store.delete(where(q.tenant_id, user_id=q.user_id))
-        await self.redis.delete(key)
+        await self.redis.call("DEL", key)
         if self.profiles is not None:
             await self.profiles.forget(q.tenant_id, q.user_id)
         log.info("forgot user: %d sessions, %d points", len(sessions), deleted)
@@ -161,7 +163,7 @@ class Handlers:
                 if texts:
                     await self.cache.forget(texts)
             deleted = await self.engine.store.delete(w)
-        await self.redis.delete(history_key(tenant_id, session_id))
+        await self.redis.call("DEL", history_key(tenant_id, session_id))
         return deleted
 
     async def stats(self, q: GetStats) -> MemoryStats:

@@ -22,6 +22,7 @@ from chatbus.contracts.memory import (
 )
 from chatbus.jetstream import ConsumerSpec, consume_batches, ensure_dlq
 from chatbus.memory_client import ensure_memory_stream
+from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime
 from chatbus_memory.embed_queue import BatchingEmbedder
 from chatbus_memory.embedder import CachedEmbedder, Embedder, LocalEmbedder, OpenAIEmbedder
@@ -90,7 +91,7 @@ def make_summarizer(settings: MemorySettings) -> Summarizer:
     return ExtractiveSummarizer()
 
 
-async def build(settings: MemorySettings, redis: Any) -> tuple[Engine, Handlers]:
+async def build(settings: MemorySettings, redis: RedisLink) -> tuple[Engine, Handlers]:
     """Everything but the bus. The caller closes ``engine.store``."""
     embedder = await make_embedder(settings)
     parallel = settings.embed_parallel if settings.embeddings == "openai" else 1
@@ -121,7 +122,7 @@ async def build(settings: MemorySettings, redis: Any) -> tuple[Engine, Handlers]
 
 
 async def wire(settings: MemorySettings, rt: Runtime) -> None:
-    redis = rt.redis()
+    redis = rt.redis_link()
     engine, handlers = await build(settings, redis)
     handlers.search_seconds = Histogram(
         "chatbus_memory_search_seconds",

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, field_validator
 
 from chatbus.agent.records import Caller
+from chatbus.redis_link import RedisLink
 
 if TYPE_CHECKING:
     from chatbus.agent.tools import ToolContext
@@ -106,7 +107,7 @@ def codes_in(message: str) -> set[str]:
 class Drafts:
     """Drafts waiting for their customer's confirmation, in the agent runtime's Redis keys."""
 
-    def __init__(self, redis: Any, policies: TenantPolicies) -> None:
+    def __init__(self, redis: RedisLink, policies: TenantPolicies) -> None:
         self.redis, self.policies = redis, policies
 
     @staticmethod
@@ -145,7 +146,7 @@ class Drafts:
         code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
         pending = {"kind": kind, "record_id": record_id, "tool": tool.name,
                    "request_id": ctx.req.request_id, "at": time.time()}  # fmt: skip
-        await self.redis.set(self.key(caller, code), json.dumps(pending), ex=ttl)
+        await self.redis.call("SET", self.key(caller, code), json.dumps(pending), "EX", ttl)
         log.info(
             "draft proposed",
             extra={"fields": {"kind": kind, "record": record_id, "amount": amount,
@@ -180,7 +181,7 @@ class Drafts:
                 "confirmation code. Ask them to reply with it; do not confirm for them."
             )
         key = self.key(ctx.caller, code)
-        raw = await self.redis.get(key)
+        raw = await self.redis.call("GET", key)
         pending = json.loads(raw) if raw else None
         if pending is None:
             raise PolicyRefused(f"nothing waits for confirmation code {code} (or it expired)")
@@ -189,7 +190,7 @@ class Drafts:
         found = ctx.tools.get(pending["tool"]) if ctx.tools else None
         if found is None or found.on_confirm is None:
             raise PolicyRefused(f"this agent cannot complete a {pending['kind']}")
-        if not await self.redis.delete(key):  # one confirmation, even if two race
+        if not await self.redis.call("DEL", key):  # one confirmation, even if two race
             raise PolicyRefused(f"confirmation code {code} was already used")
         records = ctx.store()
         draft = await records.get(pending["kind"], pending["record_id"])

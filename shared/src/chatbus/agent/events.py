@@ -28,6 +28,7 @@ from chatbus.agent.ports import Memory
 from chatbus.agent.records import RecordStore
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.events import DOMAIN_EVENT_SUBJECTS, DOMAIN_STREAM, DomainEvent
+from chatbus.redis_link import RedisLink
 
 if TYPE_CHECKING:
     from chatbus.agent.handler import AgentDeps
@@ -48,8 +49,8 @@ class CustomerNotes:
     recording the same event twice keeps one note. The handler puts them in the prompt.
     """
 
-    def __init__(self, redis: Any) -> None:
-        self.redis = redis  # redis.asyncio.Redis
+    def __init__(self, redis: RedisLink) -> None:
+        self.redis = redis
 
     @staticmethod
     def key(tenant_id: str, user_id: str | None, session_id: str | None) -> str:
@@ -61,10 +62,9 @@ class CustomerNotes:
         """Record ``text`` about the customer ``event`` concerns (once per ``event_id``)."""
         key = self.key(event.tenant_id, event.user_id, event.session_id)
         note = json.dumps({"text": text, "ts": event.ts, "source": event.source})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, event.event_id, note)
-            pipe.expire(key, NOTES_TTL_S)
-            await pipe.execute()
+        await self.redis.transaction(
+            [("HSETNX", key, event.event_id, note), ("EXPIRE", key, NOTES_TTL_S)]
+        )
 
     def keys_for(self, tenant_id: str, user_id: str | None, session_id: str | None) -> list[str]:
         """The Redis hashes holding notes about this customer (session and user)."""
@@ -74,18 +74,16 @@ class CustomerNotes:
         return sorted(keys)
 
     @staticmethod
-    def ordered(found: list[dict[bytes, bytes]]) -> list[str]:
-        """Note texts, oldest first, from the hashes of :meth:`keys_for`."""
-        notes: list[dict[str, Any]] = [json.loads(v) for h in found for v in h.values()]
+    def ordered(found: list[list[bytes]]) -> list[str]:
+        """Note texts, oldest first, from the HGETALL replies of :meth:`keys_for`."""
+        notes: list[dict[str, Any]] = [json.loads(v) for h in found for v in h[1::2]]
         notes.sort(key=lambda n: float(n.get("ts", 0)))
         return [str(n["text"]) for n in notes]
 
     async def all(self, tenant_id: str, user_id: str | None, session_id: str | None) -> list[str]:
         """Every note about this customer, oldest first."""
-        async with self.redis.pipeline(transaction=False) as pipe:  # one round trip
-            for key in self.keys_for(tenant_id, user_id, session_id):
-                pipe.hgetall(key)
-            return self.ordered(await pipe.execute())
+        keys = self.keys_for(tenant_id, user_id, session_id)
+        return self.ordered(await self.redis.batch([("HGETALL", k) for k in keys]))
 
     async def for_request(self, req: ChatRequest) -> list[str]:
         """The latest notes about the customer asking ``req``."""
@@ -198,7 +196,7 @@ def start_subscriptions(bus: Bus, agent: str, subs: tuple[Any, ...], ctx: EventC
 
 async def attach_collaboration(rt: Runtime, deps: AgentDeps, metrics: Metrics) -> None:
     """Wire handoffs, tool records and domain events (publishing and subscriptions)."""
-    redis = rt.redis()
+    redis = rt.redis_link()
     spec = deps.spec
     deps.router = BusRouter(
         rt.bus,

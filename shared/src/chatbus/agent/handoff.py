@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from chatbus.agent.ports import ToolCall
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.redis_link import RedisLink
 
 log = logging.getLogger("chatbus.agent.handoff")
 
@@ -55,7 +56,7 @@ class BusRouter:
     def __init__(
         self,
         bus: Any,  # chatbus.bus.Bus
-        redis: Any,  # redis.asyncio.Redis
+        redis: RedisLink,
         *,
         timeout_s: float = 25.0,
         on_handoff: Callable[[str, str], None] | None = None,
@@ -66,7 +67,7 @@ class BusRouter:
         self.on_handoff = on_handoff
 
     async def route_of(self, tenant_id: str, session_id: str) -> str | None:
-        raw = await self.redis.get(route_key(tenant_id, session_id))
+        raw = await self.redis.call("GET", route_key(tenant_id, session_id))
         if raw is None:
             return None
         return raw.decode() if isinstance(raw, bytes) else str(raw)
@@ -74,9 +75,9 @@ class BusRouter:
     async def set_route(self, tenant_id: str, session_id: str, agent: str | None) -> None:
         key = route_key(tenant_id, session_id)
         if agent is None:
-            await self.redis.delete(key)
+            await self.redis.call("DEL", key)
         else:
-            await self.redis.set(key, agent, ex=ROUTE_TTL_S)
+            await self.redis.call("SET", key, agent, "EX", ROUTE_TTL_S)
 
     async def forward(self, req: ChatRequest, target: str) -> ChatReply:
         reply: ChatReply = await self.bus.request(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatbus.contracts.chat import ChatRequest
+from chatbus.redis_link import Arg, RedisLink
 
 # Fields the store sets itself; what a tool passes can never override them.
 IDENTITY_FIELDS = ("id", "kind", "created_at", "tenant_id", "session_id", "user_id")
@@ -65,8 +66,8 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 class RecordStore:
     """Tenant-wide access to the records (the runtime's; tools get :class:`CallerRecords`)."""
 
-    def __init__(self, redis: Any) -> None:
-        self.redis = redis  # redis.asyncio.Redis
+    def __init__(self, redis: RedisLink) -> None:
+        self.redis = redis
 
     @staticmethod
     def key(tenant_id: str, kind: str, record_id: str) -> str:
@@ -97,17 +98,17 @@ class RecordStore:
         record.update(id=record_id, kind=kind, created_at=now, tenant_id=tenant_id)
         record.update(session_id=session_id, user_id=user_id)
         key = self.key(tenant_id, kind, record_id)
-        if only_new and not await self.redis.set(key, json.dumps(record, default=str), nx=True):
+        body = json.dumps(record, default=str)
+        if only_new and not await self.redis.call("SET", key, body, "NX"):
             return None
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if not only_new:
-                pipe.set(key, json.dumps(record, default=str))
-            pipe.zadd(self.index(tenant_id, kind), {record_id: now})
-            if session_id:
-                pipe.zadd(self.index(tenant_id, kind, "session", session_id), {record_id: now})
-            if user_id:
-                pipe.zadd(self.index(tenant_id, kind, "user", user_id), {record_id: now})
-            await pipe.execute()
+        block: list[list[Arg]] = [] if only_new else [["SET", key, body]]
+        block.append(["ZADD", self.index(tenant_id, kind), now, record_id])
+        if session_id:
+            by_session = self.index(tenant_id, kind, "session", session_id)
+            block.append(["ZADD", by_session, now, record_id])
+        if user_id:
+            block.append(["ZADD", self.index(tenant_id, kind, "user", user_id), now, record_id])
+        await self.redis.transaction(block)
         return record
 
     async def update(
@@ -118,13 +119,13 @@ class RecordStore:
         if record is None:
             return None
         record.update({k: v for k, v in changes.items() if k not in IDENTITY_FIELDS})
-        await self.redis.set(
-            self.key(tenant_id, kind, record_id), json.dumps(record, default=str), xx=True
+        await self.redis.call(
+            "SET", self.key(tenant_id, kind, record_id), json.dumps(record, default=str), "XX"
         )
         return record
 
     async def get(self, tenant_id: str, kind: str, record_id: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(self.key(tenant_id, kind, record_id))
+        raw = await self.redis.call("GET", self.key(tenant_id, kind, record_id))
         return json.loads(raw) if raw else None
 
     async def page(
@@ -188,27 +189,32 @@ class RecordStore:
     ) -> builtins.list[tuple[str, float]]:
         """Up to ``count`` index entries that come after ``after`` (newest first)."""
         if after is None:
-            rows = await self.redis.zrevrange(index, 0, count - 1, withscores=True)
+            flat = await self.redis.call("ZREVRANGE", index, 0, count - 1, "WITHSCORES")
         else:
             score = after[0]
             # Same-score entries sort by id, descending: skip those up to and including ``last``.
-            ties = await self.redis.zcount(index, score, score)
-            rows = await self.redis.zrevrangebyscore(
-                index, score, "-inf", start=0, num=count + ties, withscores=True
+            ties = await self.redis.call("ZCOUNT", index, score, score)
+            flat = await self.redis.call(
+                "ZREVRANGEBYSCORE", index, score, "-inf", "WITHSCORES", "LIMIT", 0, count + ties
             )
+        rows = zip(flat[::2], flat[1::2], strict=True)
         out = []
         for member, s in rows:
             record_id = member.decode() if isinstance(member, bytes) else str(member)
+            s = float(s)
             if after is not None and s == after[0] and record_id >= after[1]:
                 continue
-            out.append((record_id, float(s)))
+            out.append((record_id, s))
         return out[:count]
 
     async def _load(
         self, tenant_id: str, kind: str, ids: Iterable[str]
     ) -> builtins.list[dict[str, Any] | None]:
         keys = [self.key(tenant_id, kind, i) for i in ids]
-        return [json.loads(raw) if raw else None for raw in await self.redis.mget(keys)]
+        if not keys:
+            return []
+        found = await self.redis.call("MGET", *keys)
+        return [json.loads(raw) if raw else None for raw in found]
 
 
 def without_owner(record: dict[str, Any]) -> dict[str, Any]:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisError
-
 from chatbus.agent.drafts import Drafts
 from chatbus.agent.records import RecordStore, seed_demo
 from chatbus.contracts.records import (
@@ -23,6 +21,7 @@ from chatbus.contracts.records import (
     RecordPage,
 )
 from chatbus.errors import RemoteError
+from chatbus.redis_link import RedisError
 
 if TYPE_CHECKING:
     from nats.aio.subscription import Subscription
@@ -93,7 +92,7 @@ class RecordsResponder:
 
 async def attach_records(rt: Runtime, deps: AgentDeps, settings: AgentSettings) -> None:
     """Serve records over the bus, wire drafts, seed demo records where asked."""
-    store = deps.records or RecordStore(rt.redis())
+    store = deps.records or RecordStore(rt.redis_link())
     deps.records = store
     deps.drafts = Drafts(store.redis, settings.money_policies())
     await RecordsResponder(store).subscribe(rt.bus)

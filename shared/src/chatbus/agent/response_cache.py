@@ -18,9 +18,7 @@ import json
 import logging
 from typing import Any
 
-from redis.exceptions import RedisError
-
-from chatbus.redis_link import RedisLink
+from chatbus.redis_link import RedisError, RedisLink
 
 log = logging.getLogger("chatbus.agent.response_cache")
 

@@ -102,6 +102,5 @@ class RedisSessionReader:
             state.first_step = decode_or_none(results.pop(0))
             state.looked_up_first_step = True
         if self.notes is not None:
-            found = [dict(zip(flat[::2], flat[1::2], strict=True)) for flat in results]
-            state.notes = self.notes.ordered(found)[-NOTES_SHOWN:]
+            state.notes = self.notes.ordered(results)[-NOTES_SHOWN:]
         return state
