@@ -60,3 +60,34 @@ async def test_requests_in_flight_on_a_killed_instance_complete_on_the_other_one
     assert len(llm.arrived) > n
     assert recovered_in < 12, f"in-flight requests took {recovered_in:.1f}s after the kill"
     assert survivor.proc is not None and survivor.proc.poll() is None
+
+
+async def test_the_last_instance_dying_mid_request_answers_503_in_seconds(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    model: tuple[TimedLLM, str],
+    service_factory: ServiceFactory,
+    uid: str,
+) -> None:
+    llm, url = model
+    llm.latency_s = 5.0
+    agent = f"last{uid}"
+    only = await service_factory.start(
+        "tests.faults.fault_agent",
+        FAULT_AGENT_ID=agent,
+        OPENAI_BASE_URL=url,
+        MEMORY_ENABLED="false",
+        COST_ENABLED="false",
+        CACHE_ENABLED="false",
+    )
+    gateway = await start_gateway(request_timeout_s=30)
+    call = asyncio.create_task(
+        http.post(f"{gateway.url}/api/chat/{agent}", json={"message": "hi", "session_id": uid})
+    )
+    await until(lambda: len(llm.arrived) >= 1)
+    only.kill()
+    killed_at = time.monotonic()
+    async with await call as r:
+        status, body = r.status, await r.json()
+    assert status == 503 and "no instance" in body["error"]["message"]
+    assert time.monotonic() - killed_at < 10  # not the 30 s timeout
