@@ -96,12 +96,11 @@ class Engine:
                     "turn_id": item.turn_id,
                     "chunk": c,
                     "chunks": len(chunks),
-                    "head": c == 0,
                     "text": chunk,
                     "role": turn.role,
                     "created_at": created,
                 }
-                if c == 0:
+                if c == 0 and len(chunks) > 1:  # a one-chunk turn's text is its content
                     payload["content"] = turn.content
                 for key, value in (
                     ("user_id", item.user_id),

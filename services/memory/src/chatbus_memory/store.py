@@ -2,8 +2,9 @@
 
 A stored *point* is one chunk of one turn: a dense vector ("dense"), a BM25 sparse vector
 ("bm25") and a payload. Payload fields: ``tenant_id``, ``session_id``, ``user_id`` (when
-known), ``turn_id``, ``chunk`` / ``chunks`` (chunk 0 also carries the turn's full
-``content``), ``head``, ``text`` (the chunk), ``role``, ``agent``, ``speaker``, ``created_at``.
+known), ``turn_id``, ``chunk`` / ``chunks`` (chunk 0 of a turn of several chunks also carries
+the turn's full ``content``), ``text`` (the chunk), ``role``, ``agent``, ``speaker``,
+``created_at``. (Shards written before also hold ``head`` and a copy of ``content``.)
 """
 
 from __future__ import annotations

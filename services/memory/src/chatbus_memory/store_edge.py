@@ -160,9 +160,16 @@ class EdgeStore:
 
     async def _optimize(self) -> None:
         try:
-            await asyncio.to_thread(self._s().optimize)
+            await asyncio.to_thread(self._optimize_sync, self._s())
         except Exception:
             log.exception("shard optimisation failed")
+
+    @staticmethod
+    def _optimize_sync(shard: qe.EdgeShard) -> None:
+        # merge small segments, then persist them: the write-ahead log is kept (on disk and
+        # memory-mapped) only up to the last flush, so without one it grows with every write
+        shard.optimize()
+        shard.flush()
 
     async def _idle_optimizer(self) -> None:
         while True:
