@@ -24,7 +24,7 @@ async def test_a_hung_memory_service_is_skipped_within_its_budget_and_flagged(
         heard.append(msg)  # takes the search and never answers
 
     hung = await bus.nc.subscribe(SearchMemory.subject, cb=hang)
-    spec = spec_for(uid)
+    spec = spec_for(uid, memory_scope="user")  # a known user's other sessions: always searched
     try:
         async with running_agent(
             spec, nats_url, redis_url, url, memory_enabled=True, memory_recall_budget_s=0.5
@@ -34,6 +34,7 @@ async def test_a_hung_memory_service_is_skipped_within_its_budget_and_flagged(
                 agent=spec.id,
                 session_id=f"s{uid}",
                 message="hello",
+                user_id=f"u{uid}",
                 deadline=after(30),
             )
             started = time.monotonic()
