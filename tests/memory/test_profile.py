@@ -167,3 +167,13 @@ async def test_concurrent_edits_keep_every_fact(client: TestClient, user: str) -
     assert all(r.status == 200 for r in rs)
     r = await client.get(f"/api/users/{user}/profile")
     assert (await r.json())["profile"] == {f"fact_{i}": str(i) for i in range(8)}
+
+
+def test_the_openapi_document_describes_the_profile_routes() -> None:
+    from chatbus_gateway.openapi_store_paths import store_paths
+
+    route = store_paths()["/api/users/{id}/profile"]
+    assert set(route) == {"get", "patch"}
+    schema = route["patch"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["type"] == "object" and schema["maxProperties"] == 50
+    assert {"200", "413", "422"} <= set(route["patch"]["responses"])
