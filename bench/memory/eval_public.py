@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
 from public_set import CATEGORIES, PublicConversation, load, split
-from run import cpu_seconds
+from stack import cpu_seconds
 
-from chatbus.servers import ServerProcess, free_port, start_nats, start_redis, wait_http_ok
+from chatbus.nats_server import start_nats
+from chatbus.servers import ServerProcess, free_port, start_redis, wait_http_ok
 
 KS = (1, 5, 10)
 BATCH = 100  # turns per import request (the gateway caps a body's size)
@@ -83,7 +84,7 @@ class Services:
             raise SystemExit(f"{name} never became ready; its log is in {self.tmp}")
 
     def memory_cpu(self) -> float:
-        return cpu_seconds([self.procs["chatbus_memory"].pid])
+        return cpu_seconds(self.procs["chatbus_memory"].pid)
 
     def stop(self) -> None:
         for p in self.procs.values():

@@ -114,9 +114,7 @@ async def build(settings: MemorySettings, redis: RedisLink) -> tuple[Engine, Han
         speaker_in_sparse=settings.memory_speaker_in_sparse,
         date_in_dense=settings.memory_date_in_dense,
         date_in_sparse=settings.memory_date_in_sparse,
-        reranker=Reranker.load(depth=settings.memory_rerank_depth)
-        if settings.memory_rerank
-        else None,
+        reranker=Reranker.of(settings),
     )
     return engine, Handlers(engine, redis, cache)
 
