@@ -99,7 +99,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     from chatbus.local import up
 
     only = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
-    return up(Path(args.data_dir), base_port=args.port, only=only, traces=args.traces)
+    return up(
+        Path(args.data_dir),
+        base_port=args.port,
+        only=only,
+        traces=args.traces,
+        cluster=args.cluster,
+    )
 
 
 def _delegate(module: str, argv: list[str]) -> int:
@@ -127,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--traces",
         action="store_true",
         help="also run a trace viewer (Arize Phoenix, installed on first use) on :6006",
+    )
+    p_up.add_argument(
+        "--cluster",
+        action="store_true",
+        help="the clustered topology: 3 NATS nodes, Redis under Sentinel, 2 gateways"
+        " (:8080 and :8090), every agent twice",
     )
     p_up.set_defaults(fn=cmd_up)
     p_chat = sub.add_parser("chat", help="chat with an agent through the gateway")

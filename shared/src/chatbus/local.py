@@ -147,7 +147,25 @@ class LocalStack:
                 f"process with `ss -ltnp 'sport = :{taken[0][1]}'`."
             )
 
-    def start_infra(self) -> None:
+    def start_cluster_infra(self) -> None:
+        """``--cluster``: a 3-node NATS cluster and Redis behind Sentinel (chatbus.cluster)."""
+        from chatbus.cluster import start_cluster_infra
+
+        infra = start_cluster_infra(self.data_dir / "cluster", tied=True)
+        self.servers += infra.servers()
+        self.env["NATS_URL"], self.env["REDIS_URL"] = infra.nats_url, infra.redis_url
+        for line in infra.describe():
+            out.say(line)
+
+    def start_infra(self, cluster: bool = False) -> None:
+        if cluster:
+            self.start_cluster_infra()
+        else:
+            self.start_servers()
+        self.start_model()
+
+    def start_servers(self) -> None:
+        """NATS and Redis, unless something answers at NATS_URL / REDIS_URL already."""
         nats_url = self.env.setdefault("NATS_URL", "nats://127.0.0.1:4222")
         if port_open(nats_url):
             out.say(f"  nats      {nats_url} (already running)")
@@ -164,6 +182,8 @@ class LocalStack:
             self.servers.append(r)
             self.env["REDIS_URL"] = r.url
             out.say(f"  redis     {r.url} (started)")
+
+    def start_model(self) -> None:
         if needs_offline_model(self.env):
             port = self.base_port + OFFLINE_OFFSET
             proc = self._spawn("offline-llm", ["-m", "chatbus.offline_llm", str(port)])
@@ -215,8 +235,8 @@ class LocalStack:
         ):
             self.env["DEMO_DATA"] = DEMO_DATA  # the demo orders, for `./dev chat`'s user
         # Everything but the gateway starts at once; the gateway once the agents answer.
-        first = [s for s in wanted if s.name != "gateway"]
-        for group in (first, [s for s in wanted if s.name == "gateway"]):
+        first = [s for s in wanted if s.module != "chatbus_gateway"]
+        for group in (first, [s for s in wanted if s.module == "chatbus_gateway"]):
             procs = [
                 (
                     svc,
@@ -282,9 +302,16 @@ def up(
     base_port: int = GATEWAY_PORT,
     only: list[str] | None = None,
     traces: bool = False,
+    cluster: bool = False,
 ) -> int:
     stack = LocalStack(data_dir, base_port)
-    wanted = [s for s in services(Path.cwd(), base_port) if not only or s.name in only]
+    if cluster:
+        from chatbus.cluster import cluster_services
+
+        every = cluster_services(Path.cwd(), base_port)
+    else:
+        every = services(Path.cwd(), base_port)
+    wanted = [s for s in every if not only or s.name in only]
     if only and (unknown := set(only) - {s.name for s in wanted}):
         raise SystemExit(f"chatbus up: no service named {', '.join(sorted(unknown))}")
     code = 0
@@ -292,11 +319,17 @@ def up(
         try:
             stack.check_ports(wanted)
             out.say("chatbus: starting the local stack")
-            stack.start_infra()
+            stack.start_infra(cluster)
             if traces:
                 stack.start_trace_viewer()
             stack.start_services(wanted)
             commands = "\n".join(f"  {c.format(port=base_port)}" for c in READY_COMMANDS)
+            if cluster:
+                out.say(
+                    f"\nCluster: gateways on :{base_port} and :{base_port + 10} share rate"
+                    " limits, sessions and jobs; in production a load balancer sits in front"
+                    " of them as one address. Each agent runs twice (one NATS queue group)."
+                )
             out.say(
                 f"\nReady. Try:\n{commands}\n"
                 f"Or open http://localhost:{base_port} in a browser. "

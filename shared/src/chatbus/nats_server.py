@@ -136,6 +136,7 @@ class NatsNode:
 class NatsCluster:
     nodes: list[NatsNode]
     routes: list[int] = field(default_factory=list)
+    tied: bool = False  # nodes get SIGTERM when this process dies (``chatbus up --cluster``)
 
     @property
     def url(self) -> str:
@@ -151,7 +152,9 @@ class NatsCluster:
             routes=self.routes,
             http_port=node.http_port,
         )
-        node.server = start_nats(node.store_dir, node.port, timeout=timeout, config_text=text)
+        node.server = start_nats(
+            node.store_dir, node.port, timeout=timeout, config_text=text, tied=self.tied
+        )
 
     def kill(self, i: int) -> None:
         """SIGKILL node ``i`` (no clean shutdown)."""
@@ -196,7 +199,9 @@ class NatsCluster:
         raise TimeoutError("the NATS cluster elected no JetStream meta leader in time")
 
 
-def start_nats_cluster(base_dir: Path, size: int = 3, *, timeout: float = 30.0) -> NatsCluster:
+def start_nats_cluster(
+    base_dir: Path, size: int = 3, *, timeout: float = 30.0, tied: bool = False
+) -> NatsCluster:
     """Start ``size`` nodes on free loopback ports; return once a meta leader is elected."""
     nodes = [
         NatsNode(
@@ -208,7 +213,7 @@ def start_nats_cluster(base_dir: Path, size: int = 3, *, timeout: float = 30.0) 
         )
         for i in range(size)
     ]
-    cluster = NatsCluster(nodes, [n.cluster_port for n in nodes])
+    cluster = NatsCluster(nodes, [n.cluster_port for n in nodes], tied)
     try:
         for i in range(size):
             cluster.start_node(i)

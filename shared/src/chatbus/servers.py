@@ -260,14 +260,19 @@ class SentinelSet:
 
 
 def start_redis_sentinel(
-    directory: Path, *, replicas: int = 1, sentinels: int = 3, down_after_ms: int = 1000
+    directory: Path,
+    *,
+    replicas: int = 1,
+    sentinels: int = 3,
+    down_after_ms: int = 1000,
+    tied: bool = False,
 ) -> SentinelSet:
     """A master, ``replicas`` replicas and ``sentinels`` Sentinels (quorum: a majority) on free
     ports; returns once every Sentinel watches the master and knows every replica."""
     name = "chatbus"
-    master = start_redis(data_dir=directory / "master")
+    master = start_redis(data_dir=directory / "master", tied=tied)
     mport = int(master.url.rsplit(":", 1)[1].split("/")[0])
-    reps = [start_redis(data_dir=directory / f"replica-{i}") for i in range(replicas)]
+    reps = [start_redis(data_dir=directory / f"replica-{i}", tied=tied) for i in range(replicas)]
     for rep in reps:
         port = int(rep.url.rsplit(":", 1)[1].split("/")[0])
         _redis_command(port, "REPLICAOF", "127.0.0.1", str(mport))
@@ -285,7 +290,10 @@ def start_redis_sentinel(
             f"sentinel failover-timeout {name} {max(3 * down_after_ms, 3000)}\n"
         )
         proc = subprocess.Popen(
-            [binary, str(conf), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [binary, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_tie(tied),
         )
         watchers.append(ServerProcess("redis-sentinel", f"redis://127.0.0.1:{port}", proc))
     ports = [int(w.url.rsplit(":", 1)[1]) for w in watchers]
