@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,3 +87,17 @@ async def until(check: Any, timeout: float = 20.0) -> None:
         if time.monotonic() > end:
             raise TimeoutError("condition not reached")
         await asyncio.sleep(0.02)  # allowed: polling state another task updates
+
+
+def sse_events(raw: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(event, data)`` pairs of a server-sent event stream."""
+    out = []
+    for block in raw.strip().split("\n\n"):
+        name, data = "message", ""
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data += line[6:]
+        out.append((name, json.loads(data)))
+    return out

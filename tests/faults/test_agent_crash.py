@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from chatbus.testing import ServiceFactory
-from tests.faults.conftest import TimedLLM, until
+from tests.faults.conftest import TimedLLM, sse_events, until
 from tests.gateway.gw_harness import StartGateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -60,6 +60,51 @@ async def test_requests_in_flight_on_a_killed_instance_complete_on_the_other_one
     assert len(llm.arrived) > n
     assert recovered_in < 12, f"in-flight requests took {recovered_in:.1f}s after the kill"
     assert survivor.proc is not None and survivor.proc.poll() is None
+
+
+async def test_streams_waiting_on_a_killed_instance_are_answered_once_by_the_other(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    model: tuple[TimedLLM, str],
+    service_factory: ServiceFactory,
+    uid: str,
+) -> None:
+    llm, url = model
+    llm.latency_s = 2.0  # nothing is streamed before the model answers
+    agent = f"stream{uid}"
+    env = {
+        "FAULT_AGENT_ID": agent,
+        "OPENAI_BASE_URL": url,
+        "MEMORY_ENABLED": "false",
+        "COST_ENABLED": "false",
+        "CACHE_ENABLED": "false",
+    }
+    doomed, _ = await asyncio.gather(
+        service_factory.start("tests.faults.fault_agent", **env),
+        service_factory.start("tests.faults.fault_agent", **env),
+    )
+    gateway = await start_gateway(request_timeout_s=30)
+
+    async def stream(i: int) -> str:
+        async with http.post(
+            f"{gateway.url}/api/chat/{agent}",
+            json={"message": f"stream {i}", "session_id": f"s{uid}-{i}"},
+            headers={"Accept": "text/event-stream"},
+        ) as r:
+            return await r.text()
+
+    n = 10
+    streams = [asyncio.create_task(stream(i)) for i in range(n)]
+    await until(lambda: len(llm.arrived) >= n)
+    doomed.kill()
+    bodies = await asyncio.gather(*streams)
+    for i, body in enumerate(bodies):
+        events = sse_events(body)
+        assert [name for name, _ in events][-1] == "done", body
+        streamed = "".join(data["delta"] for name, data in events if name == "chunk")
+        assert streamed == events[-1][1]["reply"]  # the whole answer, exactly once
+        assert f"stream {i}" in streamed
+    assert len(llm.arrived) > n  # some were resent to the survivor
 
 
 async def test_the_last_instance_dying_mid_request_answers_503_in_seconds(

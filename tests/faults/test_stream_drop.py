@@ -9,7 +9,7 @@ import aiohttp
 import pytest_asyncio
 from aiohttp import web
 
-from tests.faults.conftest import running_agent, spec_for
+from tests.faults.conftest import running_agent, spec_for, sse_events
 from tests.gateway.gw_harness import StartGateway
 
 
@@ -68,23 +68,10 @@ async def test_a_stream_cut_mid_answer_is_not_retried_and_ends_with_an_error_eve
             headers={"Accept": "text/event-stream"},
         ) as r:
             assert r.status == 200
-            events = _events(await r.text())
+            events = sse_events(await r.text())
     text = "".join(data["delta"] for name, data in events if name == "chunk")
     assert text == "Hello there"  # the start of the answer, exactly once
     assert [name for name, _ in events][-1] == "error"
     error = events[-1][1]["error"]
     assert error["code"] == 503 and "broke off" in error["message"]
     assert model.calls == 1  # no retry, no fallback once text was out
-
-
-def _events(raw: str) -> list[tuple[str, dict]]:
-    out = []
-    for block in raw.strip().split("\n\n"):
-        name, data = "message", ""
-        for line in block.splitlines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data += line[6:]
-        out.append((name, json.loads(data)))
-    return out
