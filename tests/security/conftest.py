@@ -113,6 +113,14 @@ async def cost_rt(
         yield service.rt
 
 
+@pytest_asyncio.fixture
+async def records_owner(bus: Bus, redis_link: RedisLink) -> RecordStore:
+    """The records' owner, as every agent service runs it (``records.*.v1`` over the bus)."""
+    store = RecordStore(redis_link)
+    await RecordsResponder(store).subscribe(bus)
+    return store
+
+
 @dataclass
 class Stack:
     """A gateway with auth on, two tenants, the admin key, memory and cost behind it."""
@@ -135,11 +143,8 @@ async def stack(
     remembering_agent: RememberingAgent,
     memory_rt: Runtime,
     cost_rt: Runtime,
-    bus: Bus,
-    redis_link: RedisLink,
+    records_owner: RecordStore,
 ) -> Stack:
-    # The records' owner, as every agent service runs it (``records.*.v1`` over the bus).
-    await RecordsResponder(RecordStore(redis_link)).subscribe(bus)
     gw = await start_gateway(
         auth="on",
         admin_key=ADMIN_KEY,
@@ -149,4 +154,4 @@ async def stack(
         rate_user_per_min=0,
         request_timeout_s=5,
     )
-    return Stack(gw.url, tenants[0], tenants[1], remembering_agent.agent, RecordStore(redis_link))
+    return Stack(gw.url, tenants[0], tenants[1], remembering_agent.agent, records_owner)

@@ -68,7 +68,7 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     setup_job_routes(app, JobStore(deps.bus, s.jobs_bucket, s.job_ttl_s), policy)
     setup_admin_routes(app)
     app.router.add_get("/api/stats", stats)
-    setup_openapi(app, s.max_message_chars)
+    setup_openapi(app, s.max_message_chars, s.auth_on)
     return app
 
 

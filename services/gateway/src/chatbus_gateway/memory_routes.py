@@ -42,7 +42,7 @@ class ImportedTurn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["user", "assistant", "system"]
-    content: str = Field(min_length=1)
+    content: str = Field(min_length=1, pattern=r"\S")
     speaker: str | None = Field(default=None, max_length=200)
     created_at: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
     agent: str | None = Field(default=None, max_length=200)
@@ -66,7 +66,7 @@ class SearchBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     session_id: str | None = Field(default=None, min_length=1, max_length=200)
-    query: str = Field(min_length=1, max_length=10_000)
+    query: str = Field(min_length=1, max_length=10_000, pattern=r"\S")
     limit: int = Field(default=5, ge=1, le=100)
     user_id: str | None = Field(default=None, min_length=1, max_length=200)
     scope: Literal["session", "user"] = "session"

@@ -47,8 +47,9 @@ def components() -> dict[str, Any]:
     return dict(defs.get("$defs", {}))
 
 
-def build_spec(max_message_chars: int | None = None) -> dict[str, Any]:
-    """The document; ``max_message_chars`` is this gateway's configured message limit."""
+def build_spec(max_message_chars: int | None = None, auth_on: bool = False) -> dict[str, Any]:
+    """The document; ``max_message_chars`` is this gateway's configured message limit, and
+    with ``auth_on`` every API operation requires a key (optional in development)."""
     schemas = components()
     if max_message_chars is not None:
         schemas["ChatIn"]["properties"]["message"]["maxLength"] = max_message_chars
@@ -71,7 +72,7 @@ def build_spec(max_message_chars: int | None = None) -> dict[str, Any]:
             },
         },
         # Required when the gateway runs with CHATBUS_AUTH=on; optional in development.
-        "security": [{"bearerAuth": []}, {}],
+        "security": [{"bearerAuth": []}] if auth_on else [{"bearerAuth": []}, {}],
     }
 
 
@@ -79,13 +80,13 @@ def build_spec(max_message_chars: int | None = None) -> dict[str, Any]:
 OPENAPI_PATHS = web.AppKey("chatbus_gateway_openapi_paths", dict[str, Any])
 
 
-def setup_openapi(app: web.Application, max_message_chars: int) -> None:
+def setup_openapi(app: web.Application, max_message_chars: int, auth_on: bool = False) -> None:
     app[OPENAPI_PATHS] = {}
     built: list[dict[str, Any]] = []
 
     async def openapi_json(request: web.Request) -> web.Response:
         if not built:  # on first use, once every module has added its paths
-            spec = build_spec(max_message_chars)
+            spec = build_spec(max_message_chars, auth_on)
             spec["paths"].update(request.app[OPENAPI_PATHS])
             built.append(spec)
         return web.json_response(built[0])

@@ -15,7 +15,14 @@ from chatbus_gateway.openapi_paths import ERRORS, json_body
 from chatbus_gateway.profile_routes import profile_paths
 from chatbus_gateway.records_routes import KINDS
 
-ID = {"type": "string", "minLength": 1, "maxLength": 200}
+# Ids: 1 to 200 characters, no control characters (the gateway refuses those: 404 in a path,
+# 422 in a query).
+ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 200,
+    "pattern": "^[^\\u0000-\\u001f\\u007f\\ufffd]*$",
+}
 
 
 def _inline(model: type[BaseModel]) -> dict[str, Any]:
@@ -121,7 +128,7 @@ def store_paths() -> dict[str, Any]:
                         "group_by",
                         {"type": "string", "enum": ["day", "agent", "model", "user", "session"]},
                     ),
-                    _query("tenant", ID),
+                    _query("tenant", {"type": "string", "pattern": r"^([A-Za-z0-9._-]{1,64}|\*)$"}),
                 ],
                 "responses": _answers("Usage rows and totals", "200", "403", *errors),
             }

@@ -12,7 +12,6 @@ The records belong to the agent runtime: these routes ask the agent services ove
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,27 +22,21 @@ from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTim
 from chatbus.records_client import BusRecords
 from chatbus_gateway.caller import tenant_of
 from chatbus_gateway.errors import ApiError
+from chatbus_gateway.params import query_int, query_text
 
 log = logging.getLogger("chatbus.gateway.records")
 
 KINDS = {"tickets": "ticket", "leads": "lead", "invoices": "invoice", "orders": "order"}
 MAX_LIMIT = MAX_PAGE
 MAX_ID = 200
-_DIGITS = re.compile(r"[0-9]{1,4}")  # ASCII only: "²" passes str.isdigit() but not int()
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "50")
-    if not _DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise ApiError(422, f"limit: must be an integer from 1 to {MAX_LIMIT}", param="limit")
-    return int(raw)
+    return query_int(request, "limit", 50, 1, MAX_LIMIT)
 
 
 def _param(request: web.Request, name: str, max_len: int = MAX_ID) -> str | None:
-    value = request.query.get(name) or None
-    if value is not None and len(value) > max_len:
-        raise ApiError(422, f"{name}: at most {max_len} characters", param=name)
-    return value
+    return query_text(request, name, max_len)
 
 
 def _unavailable(e: Exception) -> ApiError:

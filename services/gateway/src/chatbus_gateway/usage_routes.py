@@ -6,20 +6,22 @@ an admin may pass ``tenant=<id>`` or ``tenant=*`` for every tenant. A ``group_by
 whose range starts on or before the first of ``to``'s month also carries
 ``forecast_month_usd`` (see ``chatbus.contracts.cost.forecast_month_end``). Errors: 422 for bad
 parameters, 403 for another tenant without admin rights, 503 when the cost service is down
-(all in the gateway's ``{"error": {message, type, code, param}}`` shape). ``from`` alone covers
-up to today, at most 400 days.
+(all in the gateway's ``{"error": {message, type, code, param}}`` shape). A report covers at
+most 400 days: a longer range is cut to its last 400 days (``from`` alone: its first 400, up to
+today); ``to`` before ``from`` is an empty report. The answer's ``from`` and ``to`` say which.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, cast
 
 from aiohttp import web
 
-from chatbus.contracts.cost import GROUP_BY, GroupBy, forecast_month_end
+from chatbus.contracts.cost import GROUP_BY, GroupBy, UsageRow, forecast_month_end
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
+from chatbus_gateway.auth import TENANT
 from chatbus_gateway.caller import is_admin, tenant_of
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.params import query_date, query_text
@@ -27,30 +29,49 @@ from chatbus_gateway.params import query_date, query_text
 MAX_DAYS = 400
 
 
+def _shift(day: date, days: int) -> date:
+    """``day`` moved by ``days``, kept within the calendar (year 1 to 9999)."""
+    try:
+        return day + timedelta(days=days)
+    except OverflowError:
+        return date.max if days > 0 else date.min
+
+
+def _empty(tenant: str | None, since: date, to: date, group_by: str) -> dict[str, Any]:
+    return {
+        "tenant": tenant if tenant is not None else "*",
+        "from": since.isoformat(),
+        "to": to.isoformat(),
+        "group_by": group_by,
+        "rows": [],
+        "total": UsageRow(key="total").model_dump(),
+    }
+
+
 def setup_usage_routes(app: web.Application, costs: BusCosts) -> None:
     """Add ``GET /api/usage`` to ``app``; auth middleware sets ``tenant_id``/``is_admin``."""
 
     async def usage(request: web.Request) -> web.Response:
-        today = datetime.now(UTC).date()
-        to = query_date(request, "to", today)
-        since = query_date(request, "from", to - timedelta(days=6))
+        to = query_date(request, "to", datetime.now(UTC).date())
+        since = query_date(request, "from", _shift(to, -6))
         if "to" not in request.query:  # ?from= alone: up to today, at most MAX_DAYS
-            to = max(since, min(to, since + timedelta(days=MAX_DAYS - 1)))
-        if to < since:
-            raise ApiError(422, f"to: {to} is before from ({since})", param="to")
-        if (to - since).days + 1 > MAX_DAYS:
-            raise ApiError(422, f"to: at most {MAX_DAYS} days per report", param="to")
+            to = max(since, min(to, _shift(since, MAX_DAYS - 1)))
+        since = max(since, _shift(to, -(MAX_DAYS - 1)))  # at most the last MAX_DAYS of it
         group_by = request.query.get("group_by", "day")
         if group_by not in GROUP_BY:
             raise ApiError(422, f"group_by: one of {', '.join(GROUP_BY)}", param="group_by")
         tenant: str | None = tenant_of(request)
         asked = query_text(request, "tenant", 64)
+        if asked is not None and asked != "*" and not TENANT.match(asked):
+            raise ApiError(422, "tenant: a tenant id, or * for every tenant", param="tenant")
         if asked is not None and asked != tenant:
             if not is_admin(request):
                 raise ApiError(
                     403, "only an admin may read another tenant's usage", type="permission_error"
                 )
             tenant = None if asked == "*" else asked
+        if to < since:  # an empty range: nothing was used in it
+            return web.json_response(_empty(tenant, since, to, group_by))
         try:
             report = await costs.report(
                 tenant_id=tenant,
