@@ -7,7 +7,6 @@ every entry is reachable however many there are: ask again with ``after`` = the 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import nats.js.errors
@@ -23,6 +22,8 @@ from chatbus.jetstream import (
     H_SUBJECT,
 )
 
+NO_MESSAGE = 10057  # JetStream's err_code for "no message found"
+
 
 async def redrive(bus: Bus, stream_seq: int) -> str:
     """Publish a parked message back to its original subject and remove it from the DLQ."""
@@ -31,9 +32,14 @@ async def redrive(bus: Bus, stream_seq: int) -> str:
     subject = headers.get(H_SUBJECT) or (raw.subject or "").removeprefix(DLQ_PREFIX)
     for h in (H_REASON, H_SUBJECT, H_STREAM, H_CONSUMER, H_DELIVERIES, "Nats-Msg-Id"):
         headers.pop(h, None)
-    headers["Nats-Msg-Id"] = f"redrive:{stream_seq}:{time.time_ns()}"
+    # One id per parked entry: concurrent redrives of it publish it once (JetStream de-dup).
+    headers["Nats-Msg-Id"] = f"redrive:{stream_seq}"
     await bus.js.publish(subject, raw.data or b"", headers=trace_headers(headers))
-    await bus.js.delete_msg(DLQ_STREAM, stream_seq)
+    try:
+        await bus.js.delete_msg(DLQ_STREAM, stream_seq)
+    except nats.js.errors.APIError as e:
+        if e.err_code != NO_MESSAGE:
+            raise  # else a concurrent redrive removed it first: the entry is re-driven once
     return subject
 
 

@@ -32,6 +32,7 @@ MAX_USER_ID = 200
 
 PATCH_SCHEMA: dict[str, Any] = {
     "type": "object",
+    "minProperties": 1,
     "maxProperties": MAX_PROFILE_FACTS,
     "propertyNames": {"pattern": PROFILE_KEY},
     "additionalProperties": {
