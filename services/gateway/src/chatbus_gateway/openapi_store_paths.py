@@ -24,6 +24,9 @@ ID = {
     "pattern": "^[^\\u0000-\\u001f\\u007f\\ufffd]*$",
 }
 
+# ``?tenant=`` of admin reports: a tenant id, or * for every tenant.
+TENANT_OR_ALL = {"type": "string", "pattern": r"^([A-Za-z0-9._-]{1,64}|\*)$"}
+
 
 def _inline(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema with its ``$defs`` resolved in place (refs are global)."""
@@ -128,7 +131,7 @@ def store_paths() -> dict[str, Any]:
                         "group_by",
                         {"type": "string", "enum": ["day", "agent", "model", "user", "session"]},
                     ),
-                    _query("tenant", {"type": "string", "pattern": r"^([A-Za-z0-9._-]{1,64}|\*)$"}),
+                    _query("tenant", TENANT_OR_ALL),
                 ],
                 "responses": _answers("Usage rows and totals", "200", "403", *errors),
             }
@@ -145,7 +148,7 @@ def store_paths() -> dict[str, Any]:
             "get": {
                 "summary": "This gateway's chat traffic in the last hour, per minute and per "
                 "agent (requests, errors, refusals, p50/p95 ms); a tenant sees its own",
-                "parameters": [_query("tenant", ID)],
+                "parameters": [_query("tenant", TENANT_OR_ALL)],
                 "responses": _answers("Traffic", "200", *errors),
             }
         },

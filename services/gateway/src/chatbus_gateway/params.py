@@ -44,6 +44,18 @@ def query_text(request: web.Request, name: str, max_length: int = MAX_ID) -> str
     return raw
 
 
+# A tenant id (as API keys carry them), or "*" for every tenant where an admin may ask so.
+_TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}|\*")
+
+
+def query_tenant(request: web.Request) -> str | None:
+    """``?tenant=``: a tenant id or ``*`` (422 otherwise), None when absent."""
+    raw = request.query.get("tenant")
+    if raw is not None and not _TENANT.fullmatch(raw):
+        raise ApiError(422, "tenant: a tenant id, or * for every tenant", param="tenant")
+    return raw
+
+
 def query_date(request: web.Request, name: str, default: date) -> date:
     """``?name=YYYY-MM-DD`` (422 for anything else, an empty value included)."""
     raw = request.query.get(name)

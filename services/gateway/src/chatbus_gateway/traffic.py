@@ -23,6 +23,7 @@ from aiohttp.typedefs import Middleware
 from chatbus_gateway.caller import is_admin, tenant_of
 from chatbus_gateway.errors import ApiError
 from chatbus_gateway.middleware import Handler, route_name
+from chatbus_gateway.params import query_tenant
 
 WINDOW_MINUTES = 60
 SAMPLES_PER_BUCKET = 256  # latency samples kept per minute, tenant and agent (a reservoir)
@@ -158,6 +159,7 @@ async def stats(request: web.Request) -> web.Response:
     narrows it to one)."""
     traffic = request.app[TRAFFIC]
     tenant: str | None = tenant_of(request)
+    asked = query_tenant(request)
     if is_admin(request):
-        tenant = request.query.get("tenant") or None
+        tenant = None if asked in (None, "*") else asked
     return web.json_response({"tenant": tenant or "*", **traffic.summary(tenant)})

@@ -21,10 +21,9 @@ from aiohttp import web
 from chatbus.contracts.cost import GROUP_BY, GroupBy, UsageRow, forecast_month_end
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
-from chatbus_gateway.auth import TENANT
 from chatbus_gateway.caller import is_admin, tenant_of
 from chatbus_gateway.errors import ApiError
-from chatbus_gateway.params import query_date, query_text
+from chatbus_gateway.params import query_date, query_tenant
 
 MAX_DAYS = 400
 
@@ -61,9 +60,7 @@ def setup_usage_routes(app: web.Application, costs: BusCosts) -> None:
         if group_by not in GROUP_BY:
             raise ApiError(422, f"group_by: one of {', '.join(GROUP_BY)}", param="group_by")
         tenant: str | None = tenant_of(request)
-        asked = query_text(request, "tenant", 64)
-        if asked is not None and asked != "*" and not TENANT.match(asked):
-            raise ApiError(422, "tenant: a tenant id, or * for every tenant", param="tenant")
+        asked = query_tenant(request)
         if asked is not None and asked != tenant:
             if not is_admin(request):
                 raise ApiError(
