@@ -36,6 +36,8 @@ log = logging.getLogger("chatbus.gateway.memory")
 
 # Turns per import request: a few seconds of embedding at most (send longer transcripts in parts).
 MAX_IMPORT_TURNS = 500
+# Unix time of 9999-12-31T23:59:59Z: later times are no calendar date (and overflow one).
+MAX_UNIX_TIME = 253_402_300_799
 
 
 class ImportedTurn(BaseModel):
@@ -44,7 +46,9 @@ class ImportedTurn(BaseModel):
     role: Literal["user", "assistant", "system"]
     content: str = Field(min_length=1, pattern=r"\S")
     speaker: str | None = Field(default=None, max_length=200)
-    created_at: float | None = Field(default=None, ge=0, strict=True, allow_inf_nan=False)
+    created_at: float | None = Field(
+        default=None, ge=0, le=MAX_UNIX_TIME, strict=True, allow_inf_nan=False
+    )
     agent: str | None = Field(default=None, max_length=200)
 
     @field_validator("content")
@@ -121,8 +125,8 @@ def _before(request: web.Request) -> float | None:
         value = float(raw) if len(raw) <= 32 else math.nan
     except ValueError:
         value = math.nan
-    if not math.isfinite(value):
-        raise ApiError(422, "before: a number (unix time)", param="before")
+    if not 0 <= value <= MAX_UNIX_TIME:  # NaN and infinities fail this too
+        raise ApiError(422, f"before: a unix time from 0 to {MAX_UNIX_TIME}", param="before")
     return value
 
 

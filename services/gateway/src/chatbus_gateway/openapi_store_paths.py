@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from chatbus_gateway.memory_routes import ImportBody, SearchBody
+from chatbus_gateway.memory_routes import MAX_UNIX_TIME, ImportBody, SearchBody
 from chatbus_gateway.openapi_paths import ERRORS, json_body
 from chatbus_gateway.profile_routes import profile_paths
 from chatbus_gateway.records_routes import KINDS
@@ -89,7 +89,7 @@ def store_paths() -> dict[str, Any]:
                 "parameters": [
                     _path("id"),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}),
-                    _query("before", {"type": "number"}),
+                    _query("before", {"type": "number", "minimum": 0, "maximum": MAX_UNIX_TIME}),
                 ],
                 "responses": _answers("History", "200", *errors),
             },
