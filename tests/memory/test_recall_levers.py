@@ -11,6 +11,7 @@ import pytest
 
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import SearchMemory
+from chatbus_memory.dates import spans
 from chatbus_memory.embedder import LocalEmbedder
 from chatbus_memory.engine import Caps, Engine, Incoming
 from chatbus_memory.fusion import FusionParams, fuse
@@ -123,3 +124,48 @@ async def test_questions_about_a_person_find_that_persons_turn(
     await store.close()
     assert hits[0].turn.speaker == "Caroline"
     assert time.gmtime(hits[0].turn.created_at).tm_mon == 5
+
+
+def test_relative_dates_in_a_query_point_at_spans_before_the_search() -> None:
+    now = at(30, 11, 2026)  # a Monday, 14:00 UTC
+    [(start, end)] = spans("What did I tell you last May?", now)
+    assert (start, end) == (at(1, 5, 2026) - 14 * 3600, at(1, 6, 2026) - 14 * 3600)
+    [(start, end)] = spans("and yesterday?", now)
+    assert start <= at(29, 11, 2026) < end and not start <= now < end
+    [(start, end)] = spans("what was that two weeks ago", now)
+    assert start <= at(16, 11, 2026) < end and not start <= at(1, 11, 2026) < end
+    assert spans("what is my order number?", now) == []
+    cues = QueryCues.of("the invoice I sent last week", now)
+    assert cues.matches(at(25, 11, 2026)) == 1.0 and cues.matches(at(10, 11, 2026)) == 0.0
+
+
+async def test_a_question_about_yesterday_prefers_yesterdays_turn(tmp_path: Path) -> None:
+    s = MemorySettings(_env_file=None)  # type: ignore[call-arg]
+    store = EdgeStore(tmp_path / "shard")
+    await store.open(384)
+    engine = Engine(
+        store,
+        LocalEmbedder(),
+        SparseEncoder(),
+        Chunker(),
+        ExtractiveSummarizer(),
+        fusion=s.fusion(),
+        threshold=0.0,
+        date_in_sparse=s.memory_date_in_sparse,
+        reranker=Reranker.of(s),
+    )
+    now = time.time()
+    said = [(now - 10 * n * 86400, f"I sent the invoice for order {n}.") for n in (1, 2, 3)]
+    said.append((now - 86400, "I sent the invoice for order 4."))
+    said += [(now - 50 * 86400 + i, f"Thanks, talk soon, number {i}.") for i in range(20)]
+    await engine.store_turns(
+        [
+            Incoming("t", "c", f"turn-{i}", Turn(role="user", content=c, created_at=a))
+            for i, (a, c) in enumerate(said)
+        ],
+        enforce_caps=False,
+    )
+    q = SearchMemory(tenant_id="t", session_id="c", query="Which invoice did I send yesterday?")
+    hits = await engine.search(q)
+    await store.close()
+    assert hits[0].turn.content == "I sent the invoice for order 4."

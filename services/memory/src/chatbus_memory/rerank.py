@@ -2,11 +2,12 @@
 
 Features of a candidate turn for a query: its fused score, cosine and BM25 (each as fused and
 rescaled over the candidates), its share of the query's terms, its rank, whether the query names
-the turn's speaker (or another speaker), whether a month or year in the query matches the day
-the turn was said, and its length. A logistic model over them (weights in
-``data/rerank.json``, learned by ``bench/memory/train_rerank.py`` on the tune split of a public
-conversation set, never on the split it is evaluated on) scores the top candidates again.
-Costs about 2 µs per candidate in Python: no model inference, no I/O.
+the turn's speaker (or another speaker), whether a month or year in the query, or a relative
+phrase ("yesterday", "last May": :mod:`chatbus_memory.dates`), matches the day the turn was
+said, its length, and the score of the turn said right before or after it. A logistic model
+over them (weights in ``data/rerank.json``, learned by ``bench/memory/train_rerank.py`` on the
+tune split of a public conversation set, never on the split it is evaluated on) scores the top
+candidates again. About 4 µs per candidate in Python: no model inference, no I/O.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from chatbus_memory.dates import Span, spans, within
 from chatbus_memory.fusion import Ranked
 from chatbus_memory.settings import MemorySettings
 
@@ -60,13 +62,26 @@ class QueryCues:
     words: frozenset[str]
     months: frozenset[int]
     years: frozenset[int]
+    # relative phrases ("yesterday", "last May") as spans of time before the search
+    spans: tuple[Span, ...] = ()
 
     @classmethod
-    def of(cls, query: str) -> QueryCues:
+    def of(cls, query: str, now: float | None = None) -> QueryCues:
         words = frozenset(_WORD.findall(query.lower()))
         months = frozenset(_MONTHS[w] for w in words if w in _MONTHS)
         years = frozenset(int(w) for w in words if len(w) == 4 and w[:2] in ("19", "20"))
-        return cls(words, months, years)
+        return cls(words, months, years, tuple(spans(query, now)))
+
+    def matches(self, at: float) -> float:
+        """1 when the turn's time fits what the query says about when, else 0."""
+        if self.spans:
+            return 1.0 if within(at, list(self.spans)) else 0.0
+        if not (self.months or self.years):
+            return 0.0
+        t = time.gmtime(at)
+        month_ok = not self.months or t.tm_mon in self.months
+        year_ok = not self.years or t.tm_year in self.years
+        return 1.0 if month_ok and year_ok else 0.0
 
 
 def _first_name(speaker: object) -> str:
@@ -84,12 +99,7 @@ def features(cands: list[Ranked], cues: QueryCues) -> list[list[float]]:
     rows = []
     for rank, r in enumerate(cands):
         me = _first_name(r.payload.get("speaker"))
-        date = 0.0
-        if cues.months or cues.years:
-            at = time.gmtime(float(r.payload.get("created_at", 0.0)))
-            month_ok = not cues.months or at.tm_mon in cues.months
-            year_ok = not cues.years or at.tm_year in cues.years
-            date = 1.0 if month_ok and year_ok else 0.0
+        date = cues.matches(_at(r))
         text = str(r.payload.get("text", ""))
         rows.append(
             [
@@ -151,10 +161,10 @@ class Reranker:
     def score(self, row: list[float]) -> float:
         return self.bias + sum(w * x for w, x in zip(self.weights, row, strict=True))
 
-    def rerank(self, ranked: list[Ranked], query: str) -> list[Ranked]:
+    def rerank(self, ranked: list[Ranked], query: str, now: float | None = None) -> list[Ranked]:
         head, tail = ranked[: self.depth], ranked[self.depth :]
         if len(head) < 2:
             return ranked
-        rows = features(head, QueryCues.of(query))
+        rows = features(head, QueryCues.of(query, now))
         order = sorted(range(len(head)), key=lambda i: self.score(rows[i]), reverse=True)
         return [head[i] for i in order] + tail
