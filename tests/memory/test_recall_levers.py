@@ -27,6 +27,26 @@ def at(day: int, month: int, year: int) -> float:
     return float(calendar.timegm((year, month, day, 14, 0, 0)))
 
 
+async def engine_with(tmp_path: Path, *, rerank: bool = True) -> tuple[EdgeStore, Engine]:
+    """An engine with the service's recall settings on an embedded store."""
+    s = MemorySettings(_env_file=None, memory_rerank=rerank)  # type: ignore[call-arg]
+    store = EdgeStore(tmp_path / "shard")
+    await store.open(384)
+    engine = Engine(
+        store,
+        LocalEmbedder(),
+        SparseEncoder(),
+        Chunker(),
+        ExtractiveSummarizer(),
+        caps=Caps(1000, 100),
+        fusion=s.fusion(),
+        threshold=0.0,
+        date_in_sparse=s.memory_date_in_sparse,
+        reranker=Reranker.of(s),
+    )
+    return store, engine
+
+
 def test_the_indexed_text_carries_the_day_and_the_speaker() -> None:
     turn = Turn(
         role="user", content="I painted a sunrise.", speaker="Melanie", created_at=at(8, 5, 2023)
@@ -84,21 +104,7 @@ async def test_questions_about_a_person_find_that_persons_turn(
 ) -> None:
     """Two people say the same thing on several days; the question names one of them and a
     month: only the speaker and the day in the index tell the turns apart."""
-    s = MemorySettings(_env_file=None, memory_rerank=rerank)  # type: ignore[call-arg]
-    store = EdgeStore(tmp_path / "shard")
-    await store.open(384)
-    engine = Engine(
-        store,
-        LocalEmbedder(),
-        SparseEncoder(),
-        Chunker(),
-        ExtractiveSummarizer(),
-        caps=Caps(1000, 100),
-        fusion=s.fusion(),
-        threshold=0.0,
-        date_in_sparse=s.memory_date_in_sparse,
-        reranker=Reranker.of(s),
-    )
+    store, engine = await engine_with(tmp_path, rerank=rerank)
     same = "I went to a pottery workshop with friends on Saturday."
     said = [
         ("Melanie", at(20, 5, 2023), same),
@@ -140,20 +146,7 @@ def test_relative_dates_in_a_query_point_at_spans_before_the_search() -> None:
 
 
 async def test_a_question_about_yesterday_prefers_yesterdays_turn(tmp_path: Path) -> None:
-    s = MemorySettings(_env_file=None)  # type: ignore[call-arg]
-    store = EdgeStore(tmp_path / "shard")
-    await store.open(384)
-    engine = Engine(
-        store,
-        LocalEmbedder(),
-        SparseEncoder(),
-        Chunker(),
-        ExtractiveSummarizer(),
-        fusion=s.fusion(),
-        threshold=0.0,
-        date_in_sparse=s.memory_date_in_sparse,
-        reranker=Reranker.of(s),
-    )
+    store, engine = await engine_with(tmp_path)
     now = time.time()
     said = [(now - 10 * n * 86400, f"I sent the invoice for order {n}.") for n in (1, 2, 3)]
     said.append((now - 86400, "I sent the invoice for order 4."))
