@@ -1,7 +1,10 @@
-"""What the dashboard reads from the gateway: its traffic per minute and agent, tenant by
-tenant, and the page's own files."""
+"""What the page reads from the gateway: its traffic per minute and agent, tenant by tenant,
+the page's own files, and a stream's error in the same detail as a JSON one."""
 
 from __future__ import annotations
+
+import asyncio
+import json
 
 import aiohttp
 import pytest
@@ -115,3 +118,28 @@ async def test_the_page_and_its_files_are_served_and_nothing_else(
     for name in ("/static/nope.js", "/static/..%2Fweb_routes.py", "/static/index.html"):
         async with http.get(url + name) as r:
             assert r.status == 404, name
+
+
+async def test_a_stream_that_fails_midway_ends_with_the_json_errors_detail(
+    start_gateway: StartGateway, agent: StubAgent, http: aiohttp.ClientSession
+) -> None:
+    gateway = await start_gateway(request_timeout_s=1.0)
+    agent.gate = asyncio.Event()  # the agent stalls after its first chunk: the gateway times out
+    url = f"{gateway.url}/api/chat/{agent.agent}"
+    try:
+        async with http.post(
+            url,
+            json={"message": "a long answer please", "session_id": "mid"},
+            headers={"Accept": "text/event-stream"},
+        ) as r:
+            assert r.status == 200  # the stream had begun
+            text = await r.text()
+    finally:
+        agent.gate.set()
+    events = [block.split("\n") for block in text.strip().split("\n\n")]
+    assert events[0][0] == "event: chunk"
+    assert events[-1][0] == "event: error"
+    error = json.loads(events[-1][1].removeprefix("data: "))["error"]
+    # the same fields a JSON answer carries: words, a type, the HTTP status as code
+    assert error["type"] == "timeout" and error["code"] == 504
+    assert "did not answer in time" in error["message"]
