@@ -63,7 +63,7 @@ async def traced_stack(
 async def spans_of(stack: Stack, viewer: ServerProcess, trace_id: str) -> list[dict[str, Any]]:
     """The trace's spans once a span from every wanted service has reached the viewer."""
     url = f"{viewer.url}/v1/projects/default/spans?trace_id={trace_id}&limit=200"
-    deadline, spans = time.monotonic() + 60, []
+    deadline, spans = time.monotonic() + 120, []
     while time.monotonic() < deadline:
         async with stack.http.get(url) as r:
             if r.status == 200:
@@ -94,7 +94,7 @@ async def test_one_message_is_one_trace_across_every_service_in_the_viewer(
     page = watched.page
     await page.goto(trace_url(viewer.url, trace_id))
     for name in WANTED:  # the trace's tree shows every service's span
-        await page.get_by_text(name, exact=False).first.wait_for(timeout=60_000)
+        await page.get_by_text(name, exact=False).first.wait_for(timeout=90_000)
     await page.get_by_text(llm["name"], exact=True).first.click()  # the model call's details
-    await page.get_by_text("gen_ai.usage.input_tokens").first.wait_for(timeout=30_000)
+    await page.get_by_text("gen_ai.usage.input_tokens").first.wait_for(timeout=90_000)
     await screenshot(page, "traces")
