@@ -214,3 +214,24 @@ async def test_concurrent_embeddings_are_merged_into_one_call(
     expected = np.array([hash_embedding(t, state.dims) for t in texts], np.float32)
     assert np.allclose(np.concatenate(out), expected, atol=1e-6)
     await inner.close()
+
+
+async def test_a_failed_batch_fails_its_callers_and_the_next_batch_works() -> None:
+    class Flaky:
+        model, dims = "flaky", 4
+        fail = True
+
+        async def embed(self, texts: list[str]) -> np.ndarray:
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("endpoint down")
+            return np.ones((len(texts), 4), dtype=np.float32)
+
+    batching = BatchingEmbedder(Flaky(), parallel=1)
+    # the five callers queue before the worker runs: one call, which fails for all of them
+    first = await asyncio.gather(
+        *(batching.embed([f"t{i}"]) for i in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) and str(r) == "endpoint down" for r in first)
+    again = await batching.embed(["later"])
+    assert again.shape == (1, 4)
