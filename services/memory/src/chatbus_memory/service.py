@@ -58,7 +58,7 @@ async def make_embedder(settings: MemorySettings) -> Embedder:
             dims=1536,
             base_url=settings.openai_base_url,
             api_key=secret(settings.openai_api_key),
-            batch_size=max(settings.embed_batch, 64),
+            batch_size=max(settings.embed_batch, 256),  # the API takes up to 2,048 inputs
             dimensions=settings.embedding_dimensions or None,
         )
         await emb.probe()
