@@ -1,0 +1,153 @@
+"""Chaos: the clustered topology under load loses no accepted job when a node of anything dies.
+
+Gateway x2, each agent x2, memory and cost as processes on a 3-node NATS cluster (3-replica
+streams and KV) and Redis under Sentinel. Under sync and async load it kills -9, one after
+another, a NATS node, an agent instance and the Redis master; afterwards every accepted job is
+done, every answered request has exactly its two turns stored (none missing, none doubled),
+and the test logs one row per fault (the README's table):
+``uv run pytest tests/cluster/test_chaos.py -m chaos -s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from chatbus import offline_llm
+from chatbus.cluster import ClusterInfra, cluster_infra
+from chatbus.offline_llm import OfflineLLM
+from chatbus.testing import ServiceFactory, ServiceProcess
+from tests.cluster.chaos_load import FaultRow, Load, model_calls, recovery
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(600)]
+log = logging.getLogger("tests.chaos")
+
+SYNC, ASYNC = 6, 6  # requests per fault, sent together just before the kill
+MODEL_LATENCY_S = 0.5  # so requests are at the model when the fault hits
+
+
+@dataclass
+class Topology:
+    infra: ClusterInfra
+    llm: OfflineLLM
+    gateways: list[ServiceProcess]
+    support: list[ServiceProcess]
+
+
+@pytest_asyncio.fixture
+async def topology(tmp_path: Path) -> AsyncIterator[Topology]:
+    llm = OfflineLLM(latency_s=MODEL_LATENCY_S)
+    runner, llm_url = await offline_llm.start(llm)
+    with cluster_infra(tmp_path / "infra") as infra:
+        factory = ServiceFactory(
+            tmp_path,
+            infra.nats_url,
+            infra.redis_url,
+            OPENAI_BASE_URL=llm_url,
+            OPENAI_API_KEY="sk-test-chaos",
+        )
+        try:
+            support = [factory.make("agent_support") for _ in range(2)]
+            others = [factory.make(m) for m in ("agent_sales", "agent_sales")]
+            others += [factory.make("chatbus_memory"), factory.make("chatbus_cost")]
+            await asyncio.gather(*(p.start() for p in (*support, *others)))
+            gateways = [
+                factory.make(
+                    "chatbus_gateway",
+                    CHATBUS_AUTH="off",
+                    RATE_IP_PER_MIN="0",
+                    RATE_SESSION_PER_MIN="0",
+                    RATE_USER_PER_MIN="0",
+                )
+                for _ in range(2)
+            ]
+            await asyncio.gather(*(g.start() for g in gateways))
+            yield Topology(infra, llm, gateways, support)
+        finally:
+            for p in reversed(factory.started):
+                p.stop()
+            await runner.cleanup()
+
+
+async def until_model_busy(llm: OfflineLLM, fault: str, at_least: int) -> None:
+    """Wait (bounded) until the model is working on ``at_least`` of this fault's requests."""
+    end = time.monotonic() + 30
+    while sum(1 for t in model_calls(llm) if f"-{fault}-" in t) < at_least:
+        assert time.monotonic() < end, "the load never reached the model"
+        await asyncio.sleep(0.02)  # allowed: polling what the fake model received
+
+
+async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
+    infra, llm = topology.infra, topology.llm
+    faults: list[tuple[str, Callable[[], None]]] = [
+        ("nats", lambda: infra.nats.kill(0)),
+        ("agent", topology.support[0].kill),
+        ("redis", lambda: (infra.redis.master.proc.kill(), infra.redis.master.proc.wait())[0]),
+    ]
+    rows: list[FaultRow] = []
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        load = Load([g.url for g in topology.gateways], "support", http)
+        for fault, kill in faults:
+            batch: list[Awaitable[object]] = [
+                *(load.chat(fault, "sync") for _ in range(SYNC)),
+                *(load.chat(fault, "async") for _ in range(ASYNC)),
+            ]
+            tasks = [asyncio.ensure_future(b) for b in batch]
+            await until_model_busy(llm, fault, 2)
+            killed = time.monotonic()
+            kill()
+            recovered = await recovery(load, fault, killed)
+            await asyncio.gather(*tasks)
+            log.warning(
+                "%s: new requests answered through both gateways %.1f s after the kill",
+                fault,
+                recovered,
+            )
+            rows.append(FaultRow(fault, SYNC + ASYNC, 0, 0, 0, 0, recovered))
+        await load.settle_jobs(timeout=90)
+
+        calls = model_calls(llm)
+        answered = [o.token for o in load.outcomes.values() if o.done]
+        turns = await load.wait_turns(answered, timeout=60)
+        errored = [o.token for o in load.outcomes.values() if not o.done]
+        error_turns = {t: len(await load.stored_turns(t)) for t in errored}
+
+    for row in rows:
+        mine = [o for o in load.outcomes.values() if f"-{row.fault}-" in o.token]
+        batch = [o for o in mine if "-probe-" not in o.token]
+        row.answered = sum(o.done for o in batch)
+        # A clear error: the documented error body (sync), or a job that says why it failed.
+        row.clear_errors = sum(o.clear for o in batch)
+        row.lost = len(batch) - row.answered - row.clear_errors
+        row.duplicated_calls = sum(max(0, calls[o.token] - 1) for o in mine)
+        kinds = Counter(f"{o.token.split('-')[2]} {o.status} {o.error}" for o in mine)
+        log.warning("%s: outcomes %s", row.fault, dict(kinds))
+    table = "\n".join(r.line() for r in rows)
+    log.warning(
+        "per fault: fault | in flight | answered | clear errors | lost | dup. calls | recovery\n%s",
+        table,
+    )
+    print("\n" + table)  # noqa: T201 - the README's table, with -s
+
+    # Every accepted job finished, and done; nothing vanished without an answer.
+    accepted = [o for o in load.outcomes.values() if o.job_id]
+    assert accepted and all(o.done for o in accepted), [o for o in accepted if not o.done]
+    assert all(r.lost == 0 for r in rows), table
+    # Each answer came from the model, and is stored once: the user's turn and the reply.
+    for token in answered:
+        assert calls[token] >= 1, token
+        assert turns[token] == 2, (token, turns[token])
+    # A request that failed clearly stored at most its one pair of turns, never a copy.
+    assert all(n in (0, 2) for n in error_turns.values()), error_turns
+    for row in rows:
+        assert row.recovery_s < 30, table
