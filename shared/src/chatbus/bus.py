@@ -133,8 +133,8 @@ class Bus:
     ) -> R:
         """Send ``msg`` and wait for one reply of ``reply_type``.
 
-        With a ``deadline`` (Unix seconds) the wait ends then at the latest, and the responder
-        sees it (``Chatbus-Deadline``): it skips the work once nobody waits for it.
+        With a ``deadline`` (Unix seconds) the wait ends then (or after ``timeout``) at the
+        latest; the responder sees when (``Chatbus-Deadline``) and skips or stops the work then.
         Raises :class:`NoResponders` at once when nobody listens, :class:`RequestTimeout`,
         :class:`BusUnavailable`, or :class:`RemoteError` when the responder replied an error.
         """
@@ -143,7 +143,10 @@ class Bus:
             timeout = min(timeout, remaining(deadline))
             if timeout <= 0:
                 raise RequestTimeout(subject)
-            headers = {**(headers or {}), DEADLINE_HEADER: header_value(deadline)}
+            # The responder learns when we stop waiting, and skips or stops work after that.
+            # (Only with a deadline: work a caller did not bound, a forget say, runs to its end.)
+            stop = header_value(time.time() + timeout)
+            headers = {DEADLINE_HEADER: stop, **(headers or {})}
         with tracer.start_as_current_span(f"request {subject}", kind=SpanKind.CLIENT) as span:
             span.set_attribute("messaging.destination.name", subject)
             try:
