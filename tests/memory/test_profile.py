@@ -12,9 +12,10 @@ from aiohttp.test_utils import TestClient
 from chatbus.bus import Bus
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import TurnStored, UserProfile
+from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.runtime import Runtime
 from chatbus_memory.profile import merge
-from chatbus_memory.profile_extract import parse_facts, pattern_facts
+from chatbus_memory.profile_extract import LLMExtractor, parse_facts, pattern_facts
 
 from . import test_gateway_routes as routes
 from .conftest import Indexed
@@ -177,3 +178,23 @@ def test_the_openapi_document_describes_the_profile_routes() -> None:
     schema = route["patch"]["requestBody"]["content"]["application/json"]["schema"]
     assert schema["type"] == "object" and schema["maxProperties"] == 50
     assert {"200", "413", "422"} <= set(route["patch"]["responses"])
+
+
+async def test_the_model_extractor_reads_user_turns_and_falls_back_to_the_patterns(
+    fake_llm: tuple[OfflineLLM, str],
+) -> None:
+    llm, url = fake_llm
+    extractor = LLMExtractor(base_url=url, api_key="sk-test", model="m", timeout=10)
+    llm.push(Scripted(content='{"city": "Lisbon", "diet": "vegetarian"}'))
+    llm.fail_next(500, times=2)  # the call and its one retry
+    turns = [
+        Turn(role="user", content="I'm vegetarian and I just moved to Lisbon."),
+        Turn(role="assistant", content="I live in the cloud."),  # never a fact about the user
+        Turn(role="user", content="My name is Ana."),  # the model fails: the patterns answer
+    ]
+    found = await extractor.extract(turns)
+    assert found == [{"city": "Lisbon", "diet": "vegetarian"}, {}, {"name": "Ana"}]
+    sent = list(llm.requests)  # the assistant's turn was never sent
+    assert len(sent) == 3 and "moved to Lisbon" in sent[0].prompt_text
+    tags = [{k.lower(): v for k, v in r.headers.items()}["x-chatbus-agent"] for r in sent]
+    assert tags == ["memory"] * 3  # counted as the memory service's spend
