@@ -3,6 +3,7 @@
     uv run python bench/memory/bench_rss.py                 # 100k turns, 384 dims (MiniLM)
     uv run python bench/memory/bench_rss.py --dims 1536     # text-embedding-3-small's size
     uv run python bench/memory/bench_rss.py --trace         # + Python heap (tracemalloc; slow)
+    uv run python bench/memory/bench_rss.py --embedder no-arena   # the local embedder's RSS
 
 Stores turns through the service's engine into the embedded store exactly as the JetStream
 consumer does (batches of 256; random unit vectors stand in for embeddings, real BM25 vectors
@@ -76,12 +77,39 @@ def line(n: int, path: Path, trace: bool, started: float) -> str:
     )
 
 
+def embedder_rss(arena: bool) -> None:
+    from chatbus_memory.embedder import LocalEmbedder
+
+    texts = [t for c in generate(10, seed=3) for _, _, t in c.turns][:1500]
+    texts += [" ".join([t] * 8) for t in texts[:200]]  # long turns, as an import brings
+    emb = LocalEmbedder(threads=1, mem_arena=arena)
+    before = status()
+    cpu = time.process_time()
+    for i in range(0, len(texts), 256):
+        emb.embed_sync(texts[i : i + 256])
+    after = status()
+    print(
+        f"local embedder, arena {'on' if arena else 'off'}: RSS {before['VmRSS']:.0f} -> "
+        f"{after['VmRSS']:.0f} MiB (heap {before['RssAnon']:.0f} -> {after['RssAnon']:.0f}), "
+        f"{(time.process_time() - cpu) / len(texts) * 1000:.2f} ms CPU per text"
+    )
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--turns", type=int, default=100_000)
     ap.add_argument("--dims", type=int, default=384)
     ap.add_argument("--trace", action="store_true", help="Python heap through tracemalloc")
+    ap.add_argument(
+        "--embedder",
+        choices=["off", "arena", "no-arena"],
+        default="off",
+        help="instead: the local MiniLM embedder's RSS over 1,700 texts (onnxruntime arena)",
+    )
     args = ap.parse_args()
+    if args.embedder != "off":
+        embedder_rss(args.embedder == "arena")
+        return
     if args.trace:
         tracemalloc.start(1)
     path = Path(tempfile.mkdtemp(prefix="memrss-")) / "shard"

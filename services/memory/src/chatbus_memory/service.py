@@ -63,7 +63,11 @@ async def make_embedder(settings: MemorySettings) -> Embedder:
         )
         await emb.probe()
         return emb
-    return LocalEmbedder(batch_size=settings.embed_batch, threads=settings.embed_threads)
+    return LocalEmbedder(
+        batch_size=settings.embed_batch,
+        threads=settings.embed_threads,
+        mem_arena=settings.embed_mem_arena,
+    )
 
 
 def make_store(settings: MemorySettings, model: str, dims: int) -> VectorStore:

@@ -28,6 +28,8 @@ class MemorySettings(ServiceSettings):
     # Threads for one local embedding batch (0: every core). 1 spends the least CPU per text
     # (for a machine shared with many services); more gives a batch back sooner.
     embed_threads: int = Field(default=0, ge=0, le=256)
+    # onnxruntime's memory arena: ~10% less CPU per text, but it keeps ~500 MiB after long texts
+    embed_mem_arena: bool = False
     # Ask the API for shorter vectors (text-embedding-3 models take ``dimensions``); 0: native.
     embedding_dimensions: int = Field(default=0, ge=0, le=8192)
     # Embedding calls of concurrent messages merged into one; this many calls at once
