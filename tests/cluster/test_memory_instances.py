@@ -26,6 +26,7 @@ from chatbus.memory_client import BusMemory, turn_event_id
 from chatbus.offline_llm import OfflineLLM
 from chatbus_memory import service
 from chatbus_memory.settings import MemorySettings
+from chatbus_memory.store import ChunkPoint
 from chatbus_memory.store_qdrant import QdrantStore
 from tests.memory.conftest import Indexed, indexed, memory_settings, running_memory
 
@@ -36,19 +37,28 @@ __all__ = ["indexed"]
 class SharedStore(QdrantStore):
     """The one Qdrant both instances write to; an instance stopping leaves it open."""
 
+    upserted = 0  # points this instance wrote
+
+    async def upsert(self, points: list[ChunkPoint]) -> None:
+        await super().upsert(points)
+        self.upserted += len(points)
+
     async def close(self) -> None:
         return None
 
 
 @pytest_asyncio.fixture
-async def shared_qdrant(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncQdrantClient]:
+async def stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[SharedStore]]:
+    """Each memory instance's store, in start order, all on one local-mode Qdrant."""
     client = AsyncQdrantClient(location=":memory:")
+    made: list[SharedStore] = []
 
     def make_store(settings: MemorySettings, model: str, dims: int) -> QdrantStore:
-        return SharedStore(client, f"{settings.qdrant_collection}_{dims}")
+        made.append(SharedStore(client, f"{settings.qdrant_collection}_{dims}"))
+        return made[-1]
 
     monkeypatch.setattr(service, "make_store", make_store)
-    yield client
+    yield made
     await client.close()
 
 
@@ -71,7 +81,7 @@ async def test_two_memory_instances_share_turns_and_survive_one_leaving(
     redis_url: str,
     tmp_path: Path,
     fake_llm: tuple[OfflineLLM, str],
-    shared_qdrant: AsyncQdrantClient,
+    stores: list[SharedStore],
     indexed: Indexed,
 ) -> None:
     _, llm_url = fake_llm
@@ -81,6 +91,7 @@ async def test_two_memory_instances_share_turns_and_survive_one_leaving(
         "openai_api_key": "sk-test-memory",
         "qdrant_collection": f"shared_{uuid.uuid4().hex[:8]}",
         "memory_profiles": "off",
+        "memory_consumer_batch": 4,  # small batches, so both instances get some
     }
     memory = BusMemory(bus, timeout=20)
     sessions = [f"m-{uuid.uuid4().hex[:8]}" for _ in range(6)]
@@ -90,9 +101,13 @@ async def test_two_memory_instances_share_turns_and_survive_one_leaving(
         async with running_memory(a_settings):
             first = await remember(memory, sessions, 60, "before")
             await indexed.wait_for(first, timeout=60)
+        b, a = stores
+        assert a.upserted > 0 and b.upserted > 0  # both took a share
+        a_before = a.upserted
         # A has left (its in-flight batches drained or handed back); B takes every new turn.
         later = await remember(memory, sessions, 30, "after")
         await indexed.wait_for(later, timeout=60)
+        assert a.upserted == a_before  # every later turn went to B
         # A redelivery of a stored turn (a publish retried under another message id).
         replay = TurnStored(
             event_id=first[0],
