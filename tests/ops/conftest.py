@@ -1,25 +1,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
-import pytest_asyncio
-
-from tests.ops.webhook import Clock, Receiver
-
-
-@pytest_asyncio.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = Receiver()
-    runner = await rec.start()
-    yield rec
-    await runner.cleanup()
-
-
-@pytest_asyncio.fixture
-async def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ SERVICES = [
     Svc("cost", "chatbus_cost", "chatbus-cost", 8084, "chatbus_cost.__main__:CostSettings"),
 ]  # fmt: skip
 BY_DIR = {s.dir: s for s in SERVICES}
-INFRA = ("nats", "redis", "qdrant", "jaeger", "prometheus", "grafana")
+INFRA = ("nats", "redis", "qdrant", "jaeger", "prometheus", "alertmanager", "grafana")
 
 
 def settings_class(svc: Svc) -> Any:

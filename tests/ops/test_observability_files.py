@@ -13,9 +13,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from chatbus.metrics import Metrics
-from tests.ops.opsfiles import BY_DIR, ROOT, load_compose
+from tests.ops.opsfiles import BY_DIR, ROOT, env_names, load_compose, settings_class
 
-PROM = ROOT / "infra" / "prometheus"
+INFRA_DIR = ROOT / "infra"
+PROM = INFRA_DIR / "prometheus"
 DASHBOARD = ROOT / "infra" / "grafana" / "dashboards" / "chatbus.json"
 promtool = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
@@ -66,7 +67,7 @@ def test_alert_rules_cover_the_alert_conditions() -> None:
     rules = {r["alert"]: r for r in alert_rules()}
     used = {name: chatbus_metrics_in(rule["expr"]) for name, rule in rules.items()}
     everything = set().union(*used.values())
-    # error rate, LLM failures, budget crossings, dead letters (the webhook's conditions)
+    # error rate, LLM failures, budget crossings, dead letters
     for metric in (
         "chatbus_messages_total",
         "chatbus_llm_errors_total",
@@ -174,3 +175,40 @@ def test_deploy_workflow_deploys_each_service_with_the_token_from_secrets() -> N
     pick = wf["jobs"]["changes"]["steps"][-1]["run"]
     assert re.search(r'all="([^"]+)"', pick)[1].split() == list(BY_DIR)  # type: ignore[index]
     assert "shared/" in pick and "uv\\.lock" in pick, "shared/ and uv.lock redeploy everything"
+
+
+def test_alerts_go_from_prometheus_through_alertmanager_to_the_webhook() -> None:
+    """One alerting path: Prometheus rules fire, Alertmanager sends; the URL stays a secret."""
+    prom = yaml.safe_load((PROM / "prometheus.yml").read_text())
+    targets = [
+        t
+        for a in prom["alerting"]["alertmanagers"]
+        for sc in a["static_configs"]
+        for t in sc["targets"]
+    ]
+    assert targets == ["alertmanager:9093"]
+    compose = load_compose()
+    am = compose["services"]["alertmanager"]
+    assert "9093:9093" in am["ports"]
+    assert am["secrets"] == ["alert_webhook_url"]
+    assert compose["secrets"]["alert_webhook_url"] == {"environment": "ALERT_WEBHOOK_URL"}
+    config_dir = next(v.split(":")[1] for v in am["volumes"] if v.startswith("./infra/"))
+    flag = next(a for a in am["command"] if a.startswith("--config.file="))
+    assert flag.removeprefix("--config.file=").startswith(config_dir)
+    config = yaml.safe_load((INFRA_DIR / "alertmanager" / "alertmanager.yml").read_text())
+    receivers = {r["name"]: r for r in config["receivers"]}
+    sender = receivers[config["route"]["receiver"]]["slack_configs"][0]
+    assert sender["api_url_file"] == "/run/secrets/alert_webhook_url"
+    assert "hooks" not in (INFRA_DIR / "alertmanager" / "alertmanager.yml").read_text().lower()
+    # No service sends alerts itself any more: nothing reads the old settings.
+    for svc in BY_DIR.values():
+        assert not {"ALERT_WEBHOOK_URL", "ALERT_COOLDOWN_S"} & env_names(settings_class(svc))
+    amtool = shutil.which("amtool")
+    if amtool:
+        done = subprocess.run(
+            [amtool, "check-config", str(INFRA_DIR / "alertmanager" / "alertmanager.yml")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr

@@ -1,7 +1,7 @@
 """A failed start never prints a secret, not even in part; production refuses weak secrets.
 
 Issue 10, defects 9 and 10: with a bad setting, the validation error's ``input_value`` showed
-the tail of CHATBUS_ADMIN_KEY (also CALLBACK_SECRET, ALERT_WEBHOOK_URL); production accepted
+the tail of CHATBUS_ADMIN_KEY (also CALLBACK_SECRET); production accepted
 ``CHATBUS_ADMIN_KEY=a``.
 """
 
@@ -55,7 +55,6 @@ def test_a_failed_gateway_start_prints_no_part_of_any_secret(bad: dict[str, str]
     secrets = {
         "CHATBUS_ADMIN_KEY": _secret(),
         "CALLBACK_SECRET": _secret(),
-        "ALERT_WEBHOOK_URL": f"https://hooks.example/{_secret()}",
     }
     env = {"APP_ENV": "production", "CHATBUS_AUTH": "on", **secrets, **bad}
     code, output = _start("chatbus_gateway", env)

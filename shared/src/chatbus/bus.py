@@ -29,7 +29,6 @@ from chatbus.deadline import DEADLINE_HEADER, header_value, remaining
 from chatbus.progress import LOST_AFTER_S, ProgressInbox, run_in_time, watch_reply
 
 if TYPE_CHECKING:
-    from chatbus.alerts import Alerter
     from chatbus.metrics import Metrics
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 
@@ -69,9 +68,8 @@ class Bus:
         self._subs: list[Subscription] = []
         self._consumers: list[asyncio.Task[None]] = []
         self._closing = asyncio.Event()
-        # Set by serve(): standard metrics and the alerter (None in bare tests).
+        # Set by serve(): the standard metrics (None in bare tests).
         self.metrics: Metrics | None = None
-        self.alerter: Alerter | None = None
         # An extra hook called with (subject, reason) when a message is dead-lettered.
         self.on_dead_letter: Callable[[str, str], None] | None = None
         self._progress: ProgressInbox | None = None

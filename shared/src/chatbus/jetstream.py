@@ -114,8 +114,6 @@ async def dead_letter(bus: Bus, raw: Msg, spec: ConsumerSpec, reason: str) -> No
     )
     if bus.metrics is not None:
         bus.metrics.dead_letters.labels(raw.subject).inc()
-    if bus.alerter is not None:
-        bus.alerter.on_dead_letter(raw.subject, reason)
     if bus.on_dead_letter is not None:
         bus.on_dead_letter(raw.subject, reason)
 

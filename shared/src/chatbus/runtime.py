@@ -24,7 +24,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from chatbus.alerts import Alerter
 from chatbus.bus import Bus
 from chatbus.http_guard import ConnectionLimits, GuardedAppRunner
 from chatbus.metrics import Metrics
@@ -56,11 +55,6 @@ class Runtime:
     def metrics(self) -> Metrics:
         """The service's standard metrics (one instance per registry)."""
         return Metrics(self.registry, self.settings.service_name)
-
-    @property
-    def alerter(self) -> Alerter:
-        assert self.bus.alerter is not None
-        return self.bus.alerter
 
     def add_ready_check(self, name: str, check: ReadyCheck) -> None:
         self.ready_checks[name] = check
@@ -167,7 +161,6 @@ async def _serve(
     bus = await connect_bus(settings)
     bus.metrics = Metrics(registry, settings.service_name)
     bus.replicas = settings.nats_replicas
-    bus.alerter = Alerter.from_settings(settings, redact=redactor)
     try:
         await _run(settings, wire, stop, bus, registry, redactor, started)
     finally:
@@ -185,9 +178,7 @@ async def _run(
     redactor: Redactor,
     started: Callable[[Runtime], None] | None,
 ) -> None:
-    assert bus.alerter is not None
     async with AsyncExitStack() as stack:
-        stack.push_async_callback(bus.alerter.aclose)
         http = web.Application(client_max_size=1024 * 1024, middlewares=[trace_middleware])
         rt = Runtime(
             settings=settings,

@@ -98,8 +98,6 @@ class ServiceSettings(BaseSettings):
     log_format: Literal["json", "text"] = "json"
     # Message contents in logs: off by default; never in production unless set explicitly.
     log_content: bool = False
-    alert_webhook_url: SecretStr | None = None
-    alert_cooldown_s: float = Field(default=300.0, ge=0)
 
     @model_validator(mode="after")
     def _production_rules(self) -> ServiceSettings:

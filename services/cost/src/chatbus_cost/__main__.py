@@ -92,7 +92,6 @@ async def wire(
             registry=rt.registry,
         ),
     )
-    service.on_limit = rt.alerter.fire_soon  # budget soft/hard crossings -> webhook
     service.tokens.encoding_for("gpt-4o")  # load the BPE files now, not on the first request
 
     await ensure_dlq(rt.bus)

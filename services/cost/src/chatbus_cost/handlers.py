@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from opentelemetry import trace
@@ -77,8 +76,6 @@ class CostService:
         self.metrics = metrics
         self.tuning = tuning or Tuning()
         self.unpriced = unpriced  # events whose model had no price, by model
-        # Called with (key, text) when a budget's soft or hard limit is reached (alerts).
-        self.on_limit: Callable[[str, str], None] | None = None
 
     async def count(self, ask: CountTokens) -> TokenCount:
         if (ask.text is None) == (ask.messages is None):
@@ -133,7 +130,6 @@ class CostService:
                 f"{amount(rule, rule.limit_units(False))}"
             )
             log.info("deny %s (%s/%s): %s", ask.request_id, ask.tenant_id, ask.agent, reason)
-            self._limit_reached("hard", rule.label(), f"Budget hard limit: {reason}")
             return SpendDecision(decision="deny", model=ask.model, reason=reason)
         reason = ""
         if rule is not None:
@@ -141,8 +137,6 @@ class CostService:
             reason = (
                 f"{rule.label()}: {amount(rule, got.used)} used, soft limit {amount(rule, soft)}"
             )
-        if got.decision == "downgrade" and rule is not None:
-            self._limit_reached("soft", rule.label(), f"Budget soft limit: {reason}")
         if got.decision == "downgrade" and cheap is not None:
             return SpendDecision(
                 decision="downgrade",
@@ -160,11 +154,6 @@ class CostService:
             reason=reason,
             estimate_usd=usd(main[0]),
         )
-
-    def _limit_reached(self, level: str, label: str, text: str) -> None:
-        # One alert per budget and level per cooldown (the alerter keys on it).
-        if self.on_limit is not None:
-            self.on_limit(f"budget:{level}:{label}", text)
 
     def counters(self, who: Who, ts: float) -> list[str]:
         """Every spend counter an event adds to (all scopes, both periods)."""

@@ -30,7 +30,6 @@ from chatbus.agent.session_state import RedisSessionReader
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
 from chatbus.agent.step_results import RedisStepResults
-from chatbus.alerts import ErrorRateWatch
 from chatbus.contracts.chat import AgentInfo, AgentPing, ChatChunk, ChatReply, ChatRequest
 from chatbus.deadline import DeadlineExceeded
 from chatbus.errors import RemoteError
@@ -86,7 +85,6 @@ async def build_deps(
 
     def on_llm_failure(model: str, e: LLMError) -> None:
         metrics.llm_errors.labels(model, e.kind).inc()
-        rt.alerter.llm_failure_soon(spec.id, model, e.kind)
 
     config = AgentConfig(
         model=settings.model or spec.model,
@@ -208,7 +206,6 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
         settings = rt.settings
         assert isinstance(settings, AgentSettings)
         metrics = Metrics(rt.registry, settings.service_name)
-        errors = ErrorRateWatch(rt.alerter, what=f"{spec.id} chat messages")
         deps = await build_deps(rt, spec, settings, metrics)
         await attach_collaboration(rt, deps, metrics)  # handoffs, tool records, events
         await attach_records(rt, deps, settings)  # records over the bus, drafts, demo data
@@ -278,7 +275,6 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
                         )
                     elapsed = time.perf_counter() - started
                     metrics.messages.labels(spec.id, outcome).inc()
-                    errors.observe(ok=outcome == "ok" or outcome.startswith("degraded_"))
                     metrics.request_latency.labels(f"agent.{spec.id}").observe(elapsed)
                     log.info(
                         "answered",
