@@ -1,22 +1,27 @@
 """LoCoMo, a public set of long multi-session conversations, as the memory benches read it.
 
-``data/locomo10.json.gz`` is a compact copy of LoCoMo's ``locomo10.json`` (Maharana et al.,
-"Evaluating Very Long-Term Conversational Memory of LLM Agents", ACL 2024; released under
-CC BY-NC 4.0 — see ``data/LOCOMO.md``): 10 conversations between two named people over months,
-272 sessions with their dates, 5,882 turns (a shared photo is kept as its caption), and the
-1,536 questions of categories 1-4 whose evidence names existing turns (category 5, questions with
-no answer in the conversation, is left out).
+LoCoMo's ``data/locomo10.json`` (Maharana et al., "Evaluating Very Long-Term Conversational
+Memory of LLM Agents", ACL 2024; CC BY-NC 4.0, in the LoCoMo repository of snap-research) is
+not in this repository: its licence is non-commercial, so each user downloads it and points
+the benches at it with ``LOCOMO_PATH`` (default ``bench/memory/data/locomo10.json``, ignored
+by git). Read from it: 10 conversations between two named people over months, 272 sessions
+with their dates, 5,882 turns (a shared photo kept as its caption), and the 1,536 questions of
+categories 1-4 whose evidence names existing turns (category 5, questions with no answer in
+the conversation, is left out).
 """
 
 from __future__ import annotations
 
-import gzip
 import json
+import os
+import re
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-DATA = Path(__file__).parent / "data" / "locomo10.json.gz"
+DATA = Path(os.environ.get("LOCOMO_PATH") or Path(__file__).parent / "data" / "locomo10.json")
 
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 
@@ -52,21 +57,53 @@ def session_time(label: str) -> float:
 
 
 def load(path: Path = DATA) -> list[PublicConversation]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        raw = json.load(f)
-    out = []
-    for c in raw:
-        turns = [
-            PublicTurn(tid, who, text, session_time(s["date"]))
-            for s in c["sessions"]
-            for tid, who, text in s["turns"]
-        ]
-        questions = [
-            PublicQuestion(q["q"], q["a"], tuple(q["evidence"]), int(q["category"]))
-            for q in c["questions"]
-        ]
-        out.append(PublicConversation(c["id"], tuple(c["speakers"]), turns, questions))
-    return out
+    """The conversations and questions of LoCoMo's ``locomo10.json`` at ``path``."""
+    if not path.is_file():
+        sys.exit(
+            f"LoCoMo not found at {path}: download data/locomo10.json from the LoCoMo repository "
+            "(snap-research, CC BY-NC 4.0) and set LOCOMO_PATH to it"
+        )
+    raw = json.loads(path.read_text(encoding="utf-8"))
+    return [_conversation(c) for c in raw]
+
+
+def _conversation(c: dict[str, Any]) -> PublicConversation:
+    conv = c["conversation"]
+    numbers = sorted(
+        int(m[1]) for k in conv if (m := re.fullmatch(r"session_(\d+)", k)) and conv[k]
+    )
+    turns = [
+        PublicTurn(_turn_id(t["dia_id"]), t["speaker"], _text(t), session_time(when))
+        for n in numbers
+        for when in [conv[f"session_{n}_date_time"]]
+        for t in conv[f"session_{n}"]
+    ]
+    known = {t.id for t in turns}
+    questions = []
+    for q in c["qa"]:
+        if int(q["category"]) not in CATEGORIES:
+            continue
+        named = (
+            _turn_id(e) for item in q.get("evidence", []) for e in re.split(r"[;,\s]+", item) if e
+        )
+        evidence = tuple(e for e in named if e in known)  # a few ids name no turn: dropped
+        if evidence:
+            questions.append(
+                PublicQuestion(q["question"], str(q["answer"]), evidence, q["category"])
+            )
+    speakers = (conv["speaker_a"], conv["speaker_b"])
+    return PublicConversation(c["sample_id"], speakers, turns, questions)
+
+
+def _turn_id(raw: str) -> str:
+    """``"D30:05"`` -> ``"D30:5"``."""
+    session, _, turn = raw.strip().partition(":")
+    return f"{session}:{int(turn)}" if turn.strip().isdigit() else raw.strip()
+
+
+def _text(turn: dict[str, Any]) -> str:
+    caption = turn.get("blip_caption")
+    return f"{turn['text']} [shares a photo: {caption}]" if caption else str(turn["text"])
 
 
 def split(convs: list[PublicConversation]) -> tuple[list[PublicConversation], ...]:
