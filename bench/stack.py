@@ -135,6 +135,8 @@ class Stack:
                 "RATE_USER_PER_MIN": "0",
                 "RATE_SESSION_PER_MIN": "0",
                 "TOKENS_KEY_PER_MIN": "0",
+                # every simulated user shares one address here, as behind a proxy
+                "HTTP_MAX_CONNECTIONS_PER_IP": "0",
             },
             "gateway",
         )

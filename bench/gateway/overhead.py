@@ -58,6 +58,7 @@ async def main() -> None:
         "LOG_LEVEL": "WARNING",
         **{k: limit for k in ("RATE_IP_PER_MIN", "RATE_KEY_PER_MIN", "RATE_USER_PER_MIN")},
         **{k: limit for k in ("RATE_SESSION_PER_MIN", "TOKENS_KEY_PER_MIN")},
+        "HTTP_MAX_CONNECTIONS_PER_IP": "0",  # every simulated user shares one address here
     }
     echo = subprocess.Popen(  # noqa: ASYNC220 - returns at once
         [sys.executable, str(HERE / "echo_agent.py"), "echo"], env=env
