@@ -15,9 +15,9 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from chatbus_memory.edge_layout import edge_config, payload_indexes
 from chatbus_memory.store import (
     DENSE,
-    KEYWORD_FIELDS,
     SPARSE,
     Candidates,
     ChunkPoint,
@@ -46,32 +46,6 @@ def to_filter(w: Where, extra: list[Any] | None = None) -> qe.Filter:
         qe.FieldCondition(key=c.key, match=qe.MatchValue(c.value)) for c in w.conds if c.op == "ne"
     ]
     return qe.Filter(must=must, must_not=must_not or None)
-
-
-def edge_config(dims: int) -> qe.EdgeConfig:
-    """The shard's layout: bounded RAM, and no vector graph to build.
-
-    Every search is filtered to one session or one user, a few thousand points at most, which
-    the payload index finds and the engine scores exactly; a global HNSW graph would never be
-    used, yet building it cost ~2 ms of CPU per stored 1536-dimension vector. So ``m=0`` (no
-    graph, nor per-tenant ones). Dense vectors and payloads live in memory-mapped files
-    (``Memory.Cold``: read from the page cache when touched, not held on the heap), so the
-    process's RSS does not grow with the number of stored turns; the sparse (BM25) index too.
-    """
-    return qe.EdgeConfig(
-        vectors={
-            DENSE: qe.EdgeVectorParams(
-                size=dims, distance=qe.Distance.Cosine, memory=qe.Memory.Cold
-            )
-        },
-        sparse_vectors={
-            SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=qe.Memory.Cold)
-        },
-        hnsw_config=qe.HnswIndexConfig(
-            m=0, ef_construct=100, full_scan_threshold=10_000, payload_m=0
-        ),
-        payload_memory=qe.Memory.Cold,
-    )
 
 
 def _sparse(s: Sparse) -> qe.SparseVector:
@@ -106,15 +80,7 @@ class EdgeStore:
             self.path.mkdir(parents=True, exist_ok=True)
             shard = qe.EdgeShard.create(str(self.path), config)
         have = shard.info().payload_schema
-        cold = qe.Memory.Cold  # payload indexes memory-mapped too (see edge_config)
-        # no index on turn_id (unique per turn, the largest index in RAM): it is only matched
-        # together with a session, whose index narrows the scan to that session's points
-        keywords = [k for k in KEYWORD_FIELDS if k != "turn_id"]
-        wanted: dict[str, Any] = {k: qe.KeywordIndexParams(memory=cold) for k in keywords}
-        wanted["tenant_id"] = qe.KeywordIndexParams(is_tenant=True, memory=cold)
-        wanted["chunk"] = qe.IntegerIndexParams(lookup=True, range=False, memory=cold)
-        wanted["created_at"] = qe.FloatIndexParams(memory=cold)
-        for name, schema in wanted.items():
+        for name, schema in payload_indexes().items():
             if name not in have:
                 shard.update(qe.UpdateOperation.create_field_index(name, schema))
         return shard
