@@ -11,9 +11,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from chatbus.bus import Bus
+from chatbus.forget import ensure_forget_stream
 from chatbus.memory_client import BusMemory
 from chatbus.runtime import Runtime
 from chatbus_gateway.caller import TENANT_ID
+from chatbus_gateway.forget_routes import ForgetDesk, setup_forget_routes
 from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
 from chatbus_gateway.profile_routes import setup_profile_routes
 
@@ -44,6 +46,9 @@ async def client(bus: Bus, memory_rt: Runtime) -> AsyncIterator[TestClient]:
     memory = BusMemory(bus, timeout=10)
     setup_memory_routes(app, memory, Bounds(256 * 1024, 40_000))
     setup_profile_routes(app, memory)
+    # Forgetting goes to every owner; here memory is the only one running.
+    await ensure_forget_stream(bus, owners=("memory",))
+    setup_forget_routes(app, ForgetDesk(bus, wait_s=10, owners=("memory",)))
     async with TestClient(TestServer(app)) as c:
         yield c
 

@@ -54,7 +54,7 @@ class CostSettings(ServiceSettings):
     # outage of this service (an event counted but not acked comes back when it restarts).
     # About 100 bytes of Redis per event for this long.
     seen_ttl_s: int = Field(default=86400, ge=60)
-    redis_prefix: str = "chatbus:cost:"
+    redis_prefix: str = "cost:"  # every Redis key of the cost service (it owns them)
     usage_durable: str = "cost-usage"
     # Usage events counted per Redis round trip.
     usage_batch: int = Field(default=128, ge=1, le=1024)

@@ -178,7 +178,7 @@ def clean(value: str) -> str:
 class Ledger:
     """Atomic budget and usage bookkeeping in Redis (see the module docstring)."""
 
-    def __init__(self, redis: RedisLink, prefix: str = "chatbus:cost:") -> None:
+    def __init__(self, redis: RedisLink, prefix: str = "cost:") -> None:
         self.redis = redis
         self.prefix = prefix
         self._reserve = redis.script(RESERVE)

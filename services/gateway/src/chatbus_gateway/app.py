@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from chatbus.cost_client import BusCosts
+from chatbus.forget import ensure_forget_stream, serve_forget
 from chatbus.memory_client import BusMemory
 from chatbus.records_client import BusRecords
 from chatbus.runtime import Runtime
@@ -17,6 +18,7 @@ from chatbus_gateway.budget_routes import setup_budget_routes
 from chatbus_gateway.callbacks import CallbackPolicy, CallbackSender, callback_session
 from chatbus_gateway.chat_routes import setup_chat_routes
 from chatbus_gateway.deps import DEPS, GatewayDeps
+from chatbus_gateway.forget_routes import ForgetDesk, gateway_forgetter, setup_forget_routes
 from chatbus_gateway.idempotency import Idempotency
 from chatbus_gateway.job_routes import CALLBACKS, JOBS, setup_job_routes
 from chatbus_gateway.job_store import JobStore
@@ -95,6 +97,10 @@ async def wire(rt: Runtime) -> None:
     setup_budget_routes(app, costs)
     bounds = Bounds(settings.max_body_bytes, settings.max_message_chars)
     setup_memory_routes(app, BusMemory(rt.bus), bounds)
+    await ensure_forget_stream(rt.bus)  # the gateway's stream; a consumer per declared owner
+    setup_forget_routes(app, ForgetDesk(rt.bus, settings.forget_wait_s))
+    order = SessionOrder(deps.link, rt.bus, settings.redis_prefix, settings.session_turn_timeout_s)
+    serve_forget(rt.bus, "gateway", gateway_forgetter(order, deps.link))
     setup_profile_routes(app, BusMemory(rt.bus))
     setup_records_routes(app, BusRecords(rt.bus))
     app[OPENAPI_PATHS].update(store_paths())

@@ -1,10 +1,9 @@
-"""Gateway routes of the memory service: history, transcript import, search, forget.
+"""Gateway routes of the memory service: history, transcript import, search.
 
 ``GET /api/sessions/{id}/messages``     the stored turns of a session (``?limit=&before=``)
 ``POST /api/sessions/{id}/messages``    import a past transcript ``[{role, content, ...}]``
 ``POST /api/memory/search``             ``{session_id, query, limit}`` -> scored turns
-``DELETE /api/sessions/{id}``           forget a session
-``DELETE /api/users/{id}``              forget a user (all their sessions)
+(Forgetting a session or user is every owner's business: :mod:`chatbus_gateway.forget_routes`.)
 
 The tenant is ``caller.tenant_of(request)`` (set by the auth middleware), ``"default"`` without one.
 Bodies obey the chat bounds: ``MAX_BODY_BYTES`` (413) and ``MAX_MESSAGE_CHARS`` per turn or query
@@ -234,18 +233,6 @@ def setup_memory_routes(
             }
         )
 
-    @_guard
-    async def delete_session(request: web.Request) -> web.StreamResponse:
-        gone = await memory.forget_session(_tenant(request), request.match_info["id"])
-        return web.json_response({"deleted": gone.deleted, "sessions": gone.sessions})
-
-    @_guard
-    async def delete_user(request: web.Request) -> web.StreamResponse:
-        gone = await memory.forget_user(_tenant(request), request.match_info["id"])
-        return web.json_response({"deleted": gone.deleted, "sessions": gone.sessions})
-
     app.router.add_get("/api/sessions/{id}/messages", get_messages)
     app.router.add_post("/api/sessions/{id}/messages", post_messages)
     app.router.add_post("/api/memory/search", search)
-    app.router.add_delete("/api/sessions/{id}", delete_session)
-    app.router.add_delete("/api/users/{id}", delete_user)

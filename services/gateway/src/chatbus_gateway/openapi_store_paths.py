@@ -71,6 +71,16 @@ def _answers(ok: str, *codes: str) -> dict[str, Any]:
     return out
 
 
+def _forgotten(errors: tuple[str, ...]) -> dict[str, Any]:
+    """200 once every owner confirmed; 202 with ``status_url`` while some are pending."""
+    out = _answers("Forgotten by every owner", "200", *errors)
+    out["202"] = {
+        "description": "Not every owner confirmed yet: poll status_url",
+        "content": {"application/json": {"schema": {}}},
+    }
+    return out
+
+
 def _path(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": schema or ID}
 
@@ -109,16 +119,23 @@ def store_paths() -> dict[str, Any]:
         },
         "/api/sessions/{id}": {
             "delete": {
-                "summary": "Forget a session: history, memory, cached embeddings",
+                "summary": "Forget a session: every owner deletes its state (a forget event)",
                 "parameters": [_path("id")],
-                "responses": _answers("Forgotten", "200", *errors),
+                "responses": _forgotten(errors),
+            }
+        },
+        "/api/forget/{id}": {
+            "get": {
+                "summary": "Status of a forget request: which owners confirmed, which are pending",
+                "parameters": [_path("id")],
+                "responses": _answers("The request's status", "200", *errors),
             }
         },
         "/api/users/{id}": {
             "delete": {
-                "summary": "Forget a user across all sessions",
+                "summary": "Forget a user across all sessions (a forget event to every owner)",
                 "parameters": [_path("id")],
-                "responses": _answers("Forgotten", "200", *errors),
+                "responses": _forgotten(errors),
             }
         },
         "/api/usage": {

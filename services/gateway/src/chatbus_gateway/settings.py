@@ -28,7 +28,9 @@ class GatewaySettings(ServiceSettings):
     trust_forwarded_for: bool = False
 
     # Prefix of every Redis key the gateway writes (replicas that share limits share it).
-    redis_prefix: str = "gw:"
+    redis_prefix: str = "gw:"  # every Redis key of the gateway (it owns them)
+    # DELETE /api/sessions|users/{id} waits this long for every owner's confirmation (then 202).
+    forget_wait_s: float = Field(default=5.0, gt=0, le=60)
 
     # -- requests ---------------------------------------------------------------------------
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)

@@ -1,7 +1,8 @@
 """Bus handlers of the memory service: one per message, each a thin call into the engine.
 
-Forgetting also clears what lives outside the vector store: the agent runtime's short-term
-history list in Redis, the user's session set, and the cached embeddings of the texts.
+Forgetting (a forget event, :mod:`chatbus.forget`) also clears what the service keeps outside
+the vector store: the user's session set (its Redis keys, under ``redis_prefix``), the user's
+profile and the cached embeddings of the texts. The agents' history is theirs to forget.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from chatbus.agent.history import parse_turns
-from chatbus.contracts.chat import Turn
+from chatbus.contracts.forget import ForgetRequested
 from chatbus.contracts.memory import (
     Forget,
     Forgotten,
@@ -35,19 +35,10 @@ from chatbus_memory.store import where
 
 log = logging.getLogger("chatbus.memory")
 
-# what the agent runtime keeps of a session's recent turns (chatbus.agent.history.RedisHistory)
-HISTORY_KEEP = 50
-HISTORY_TTL_S = 7 * 86400
 
-
-def history_key(tenant_id: str, session_id: str) -> str:
-    """The agent runtime's Redis list of a session's recent turns."""
-    return f"chatbus:{tenant_id}:history:{session_id}"
-
-
-def user_sessions_key(tenant_id: str, user_id: str) -> str:
+def user_sessions_key(prefix: str, tenant_id: str, user_id: str) -> str:
     """A Redis set of the sessions the memory service has seen for a user."""
-    return f"chatbus:{tenant_id}:memory:user-sessions:{user_id}"
+    return f"{prefix}{tenant_id}:user-sessions:{user_id}"
 
 
 def import_turn_id(index: int, role: str, content: str, created_at: float) -> str:
@@ -59,6 +50,7 @@ def import_turn_id(index: int, role: str, content: str, created_at: float) -> st
 class Handlers:
     engine: Engine
     redis: RedisLink
+    prefix: str  # the service's Redis keys (MemorySettings.redis_prefix)
     cache: CachedEmbedder | None = None
     profiles: Profiles | None = None
     search_seconds: Any = None  # a prometheus Histogram, when the service has a registry
@@ -67,7 +59,9 @@ class Handlers:
         pairs = {(i.tenant_id, i.user_id, i.session_id) for i in items if i.user_id}
         if not pairs:
             return
-        await self.redis.batch([("SADD", user_sessions_key(t, u), s) for t, u, s in pairs])
+        await self.redis.batch(
+            [("SADD", user_sessions_key(self.prefix, t, u), s) for t, u, s in pairs]
+        )
 
     async def store_events(self, events: list[TurnStored]) -> list[Incoming]:
         """Store a batch of turn events (from the JetStream consumer)."""
@@ -107,37 +101,20 @@ class Handlers:
         await self.engine.enforce_cap(q.tenant_id, q.session_id)
         if self.profiles is not None:
             await self.profiles.observe(items)
-        await self._seed_history(q.tenant_id, q.session_id, [i.turn for i in items])
         return Imported(session_id=q.session_id, imported=n, chunks=chunks)
 
-    async def _seed_history(self, tenant_id: str, session_id: str, turns: list[Turn]) -> None:
-        """Put an imported transcript's last turns before the session's recent history.
-
-        The agent runtime shows the recent history and searches memory only for sessions
-        that have more turns than it shows: so an imported past is recalled in chat. Turns
-        already there (the same import again) are not added twice.
-        """
-        key = history_key(tenant_id, session_id)
-        present = {
-            (t.role, t.content) for t in parse_turns(await self.redis.call("LRANGE", key, 0, -1))
-        }
-        tail = [t for t in turns[-HISTORY_KEEP:] if (t.role, t.content) not in present]
-        if not tail:
-            return
-        await self.redis.batch(
-            [
-                ("LPUSH", key, *[t.to_bytes() for t in reversed(tail)]),
-                ("LTRIM", key, -HISTORY_KEEP, -1),
-                ("EXPIRE", key, HISTORY_TTL_S),
-            ]
-        )
+    async def forget_event(self, req: ForgetRequested) -> tuple[int, list[str]]:
+        """A forget event: delete memory's state of the session or user."""
+        q = Forget(tenant_id=req.tenant_id, session_id=req.session_id, user_id=req.user_id)
+        gone = await self.forget(q)
+        return gone.deleted, gone.sessions
 
     async def forget(self, q: Forget) -> Forgotten:
         if q.session_id is not None:
             deleted = await self._forget_session(q.tenant_id, q.session_id)
             return Forgotten(sessions=[q.session_id], deleted=deleted)
         assert q.user_id is not None
-        key = user_sessions_key(q.tenant_id, q.user_id)
+        key = user_sessions_key(self.prefix, q.tenant_id, q.user_id)
         members = await self.redis.call("SMEMBERS", key)
         known = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
         mine = where(q.tenant_id, user_id=q.user_id)
@@ -163,7 +140,6 @@ class Handlers:
                 if texts:
                     await self.cache.forget(texts)
             deleted = await self.engine.store.delete(w)
-        await self.redis.call("DEL", history_key(tenant_id, session_id))
         return deleted
 
     async def stats(self, q: GetStats) -> MemoryStats:

@@ -20,6 +20,7 @@ from chatbus.contracts.memory import (
     TurnStored,
     UpdateProfile,
 )
+from chatbus.forget import serve_forget
 from chatbus.jetstream import ConsumerSpec, consume_batches, ensure_dlq
 from chatbus.memory_client import ensure_memory_stream
 from chatbus.redis_link import RedisLink
@@ -120,7 +121,7 @@ async def build(settings: MemorySettings, redis: RedisLink) -> tuple[Engine, Han
         date_in_sparse=settings.memory_date_in_sparse,
         reranker=Reranker.of(settings),
     )
-    return engine, Handlers(engine, redis, cache)
+    return engine, Handlers(engine, redis, settings.redis_prefix, cache)
 
 
 async def wire(settings: MemorySettings, rt: Runtime) -> None:
@@ -150,6 +151,7 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
         await bus.subscribe(GetProfile.subject, GetProfile, p.handle_get, queue=QUEUE)
         await bus.subscribe(UpdateProfile.subject, UpdateProfile, p.handle_update, queue=QUEUE)
 
+    serve_forget(bus, "memory", handlers.forget_event)  # forget events: memory's own state
     await ensure_memory_stream(bus, max_age_s=settings.memory_stream_max_age_s)
     await ensure_dlq(bus)
 

@@ -13,6 +13,7 @@ from chatbus_memory.fusion import FusionParams
 class MemorySettings(ServiceSettings):
     service_name: str = "memory"
     port: int = Field(default=8083, ge=0, le=65535)
+    redis_prefix: str = "mem:"  # every Redis key of the memory service (it owns them)
 
     # Vector store: a Qdrant server when set, else the embedded engine under data_dir.
     qdrant_url: str | None = None

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from chatbus.agent.keyspace import REDIS_PREFIX
 from chatbus.agent.records import Caller
 from chatbus.redis_link import RedisLink
 
@@ -113,7 +114,7 @@ class Drafts:
     @staticmethod
     def key(caller: Caller, code: str) -> str:
         owner = f"user:{caller.user_id}" if caller.user_id else f"session:{caller.session_id}"
-        return f"chatbus:{caller.tenant_id}:draft:{owner}:{_hash(code)}"
+        return f"{REDIS_PREFIX}{caller.tenant_id}:draft:{owner}:{_hash(code)}"
 
     async def propose(
         self,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from chatbus.agent.handoff import BusRouter
+from chatbus.agent.keyspace import REDIS_PREFIX
 from chatbus.agent.ports import Memory
 from chatbus.agent.records import RecordStore
 from chatbus.contracts.chat import ChatRequest, Turn
@@ -55,8 +56,8 @@ class CustomerNotes:
     @staticmethod
     def key(tenant_id: str, user_id: str | None, session_id: str | None) -> str:
         if user_id:
-            return f"chatbus:{tenant_id}:notes:user:{user_id}"
-        return f"chatbus:{tenant_id}:notes:session:{session_id or '-'}"
+            return f"{REDIS_PREFIX}{tenant_id}:notes:user:{user_id}"
+        return f"{REDIS_PREFIX}{tenant_id}:notes:session:{session_id or '-'}"
 
     async def add(self, event: DomainEvent, text: str) -> None:
         """Record ``text`` about the customer ``event`` concerns (once per ``event_id``)."""

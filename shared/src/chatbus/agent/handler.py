@@ -377,7 +377,7 @@ async def _finish(
         Turn(role="assistant", content=text, created_at=now + REPLY_AFTER_S, agent=deps.spec.id),
     ]
     # History, memory and usage are independent writes: do them together.
-    writes = [deps.history.append(req.tenant_id, req.session_id, turns)]
+    writes = [deps.history.append(req.tenant_id, req.session_id, turns, req.user_id)]
     if deps.memory is not None:
         writes.append(deps.memory.remember(req, turns))
     if deps.costs is not None and degraded != "budget":

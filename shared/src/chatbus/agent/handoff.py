@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from chatbus.agent.keyspace import REDIS_PREFIX
 from chatbus.agent.ports import ToolCall
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
@@ -31,7 +32,7 @@ ROUTE_TTL_S = 7 * 86400  # like the session history
 
 def route_key(tenant_id: str, session_id: str) -> str:
     """The Redis key holding the agent a session is routed to."""
-    return f"chatbus:{tenant_id}:route:{session_id}"
+    return f"{REDIS_PREFIX}{tenant_id}:route:{session_id}"
 
 
 class Router(Protocol):

@@ -47,7 +47,9 @@ class History(Protocol):
 
     async def recent(self, tenant_id: str, session_id: str, n: int) -> list[Turn]: ...
 
-    async def append(self, tenant_id: str, session_id: str, turns: list[Turn]) -> None: ...
+    async def append(
+        self, tenant_id: str, session_id: str, turns: list[Turn], user_id: str | None = None
+    ) -> None: ...
 
 
 class Memory(Protocol):

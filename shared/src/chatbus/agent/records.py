@@ -1,6 +1,6 @@
 """The business records tools create (orders, tickets, leads, invoices), owned by the agent runtime.
 
-A record is JSON at ``chatbus:{tenant}:record:{kind}:{id}``, indexed newest-first per tenant,
+A record is JSON at ``agent:{tenant}:record:{kind}:{id}``, indexed newest-first per tenant,
 per session and per user. Only the agent runtime touches these keys: tools through
 :class:`CallerRecords` (the caller's own records only), other services through the
 ``records.*.v1`` bus requests answered by :mod:`chatbus.agent.records_service`.
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from chatbus.agent.keyspace import REDIS_PREFIX
 from chatbus.contracts.chat import ChatRequest
 from chatbus.redis_link import Arg, RedisLink
 
@@ -71,11 +72,11 @@ class RecordStore:
 
     @staticmethod
     def key(tenant_id: str, kind: str, record_id: str) -> str:
-        return f"chatbus:{tenant_id}:record:{kind}:{record_id}"
+        return f"{REDIS_PREFIX}{tenant_id}:record:{kind}:{record_id}"
 
     @staticmethod
     def index(tenant_id: str, kind: str, by: str = "", value: str = "") -> str:
-        base = f"chatbus:{tenant_id}:records:{kind}"
+        base = f"{REDIS_PREFIX}{tenant_id}:records:{kind}"
         return f"{base}:{by}:{value}" if by else base
 
     async def put(

@@ -12,6 +12,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from chatbus.agent.drafts import Drafts
+from chatbus.agent.forget import AgentForgetter
 from chatbus.agent.records import RecordStore, seed_demo
 from chatbus.contracts.records import (
     RECORDS_QUEUE,
@@ -21,6 +22,7 @@ from chatbus.contracts.records import (
     RecordPage,
 )
 from chatbus.errors import RemoteError
+from chatbus.forget import serve_forget
 from chatbus.redis_link import RedisError
 
 if TYPE_CHECKING:
@@ -96,6 +98,7 @@ async def attach_records(rt: Runtime, deps: AgentDeps, settings: AgentSettings) 
     deps.records = store
     deps.drafts = Drafts(store.redis, settings.money_policies())
     await RecordsResponder(store).subscribe(rt.bus)
+    serve_forget(rt.bus, "agent", AgentForgetter(store.redis).forget)  # forget events
     owners = settings.demo_owners()
     if owners and deps.spec.demo_records:
         made = await seed_demo(store, deps.spec.demo_records, owners, log.warning)

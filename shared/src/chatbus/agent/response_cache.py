@@ -18,6 +18,7 @@ import json
 import logging
 from typing import Any
 
+from chatbus.agent.keyspace import REDIS_PREFIX
 from chatbus.redis_link import RedisError, RedisLink
 
 log = logging.getLogger("chatbus.agent.response_cache")
@@ -69,7 +70,7 @@ class RedisResponseCache:
         self,
         redis: RedisLink,
         ttl_s: float = 300,
-        prefix: str = "chatbus:cache:resp:",
+        prefix: str = f"{REDIS_PREFIX}cache:resp:",
         *,
         timeout_s: float = 0.5,
         scope: str = "",

@@ -57,7 +57,7 @@ class PortsReader:
             self.history.recent(req.tenant_id, req.session_id, recent + 1 if recent > 0 else 0),
             self.notes.for_request(req) if self.notes else nothing(),
         )
-        older = recent <= 0 or len(turns) > recent
+        older = recent <= 0 or len(turns) > recent or not turns
         shown = turns[-recent:] if recent > 0 else []
         return SessionState(route, shown, notes or [], older=older)
 
@@ -96,7 +96,7 @@ class RedisSessionReader:
             state.route = raw.decode() if isinstance(raw, bytes) else raw
         if recent > 0:
             raw = results.pop(0)
-            state.older = len(raw) > recent
+            state.older = len(raw) > recent or not raw  # none kept: an imported/expired past
             state.recent = parse_turns(raw[-recent:])
         if self.with_first_step:
             state.first_step = decode_or_none(results.pop(0))

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
 
 class AgentSettings(ServiceSettings):
+    # Every agent service's Redis keys start with chatbus.agent.keyspace.REDIS_PREFIX ("agent:").
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     # Where the offline model runs when neither of the above is set (compose: its container);

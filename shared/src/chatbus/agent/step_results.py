@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import orjson
 
+from chatbus.agent.keyspace import REDIS_PREFIX
 from chatbus.agent.ports import Completion, ToolCall
 from chatbus.contracts.chat import ChatRequest, Usage
 from chatbus.deadline import remaining
@@ -28,7 +29,7 @@ MIN_TTL_S = 300
 
 
 def step_key(req: ChatRequest, agent: str, step: int) -> str:
-    return f"chatbus:{req.tenant_id}:llmstep:{agent}:{req.request_id}:{step}"
+    return f"{REDIS_PREFIX}{req.tenant_id}:llmstep:{agent}:{req.request_id}:{step}"
 
 
 def encode(done: Completion) -> bytes:

@@ -1,0 +1,156 @@
+"""Forgetting over the bus: ``DELETE /api/sessions/{id}``, ``DELETE /api/users/{id}`` and
+``GET /api/forget/{id}``.
+
+The gateway publishes a :class:`ForgetRequested` on its ``FORGET`` stream and waits up to
+``forget_wait_s`` for a :class:`ForgetConfirmed` from every owner in ``FORGET_OWNERS``: all in,
+200; otherwise 202 with ``status_url``, where the request's status (read back from the stream,
+so any gateway replica answers it, within the caller's tenant only) says which owners are
+still pending. The gateway is an owner too: it forgets its own keys of the session (turn order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import secrets
+import time
+from typing import Any, TypeVar
+
+import nats.js.errors
+from aiohttp import web
+from nats.aio.msg import Msg
+from pydantic import ValidationError
+
+from chatbus.bus import Bus
+from chatbus.contracts.base import Message
+from chatbus.contracts.forget import (
+    FORGET_OWNERS,
+    FORGET_STREAM,
+    ForgetConfirmed,
+    ForgetRequested,
+)
+from chatbus.errors import BusUnavailable, RequestTimeout
+from chatbus.redis_link import RedisLink
+from chatbus_gateway.caller import tenant_of
+from chatbus_gateway.errors import ApiError
+from chatbus_gateway.session_order import SessionOrder
+
+M = TypeVar("M", bound=Message)
+FORGET_ID = re.compile(r"^fg_[0-9a-f]{24}$")
+
+
+class ForgetDesk:
+    """Asks every owner to forget, and tells how far a request got."""
+
+    def __init__(self, bus: Bus, wait_s: float, owners: tuple[str, ...] = FORGET_OWNERS) -> None:
+        self.bus, self.wait_s, self.owners = bus, wait_s, owners
+
+    async def ask(self, req: ForgetRequested) -> dict[str, Any]:
+        got: dict[str, ForgetConfirmed] = {}
+        all_in = asyncio.Event()
+
+        async def on_confirmed(raw: Msg) -> None:
+            with contextlib.suppress(ValueError):
+                done = ForgetConfirmed.from_bytes(raw.data)
+                got[done.owner] = done
+                if set(self.owners) <= got.keys():
+                    all_in.set()
+
+        # Subscribed before publishing: no confirmation can come before we listen.
+        sub = await self.bus.nc.subscribe(f"{ForgetConfirmed.subject}.{req.forget_id}.*",
+                                          cb=on_confirmed)  # fmt: skip
+        try:
+            await self.bus.js_publish(req, req.subject_of(), msg_id=req.forget_id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(all_in.wait(), self.wait_s)
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return self.body(req, got)
+
+    async def status(self, tenant: str, forget_id: str) -> dict[str, Any] | None:
+        """The request's status, or None when it is unknown (or another tenant's)."""
+        req = await self._last(f"{ForgetRequested.subject}.{forget_id}", ForgetRequested)
+        if req is None or req.tenant_id != tenant:
+            return None
+        got: dict[str, ForgetConfirmed] = {}
+        for owner in self.owners:
+            subject = f"{ForgetConfirmed.subject}.{forget_id}.{owner}"
+            if (done := await self._last(subject, ForgetConfirmed)) is not None:
+                got[owner] = done
+        return self.body(req, got)
+
+    async def _last(self, subject: str, model: type[M]) -> M | None:
+        try:
+            raw = await self.bus.js.get_last_msg(FORGET_STREAM, subject)
+        except nats.js.errors.NotFoundError:
+            return None
+        return model.from_bytes(raw.data) if raw.data else None
+
+    def body(self, req: ForgetRequested, got: dict[str, ForgetConfirmed]) -> dict[str, Any]:
+        pending = [o for o in self.owners if o not in got]
+        sessions = {s for done in got.values() for s in done.sessions}
+        if req.session_id is not None:
+            sessions.add(req.session_id)
+        return {
+            "forget_id": req.forget_id,
+            "status": "pending" if pending else "done",
+            **({"session_id": req.session_id} if req.session_id else {"user_id": req.user_id}),
+            "confirmed": sorted(got),
+            "pending": pending,
+            "deleted": sum(d.deleted for d in got.values()),
+            "sessions": sorted(sessions),
+            "status_url": f"/api/forget/{req.forget_id}",
+        }
+
+
+def gateway_forgetter(order: SessionOrder, redis: RedisLink) -> Any:
+    """The gateway's own part: a session's turn-order keys (it keeps nothing per user)."""
+
+    async def forget(req: ForgetRequested) -> tuple[int, list[str]]:
+        if req.session_id is None:
+            return 0, []
+        keys, _ = order.place(req.tenant_id, req.session_id)
+        return int(await redis.call("DEL", *keys)), [req.session_id]
+
+    return forget
+
+
+def setup_forget_routes(app: web.Application, desk: ForgetDesk) -> None:
+    async def forget(request: web.Request, **who: str) -> web.Response:
+        try:
+            req = ForgetRequested(
+                forget_id=f"fg_{secrets.token_hex(12)}",
+                tenant_id=tenant_of(request),
+                requested_at=time.time(),
+                **who,
+            )
+        except ValidationError as e:
+            return ApiError(422, f"invalid id: {e.errors()[0]['msg']}", param="id").response()
+        try:
+            body = await desk.ask(req)
+        except (BusUnavailable, RequestTimeout):
+            return ApiError(503, "cannot reach the bus, try again", type="unavailable").response()
+        return web.json_response(body, status=200 if body["status"] == "done" else 202)
+
+    async def delete_session(request: web.Request) -> web.Response:
+        return await forget(request, session_id=request.match_info["id"])
+
+    async def delete_user(request: web.Request) -> web.Response:
+        return await forget(request, user_id=request.match_info["id"])
+
+    async def get_status(request: web.Request) -> web.Response:
+        forget_id = request.match_info["id"]
+        body = (
+            await desk.status(tenant_of(request), forget_id) if FORGET_ID.match(forget_id) else None
+        )
+        if body is None:
+            return ApiError(
+                404, f"no forget request {forget_id[:80]!r}", type="not_found"
+            ).response()
+        return web.json_response(body)
+
+    app.router.add_delete("/api/sessions/{id}", delete_session)
+    app.router.add_delete("/api/users/{id}", delete_user)
+    app.router.add_get("/api/forget/{id}", get_status)
