@@ -1,24 +1,68 @@
-"""The whole system as processes: gateway, both agents, memory and cost, like `chatbus up`."""
+"""The whole system as processes: gateway, both agents, memory and cost, like `chatbus up`.
+
+Each service connects to Redis as its own ACL user, allowed only its own key prefix (the one
+its settings declare), so a service touching another's keys fails the suite with NOPERM.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aiohttp import web
 
 from chatbus import offline_llm
+from chatbus.agent.keyspace import REDIS_PREFIX as AGENT_PREFIX
 from chatbus.offline_llm import OfflineLLM
 from chatbus.otlp_sink import SpanSink
 from chatbus.testing import ServiceFactory, ServiceProcess
+from chatbus_cost.__main__ import CostSettings
+from chatbus_gateway.settings import GatewaySettings
+from chatbus_memory.settings import MemorySettings
 
 DEMO_USER = "e2e-demo-user"
+
+# Redis ACL user and key prefix of each service (the prefixes as each service declares them;
+# both agent services are one owner: the agent runtime).
+OWNERS = {
+    "chatbus_gateway": ("gateway", GatewaySettings.model_fields["redis_prefix"].default),
+    "agent_support": ("agent", AGENT_PREFIX),
+    "agent_sales": ("agent", AGENT_PREFIX),
+    "chatbus_memory": ("memory", MemorySettings.model_fields["redis_prefix"].default),
+    "chatbus_cost": ("cost", CostSettings.model_fields["redis_prefix"].default),
+}
+
+# One password per owner for the test session (both agent services share theirs).
+PASSWORDS = {user: f"{user}-{secrets.token_hex(8)}" for user, _ in OWNERS.values()}
+
+
+async def redis_users(admin_url: str) -> dict[str, str]:
+    """One ACL user per owner, limited to its prefix; the Redis URL each service uses."""
+    client = aioredis.Redis.from_url(admin_url)
+    urls: dict[str, str] = {}
+    u = urlsplit(admin_url)
+    try:
+        for module, (user, prefix) in OWNERS.items():
+            password = PASSWORDS[user]
+            # +@all -@dangerous, and the scripts they run (SCRIPT LOAD, EVALSHA are @scripting).
+            await client.execute_command(
+                "ACL", "SETUSER", user, "reset", "on", f">{password}", f"~{prefix}*",
+                "resetchannels", "+@all", "-@dangerous",
+            )  # fmt: skip
+            netloc = f"{user}:{password}@{u.hostname}:{u.port}"
+            urls[module] = urlunsplit((u.scheme, netloc, u.path, u.query, ""))
+    finally:
+        await client.aclose()
+    return urls
 
 
 @dataclass
@@ -76,10 +120,12 @@ async def run_stack(
     site = web.TCPSite(sink_runner, "127.0.0.1", 0)
     await site.start()
     otlp = otlp or f"http://127.0.0.1:{sink_runner.addresses[0][1]}"
+    users = await redis_users(redis_url)
     factory = ServiceFactory(
         tmp,
         nats_url,
         redis_url,
+        {module: {"REDIS_URL": url} for module, url in users.items()},
         OTEL_EXPORTER_OTLP_ENDPOINT=otlp,
         OTEL_BSP_SCHEDULE_DELAY="100",
     )

@@ -207,11 +207,20 @@ def service_factory(tmp_path: Path, nats_url: str, redis_url: str) -> Iterator[S
 class ServiceFactory:
     """Builds :class:`ServiceProcess` objects wired to the test session's NATS and Redis."""
 
-    def __init__(self, tmp: Path, nats_url: str, redis_url: str, **env: str) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        nats_url: str,
+        redis_url: str,
+        service_env: dict[str, dict[str, str]] | None = None,
+        **env: str,
+    ) -> None:
         self.tmp = tmp
         self.nats_url = nats_url
         self.redis_url = redis_url
         self.env = env  # added to every service's environment
+        # Per service module, e.g. its own REDIS_URL (an ACL user limited to its key prefix).
+        self.service_env = service_env or {}
         self.started: list[ServiceProcess] = []
 
     def make(self, module: str, **env: str) -> ServiceProcess:
@@ -229,6 +238,7 @@ class ServiceFactory:
             }
         )
         full.update(self.env)
+        full.update(self.service_env.get(module, {}))
         full.update(env)
         proc = ServiceProcess(module, port, full, self.tmp / "logs" / f"{module}-{port}.log")
         self.started.append(proc)
