@@ -78,8 +78,7 @@ class ServiceSettings(BaseSettings):
     # Copies of each JetStream stream and KV bucket; unset: 3 on a cluster of 3+ nodes, else 1.
     nats_replicas: int | None = Field(default=None, ge=1, le=5)
     redis_url: str = "redis://127.0.0.1:6379/0"
-    # Connections to Redis; a caller waits up to redis_wait_s for a free one instead of failing.
-    redis_max_connections: int = Field(default=256, ge=4)
+    # How long a Redis command waits for its reply (RedisLink: one connection per process).
     redis_wait_s: float = Field(default=5.0, gt=0)
     # HTTP port for /health, /ready and /metrics (the gateway serves its API there too).
     port: int = Field(default=8080, ge=0, le=65535)
