@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-import nats.js.errors
 from nats.js import api
 
 from chatbus.bus import Bus
@@ -23,6 +22,7 @@ from chatbus.contracts.forget import (
     durable_for,
 )
 from chatbus.jetstream import ConsumerSpec, consume, ensure_stream
+from chatbus.streams import ensure_consumer
 
 log = logging.getLogger("chatbus.forget")
 
@@ -34,10 +34,7 @@ async def ensure_forget_stream(bus: Bus, owners: tuple[str, ...] = FORGET_OWNERS
     """The ``FORGET`` stream and a durable consumer for each owner (the gateway calls it)."""
     await ensure_stream(bus, FORGET_STREAM, ["forget.>"], max_age=float(MAX_AGE_S))
     for owner in owners:
-        try:
-            await bus.js.consumer_info(FORGET_STREAM, durable_for(owner))
-        except nats.js.errors.NotFoundError:
-            await bus.js.add_consumer(FORGET_STREAM, _consumer_config(owner))
+        await ensure_consumer(bus, FORGET_STREAM, _consumer_config(owner))
 
 
 def _consumer_config(owner: str) -> api.ConsumerConfig:

@@ -71,6 +71,19 @@ async def ensure_stream(bus: Bus, name: str, subjects: list[str], **config: Any)
     await _retry_while_electing(make)
 
 
+async def ensure_consumer(bus: Bus, stream: str, config: api.ConsumerConfig) -> None:
+    """Durable consumer ``config.durable_name`` on ``stream``, created if missing (kept as is
+    when it exists: whoever consumes it may have tuned it)."""
+
+    async def make() -> None:
+        try:
+            await bus.js.consumer_info(stream, config.durable_name or "")
+        except nats.js.errors.NotFoundError:
+            await bus.js.add_consumer(stream, config)
+
+    await _retry_while_electing(make)
+
+
 async def ensure_kv(bus: Bus, bucket: str, *, ttl_s: float, history: int = 1) -> KeyValue:
     """KV bucket ``bucket`` (file storage, :func:`replicas` copies), created or updated."""
     n = replicas(bus)
