@@ -31,6 +31,7 @@ class Outcome:
     finished: float | None = None
     done: bool = False  # answered: a 200 reply, or a job record that says "done"
     clear: bool = False  # refused with the documented JSON error body (or a failed job record)
+    job_status: str = ""  # the job record's last status
 
 
 @dataclass
@@ -61,13 +62,14 @@ class Load:
     def _url(self, i: int) -> str:
         return self.gateways[i % len(self.gateways)]
 
-    async def chat(self, fault: str, kind: str = "sync") -> Outcome:
+    async def chat(self, fault: str, kind: str = "sync", gw: int | None = None) -> Outcome:
+        """One chat (``kind`` ending in "async": a job), through gateway ``gw`` or the next."""
         self.n += 1
         token = f"chaos-{fault}-{kind}-{self.n}"
         o = self.outcomes[token] = Outcome(token, time.monotonic())
         body = {"message": f"Please answer {token}", "session_id": token}
-        url = f"{self._url(self.n)}/api/chat/{self.agent}"
-        if kind == "async":
+        url = f"{self._url(self.n if gw is None else gw)}/api/chat/{self.agent}"
+        if kind.endswith("async"):
             url += "?mode=async"
         try:
             async with self.http.post(url, json=body) as r:
@@ -98,7 +100,8 @@ class Load:
                 i += 1
                 try:
                     async with self.http.get(f"{self._url(i)}/api/jobs/{o.job_id}") as r:
-                        rec = await r.json() if r.status == 200 else {}
+                        rec = await r.json() if r.status == 200 else {"http": r.status}
+                        o.job_status = str(rec.get("status") or rec)
                 except (aiohttp.ClientError, TimeoutError):
                     continue
                 if rec.get("status") in ("done", "failed", "dead_lettered"):
@@ -138,14 +141,16 @@ def model_calls(llm: OfflineLLM) -> Counter[str]:
 
 
 async def recovery(load: Load, fault: str, since: float, timeout: float = 60.0) -> float:
-    """Seconds from ``since`` (the kill) until a new chat is answered through each gateway."""
+    """Seconds from ``since`` (the kill) until, through each gateway, a new chat is answered
+    and a new job is accepted (the jobs themselves are checked with the others at the end)."""
     end = time.monotonic() + timeout
-    answered: set[int] = set()
-    while len(answered) < len(load.gateways) and time.monotonic() < end:
-        o = await load.chat(fault, "probe")
-        if o.done:
-            answered.add(load.n % len(load.gateways))
+    wanted = [(kind, gw) for kind in ("probe", "probeasync") for gw in range(len(load.gateways))]
+    while wanted and time.monotonic() < end:
+        kind, gw = wanted[0]
+        o = await load.chat(fault, kind, gw)
+        if o.done or o.job_id:
+            wanted.pop(0)
         else:
             await asyncio.sleep(0.1)  # allowed: pacing probes while the fault lasts
-    assert len(answered) == len(load.gateways), f"{fault}: no recovery in {timeout} s"
+    assert not wanted, f"{fault}: no recovery in {timeout} s"
     return time.monotonic() - since
