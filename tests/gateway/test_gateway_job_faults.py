@@ -15,6 +15,7 @@ from chatbus.dead_letters import page_dead_letters
 from chatbus.jetstream import DLQ_PREFIX, DLQ_STREAM
 from chatbus.offline_llm import OfflineLLM
 from chatbus.servers import start_redis
+from chatbus_gateway.schemas import JobOut
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
 from tests.gateway.test_gateway_jobs import job, job_until, submit
@@ -79,6 +80,7 @@ async def test_jobs_for_a_missing_agent_wait_then_run_without_burning_attempts(
     await asyncio.sleep(1.0)  # allowed: letting the waiting jobs be asked again many times
     for job_id in waiting:
         record = await wait_status(http, gw, job_id, "waiting")
+        JobOut.model_validate(record)  # what /openapi.json documents
         assert record["attempts"] == 0
         assert "no instance" in str(record["error"])
     # ...and the six of them hold none of the two worker slots: a live agent's job is answered.

@@ -79,6 +79,10 @@ class ConsumerSpec:
     max_deliver: int | None = 5
     backoff: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0)
     ack_wait: float = 30.0
+    # While a handler works, tell the server every ack_wait/3 that it is still in progress:
+    # ack_wait can then be short, so a message whose consumer leader or worker died (a NATS
+    # node killed) is delivered again within ack_wait, whatever the handler's longest run.
+    keepalive: bool = False
     batch: int = 32
     concurrency: int = 16
     # Extra delay before the first retry; jitter-free so tests can reason about it.
@@ -139,9 +143,30 @@ async def consume(
             ) as span:
                 span.set_attribute("messaging.destination.name", raw.subject)
                 span.set_attribute("messaging.consumer.group.name", spec.durable)
-                await _settle(bus, spec, raw, handler(msg))
+                work = handler(msg)
+                if spec.keepalive:
+                    work = _kept_alive(raw, work, spec.ack_wait / 3)
+                await _settle(bus, spec, raw, work)
 
     await _loop(bus, spec, model, on_batch)
+
+
+async def _kept_alive(raw: Msg, work: Awaitable[None], every: float) -> None:
+    """``work``, telling the server every ``every`` seconds that ``raw`` is still worked on."""
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(every)  # allowed: the in-progress beat's period
+            try:
+                await raw.in_progress()
+            except Exception:
+                log.debug("in-progress beat for %s failed", raw.subject, exc_info=True)
+
+    beating = asyncio.create_task(beat())
+    try:
+        await work
+    finally:
+        beating.cancel()
 
 
 async def consume_batches(
@@ -249,7 +274,9 @@ async def _fetch_until_closing(
 ) -> None:
     while not bus.closing.is_set():
         try:
-            raws = await psub.fetch(spec.batch, timeout=1.0)
+            # Bounded here too: after a cluster node dies, a fetch can hang past its own
+            # timeout (seen with nats-py 2.x), which would stall this consumer for good.
+            raws = await asyncio.wait_for(psub.fetch(spec.batch, timeout=1.0), 5.0)
         except (TimeoutError, nats.errors.TimeoutError):
             continue
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):

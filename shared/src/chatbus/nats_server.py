@@ -192,7 +192,9 @@ class NatsCluster:
                     leaders.add("")
                     continue
                 assert isinstance(meta, dict)
-                leaders.add(str(meta.get("leader") or ""))
+                # A leader, and every node known as a peer (so 3-replica streams can be placed).
+                ready = len(meta.get("replicas") or []) >= len(self.nodes) - 1
+                leaders.add(str(meta.get("leader") or "") if ready else "")
             if len(leaders) == 1 and "" not in leaders:
                 return leaders.pop()
             time.sleep(0.1)  # polling child processes for readiness

@@ -24,6 +24,14 @@ log = logging.getLogger("chatbus.jetstream")
 
 T = TypeVar("T")
 
+# "no suitable peers for placement": a forming cluster does not know all its nodes yet.
+NO_PEERS = 10005
+
+
+class NotReady(Exception):
+    """The cluster cannot place this stream yet; retried."""
+
+
 DLQ_STREAM = "DLQ"
 DLQ_PREFIX = "dlq."
 
@@ -45,6 +53,7 @@ async def _retry_while_electing(make: Callable[[], Awaitable[T]], wait_s: float 
         try:
             return await make()
         except (
+            NotReady,
             nats.js.errors.ServiceUnavailableError,
             nats.errors.NoRespondersError,
             nats.errors.TimeoutError,
@@ -65,7 +74,9 @@ async def ensure_stream(bus: Bus, name: str, subjects: list[str], **config: Any)
     async def make() -> None:
         try:
             await bus.js.add_stream(cfg)
-        except nats.js.errors.BadRequestError:
+        except nats.js.errors.BadRequestError as e:
+            if e.err_code == NO_PEERS:
+                raise NotReady(str(e)) from e
             await bus.js.update_stream(cfg)
 
     await _retry_while_electing(make)
@@ -94,7 +105,9 @@ async def ensure_kv(bus: Bus, bucket: str, *, ttl_s: float, history: int = 1) ->
     async def make() -> KeyValue:
         try:
             return await bus.js.create_key_value(cfg)
-        except nats.js.errors.BadRequestError:  # exists with another configuration
+        except nats.js.errors.BadRequestError as e:  # exists with another configuration
+            if e.err_code == NO_PEERS:
+                raise NotReady(str(e)) from e
             info = await bus.js.stream_info(f"KV_{bucket}")
             info.config.max_age = ttl_s
             info.config.num_replicas = n

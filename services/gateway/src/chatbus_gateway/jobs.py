@@ -38,6 +38,7 @@ log = logging.getLogger("chatbus.gateway.jobs")
 
 # Failures worth another attempt: the agent is busy, slow, or its model failed.
 RETRYABLE = {404, 429, 502, 503, 504}
+JOB_ACK_WAIT_S = 15.0
 
 
 class JobWorker:
@@ -143,8 +144,10 @@ async def start_worker(
         subject=f"{s.jobs_subject}.>",
         max_deliver=None,  # the worker counts attempts (waiting for an agent is not one)
         backoff=s.job_backoff_s,
-        # Longer than the longest attempt: waiting for the session's turn, then the agent.
-        ack_wait=2 * s.request_timeout_s + s.session_turn_timeout_s + 5,
+        # Short, with in-progress beats while an attempt runs: a job whose worker or consumer
+        # leader died (a gateway or NATS node killed) is delivered again within ack_wait.
+        ack_wait=JOB_ACK_WAIT_S,
+        keepalive=True,
         concurrency=s.job_concurrency,
     )
     bus.spawn(consume(bus, spec, ChatJob, worker.handle))

@@ -97,15 +97,19 @@ class JobAccepted(BaseModel):
 
 class JobOut(BaseModel):
     job_id: str
-    status: Literal["queued", "running", "retrying", "done", "failed", "dead_lettered"]
+    # "waiting": no instance of the agent runs; asked again soon, not counted as an attempt.
+    status: Literal["queued", "waiting", "running", "retrying", "done", "failed", "dead_lettered"]
     agent: str
     session_id: str
     attempts: int
     created_at: float
     updated_at: float
+    # Unix time by which the job is answered, else dead-lettered (renewed by a re-drive).
+    deadline: float | None = None
     result: ChatOut | None = None
     error: ErrorDetail | None = None
-    # The callback's outcome so far: "delivered (200)", "failed (503)", "refused (404)", ...
+    # The callback's outcome so far: "delivered (<status>)", "failed (<status>)", or "failed"
+    # when no HTTP answer came (or the URL is not one the gateway may call).
     callback: str | None = None
 
 
