@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from chatbus.agent.forget import AgentForgetter
 from chatbus.agent.records import RecordStore
 from chatbus.agent.records_service import RecordsResponder
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
+from chatbus.forget import serve_forget
 from chatbus.memory_client import BusMemory
 from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime
@@ -115,9 +117,11 @@ async def cost_rt(
 
 @pytest_asyncio.fixture
 async def records_owner(bus: Bus, redis_link: RedisLink) -> RecordStore:
-    """The records' owner, as every agent service runs it (``records.*.v1`` over the bus)."""
+    """The agent runtime's state, as every agent service runs it: records over the bus
+    (``records.*.v1``) and its share of forgetting (so a DELETE hears from every owner)."""
     store = RecordStore(redis_link)
     await RecordsResponder(store).subscribe(bus)
+    serve_forget(bus, "agent", AgentForgetter(redis_link).forget)
     return store
 
 
