@@ -153,8 +153,9 @@ async def run_stack(
         async with aiohttp.ClientSession() as http:
             yield Stack(llm, llm_url, factory, gateway, support, sales, http, sink)
     finally:
-        for p in reversed(factory.started):
-            p.stop()
+        # In parallel and off the event loop: a service's last spans and model calls go to the
+        # sink and the model that live on this loop, so blocking it would stall their shutdown.
+        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in factory.started))
         await runner.cleanup()
         await sink_runner.cleanup()
 

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,8 +201,8 @@ class ServiceProcess:
 def service_factory(tmp_path: Path, nats_url: str, redis_url: str) -> Iterator[ServiceFactory]:
     factory = ServiceFactory(tmp_path, nats_url, redis_url)
     yield factory
-    for p in factory.started:
-        p.stop()
+    with ThreadPoolExecutor(max(len(factory.started), 1)) as pool:  # SIGTERM them all at once
+        list(pool.map(ServiceProcess.stop, factory.started))
 
 
 class ServiceFactory:
