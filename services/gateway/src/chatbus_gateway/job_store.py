@@ -11,21 +11,54 @@ claims of async requests (``idem.<hash>`` -> job id and request fingerprint).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
 from chatbus.bus import Bus
 from chatbus.contracts.jobs import ChatJob
+from chatbus.errors import BusUnavailable
 from chatbus.jetstream import ensure_kv
 from chatbus_gateway.errors import ApiError
+
+# How long a write to a record keeps being tried while JetStream cannot take it: a cluster
+# electing a new stream leader after a node died answers nothing (or "no leader") for 4-9 s.
+STORE_RETRY_S = 20.0
+# Errors that mean "not now" rather than "no": tried again within STORE_RETRY_S.
+TRANSIENT = (
+    BusUnavailable,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.js.errors.ServerError,
+)
+
+T = TypeVar("T")
+
+
+async def patiently(op: Callable[[], Awaitable[T]]) -> T:
+    """``op()``, tried again on a transient JetStream error for up to STORE_RETRY_S."""
+    give_up = time.monotonic() + STORE_RETRY_S
+    pause = 0.1
+    while True:
+        try:
+            return await op()
+        except TRANSIENT:
+            if time.monotonic() + pause > give_up:
+                raise
+            await asyncio.sleep(pause)  # retry pacing while the stream elects a leader
+            pause = min(pause * 2, 2.0)
+
 
 JOB_ID = re.compile(r"^job-([0-9a-f]{1,16})-[0-9a-f]{16}$")
 # What GET /api/jobs/{id} and the callback body show; the rest is the gateway's own.
@@ -107,22 +140,30 @@ class JobStore:
         expired (missing) record is not brought back: returns None.
         """
         kv = await self.open()
+        give_up = time.monotonic() + STORE_RETRY_S
+        pause = 0.1
         while True:
             try:
                 entry = await kv.get(job_id)
+                if not entry.value:
+                    return None
+                record = dict(json.loads(entry.value))
+                if change(record) is False:
+                    return record
+                record["updated_at"] = time.time()
+                await kv.update(job_id, json.dumps(record).encode(), last=entry.revision)
+                return record
             except nats.js.errors.KeyNotFoundError:
                 return None
-            if not entry.value:
-                return None
-            record = dict(json.loads(entry.value))
-            if change(record) is False:
-                return record
-            record["updated_at"] = time.time()
-            try:
-                await kv.update(job_id, json.dumps(record).encode(), last=entry.revision)
             except nats.js.errors.KeyWrongLastSequenceError:
-                continue
-            return record
+                continue  # a concurrent write (or our own, answered too late): read it again
+            except TRANSIENT:
+                # A reply already on its way must not be lost to a leader election: the record
+                # is the only place a job's answer is kept.
+                if time.monotonic() + pause > give_up:
+                    raise
+                await asyncio.sleep(pause)  # retry pacing while the stream elects a leader
+                pause = min(pause * 2, 2.0)
 
     async def set(self, job_id: str, **fields: Any) -> dict[str, Any] | None:
         return await self.update(job_id, lambda r: r.update(fields))

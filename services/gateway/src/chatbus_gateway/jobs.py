@@ -29,7 +29,7 @@ from chatbus.errors import NoResponders
 from chatbus.jetstream import ConsumerSpec, Defer, Park, consume, ensure_dlq, ensure_stream
 from chatbus_gateway.callbacks import CallbackSender
 from chatbus_gateway.errors import ApiError
-from chatbus_gateway.job_store import JobStore
+from chatbus_gateway.job_store import JobStore, patiently
 from chatbus_gateway.pipeline import ChatPipeline
 from chatbus_gateway.schemas import ChatOut
 from chatbus_gateway.settings import GatewaySettings
@@ -120,9 +120,13 @@ class JobWorker:
             return
         if not await self.store.claim_callback(job.job_id):
             return
-        await self.bus.js_publish(
-            JobCallback(job_id=job.job_id, url=job.callback_url), self.subject
-        )
+        queued = JobCallback(job_id=job.job_id, url=job.callback_url)
+        try:
+            await patiently(lambda: self.bus.js_publish(queued, self.subject))
+        except Exception:
+            # Not queued: un-claim it, so the job's next delivery sends it.
+            await self.store.set(job.job_id, callback_sent=False)
+            raise
 
 
 async def start_worker(
