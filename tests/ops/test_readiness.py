@@ -17,7 +17,7 @@ import sys, time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 port, busy_s = int(sys.argv[1]), float(sys.argv[2])
 if busy_s < 0:
-    time.sleep(3600)
+    time.sleep(3600)  # allowed: a child that sits idle, never ready
 end = time.monotonic() + busy_s
 while time.monotonic() < end:
     sum(range(10_000))
