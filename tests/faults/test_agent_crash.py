@@ -9,11 +9,26 @@ import time
 import aiohttp
 import pytest
 
-from chatbus.testing import ServiceFactory
+from chatbus.testing import ServiceFactory, ServiceProcess
 from tests.faults.conftest import TimedLLM, sse_events, until
 from tests.gateway.gw_harness import StartGateway
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+async def start_agents(
+    factory: ServiceFactory, agent: str, model_url: str, count: int
+) -> list[ServiceProcess]:
+    """``count`` instances of a bare agent (no memory, cost or cache) on the fake model."""
+    env = {
+        "FAULT_AGENT_ID": agent,
+        "OPENAI_BASE_URL": model_url,
+        "MEMORY_ENABLED": "false",
+        "COST_ENABLED": "false",
+        "CACHE_ENABLED": "false",
+    }
+    starts = [factory.start("tests.faults.fault_agent", **env) for _ in range(count)]
+    return list(await asyncio.gather(*starts))
 
 
 async def test_requests_in_flight_on_a_killed_instance_complete_on_the_other_one(
@@ -26,17 +41,7 @@ async def test_requests_in_flight_on_a_killed_instance_complete_on_the_other_one
     llm, url = model
     llm.latency_s = 2.0  # every answer takes 2 s: requests are in flight when the kill comes
     agent = f"crash{uid}"
-    env = {
-        "FAULT_AGENT_ID": agent,
-        "OPENAI_BASE_URL": url,
-        "MEMORY_ENABLED": "false",
-        "COST_ENABLED": "false",
-        "CACHE_ENABLED": "false",
-    }
-    doomed, survivor = await asyncio.gather(
-        service_factory.start("tests.faults.fault_agent", **env),
-        service_factory.start("tests.faults.fault_agent", **env),
-    )
+    doomed, survivor = await start_agents(service_factory, agent, url, 2)
     gateway = await start_gateway(request_timeout_s=30)
 
     async def chat(i: int) -> tuple[int, dict[str, object]]:
@@ -72,17 +77,7 @@ async def test_streams_waiting_on_a_killed_instance_are_answered_once_by_the_oth
     llm, url = model
     llm.latency_s = 2.0  # nothing is streamed before the model answers
     agent = f"stream{uid}"
-    env = {
-        "FAULT_AGENT_ID": agent,
-        "OPENAI_BASE_URL": url,
-        "MEMORY_ENABLED": "false",
-        "COST_ENABLED": "false",
-        "CACHE_ENABLED": "false",
-    }
-    doomed, _ = await asyncio.gather(
-        service_factory.start("tests.faults.fault_agent", **env),
-        service_factory.start("tests.faults.fault_agent", **env),
-    )
+    doomed, _ = await start_agents(service_factory, agent, url, 2)
     gateway = await start_gateway(request_timeout_s=30)
 
     async def stream(i: int) -> str:
@@ -117,14 +112,7 @@ async def test_the_last_instance_dying_mid_request_answers_503_in_seconds(
     llm, url = model
     llm.latency_s = 5.0
     agent = f"last{uid}"
-    only = await service_factory.start(
-        "tests.faults.fault_agent",
-        FAULT_AGENT_ID=agent,
-        OPENAI_BASE_URL=url,
-        MEMORY_ENABLED="false",
-        COST_ENABLED="false",
-        CACHE_ENABLED="false",
-    )
+    (only,) = await start_agents(service_factory, agent, url, 1)
     gateway = await start_gateway(request_timeout_s=30)
     call = asyncio.create_task(
         http.post(f"{gateway.url}/api/chat/{agent}", json={"message": "hi", "session_id": uid})
