@@ -1,8 +1,10 @@
 """``GET /``: the chat page and its dashboard, so a browser is all a person needs.
 
 The chat lists the agents from ``/api/agents``, streams replies from ``/api/chat/{agent}``
-(SSE), shows handoffs and can forget the session; the dashboard (``/#dashboard``) draws
-``/api/usage``, ``/api/budgets``, ``/api/stats``, ``/api/agents`` and the dead letters as SVG.
+(SSE), shows handoffs, shows and edits what memory keeps about the user
+(``/api/users/{id}/profile``) and can forget the session or the user; the dashboard
+(``/#dashboard``) draws ``/api/usage``, ``/api/budgets``, ``/api/stats``, ``/api/agents`` and
+the dead letters as SVG.
 No build step: static files shipped in the package, served from ``/static/`` by name.
 """
 
@@ -20,7 +22,9 @@ TYPES = {
     ".svg": "image/svg+xml",
 }
 # The only files served: a name outside this set is a 404, never a path on disk.
-STATIC = frozenset({"app.css", "common.js", "charts.js", "chat.js", "dashboard.js", "favicon.svg"})
+STATIC = frozenset(
+    {"app.css", "common.js", "charts.js", "chat.js", "profile.js", "dashboard.js", "favicon.svg"}
+)
 HEADERS = {
     "Cache-Control": "no-cache",
     "X-Content-Type-Options": "nosniff",

@@ -1,5 +1,6 @@
 "use strict";
 // The chat view: pick an agent, stream its replies (SSE), see handoffs, forget the session.
+// The user's id and profile live in profile.js.
 (() => {
   const log = $("log"), agentSel = $("agent"), session = $("session"), sendBtn = $("send");
   session.value = localStorage.getItem("chatbus.session") || "web-" + crypto.randomUUID().slice(0, 8);
@@ -90,7 +91,7 @@
       try {
         r = await fetch("/api/chat/" + encodeURIComponent(agent), {
           method: "POST", headers: apiHeaders({"Accept": "text/event-stream"}),
-          body: JSON.stringify({message, session_id: session.value}),
+          body: JSON.stringify({message, session_id: session.value, user_id: profile.user() || undefined}),
         });
       } catch (e) { throw new ApiFailure({message: "Cannot reach the gateway", detail: String(e)}, 0); }
       if (!r.ok || !(r.headers.get("Content-Type") || "").includes("text/event-stream")) {
@@ -126,6 +127,8 @@
     if (failed) {
       if (!got || !out.body.textContent) out.div.remove();
       showError(failed);
+    } else {
+      profile.afterReply();  // what the user just said may be a fact memory keeps
     }
   }
 
@@ -148,6 +151,11 @@
       log.replaceChildren(el("div", {className: "notice"}, "This conversation was forgotten."));
     } catch (e) { showError(e); }
   };
+  profile.onForget((body) => {
+    if ((body.sessions || []).includes(session.value)) {
+      log.replaceChildren(el("div", {className: "notice"}, "This conversation was forgotten with you."));
+    }
+  });
   keyListeners.push(loadAgents, loadHistory);
   loadAgents();
   loadHistory();
