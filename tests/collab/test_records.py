@@ -23,8 +23,8 @@ from chatbus.contracts.records import GetRecord, QueryRecords, RecordFound, Reco
 from chatbus.errors import RemoteError
 from chatbus.offline_llm import Scripted
 from chatbus.records_client import BusRecords
-from chatbus_gateway.caller import TENANT_ID
-from chatbus_gateway.records_routes import setup_records_routes
+from chatbus_gateway.auth.caller import TENANT_ID
+from chatbus_gateway.routes.records import setup_records_routes
 from tests.collab.collab_harness import Crew, call
 
 pytestmark = pytest.mark.timeout(90)

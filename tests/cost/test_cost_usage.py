@@ -16,9 +16,9 @@ from chatbus.bus import Bus
 from chatbus.cost_client import BusCosts
 from chatbus.metrics import Metrics
 from chatbus.usage_cli import forecast_month_end, main, print_usage
-from chatbus_gateway.caller import IS_ADMIN, TENANT_ID
-from chatbus_gateway.middleware import error_middleware
-from chatbus_gateway.usage_routes import setup_usage_routes
+from chatbus_gateway.api.middleware import error_middleware
+from chatbus_gateway.auth.caller import IS_ADMIN, TENANT_ID
+from chatbus_gateway.routes.usage import setup_usage_routes
 
 TODAY = datetime.now(UTC).date()
 # The gateway's auth middleware stores tenant_id/is_admin under string keys (the agreed shape).

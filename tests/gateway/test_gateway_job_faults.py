@@ -15,7 +15,7 @@ from chatbus.dead_letters import page_dead_letters
 from chatbus.jetstream import DLQ_PREFIX, DLQ_STREAM
 from chatbus.offline_llm import OfflineLLM
 from chatbus.servers import start_redis
-from chatbus_gateway.schemas import JobOut
+from chatbus_gateway.api.schemas import JobOut
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
 from tests.gateway.test_gateway_jobs import job, job_until, submit

@@ -78,7 +78,7 @@ async def test_tokens_per_minute_per_key(
     uid: str,
 ) -> None:
     from chatbus.redis_link import RedisLink
-    from chatbus_gateway.keys import KeyStore
+    from chatbus_gateway.auth.keys import KeyStore
 
     gw = await start_gateway(auth="on", tokens_key_per_min=30, rate_ip_per_min=0)
     client = RedisLink(redis_url)

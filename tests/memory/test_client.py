@@ -13,7 +13,7 @@ from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.memory import MEMORY_STREAM
 from chatbus.errors import RecallSkipped
 from chatbus.memory_client import BusMemory
-from chatbus_gateway.memory_routes import setup_memory_routes
+from chatbus_gateway.routes.memory import setup_memory_routes
 
 
 def _req() -> ChatRequest:

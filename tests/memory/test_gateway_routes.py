@@ -14,10 +14,11 @@ from chatbus.bus import Bus
 from chatbus.forget import ensure_forget_stream
 from chatbus.memory_client import BusMemory
 from chatbus.runtime import Runtime
-from chatbus_gateway.caller import TENANT_ID
-from chatbus_gateway.forget_routes import ForgetDesk, setup_forget_routes
-from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
-from chatbus_gateway.profile_routes import setup_profile_routes
+from chatbus_gateway.auth.caller import TENANT_ID
+from chatbus_gateway.peers.forget import ForgetDesk
+from chatbus_gateway.routes.forget import setup_forget_routes
+from chatbus_gateway.routes.memory import Bounds, setup_memory_routes
+from chatbus_gateway.routes.profile import setup_profile_routes
 
 from .conftest import memory_settings, running_memory
 

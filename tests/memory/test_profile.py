@@ -171,7 +171,7 @@ async def test_concurrent_edits_keep_every_fact(client: TestClient, user: str) -
 
 
 def test_the_openapi_document_describes_the_profile_routes() -> None:
-    from chatbus_gateway.openapi_store_paths import store_paths
+    from chatbus_gateway.api.openapi_store_paths import store_paths
 
     route = store_paths()["/api/users/{id}/profile"]
     assert set(route) == {"get", "patch"}

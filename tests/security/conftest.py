@@ -26,7 +26,7 @@ from chatbus.runtime import Runtime
 from chatbus.testing import serving
 from chatbus_cost.__main__ import CostSettings
 from chatbus_cost.__main__ import make_wire as make_cost_wire
-from chatbus_gateway.keys import KeyStore
+from chatbus_gateway.auth.keys import KeyStore
 from tests.gateway.conftest import agent, callbacks, gateway, http, start_gateway
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import StartGateway

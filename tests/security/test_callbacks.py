@@ -13,7 +13,12 @@ import pytest
 from aiohttp import web
 
 from chatbus.servers import free_port
-from chatbus_gateway.callbacks import CallbackPolicy, CallbackRefused, CheckedResolver, is_public
+from chatbus_gateway.jobs.callbacks import (
+    CallbackPolicy,
+    CallbackRefused,
+    CheckedResolver,
+    is_public,
+)
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
 from tests.gateway.test_gateway_jobs import job_until

@@ -11,34 +11,37 @@ from chatbus.forget import ensure_forget_stream, serve_forget
 from chatbus.memory_client import BusMemory
 from chatbus.records_client import BusRecords
 from chatbus.runtime import Runtime
-from chatbus_gateway.admin_routes import setup_admin_routes
-from chatbus_gateway.agents import setup_agent_routes
-from chatbus_gateway.auth import auth_middleware
-from chatbus_gateway.budget_routes import setup_budget_routes
-from chatbus_gateway.callbacks import CallbackPolicy, CallbackSender, callback_session
-from chatbus_gateway.chat_routes import setup_chat_routes
+from chatbus_gateway.api.middleware import drain_middleware, error_middleware
+from chatbus_gateway.api.openapi import OPENAPI_PATHS, setup_openapi
+from chatbus_gateway.api.openapi_store_paths import store_paths
+from chatbus_gateway.api.request_ids import echo_request_id
+from chatbus_gateway.auth.keys import KeyStore
+from chatbus_gateway.auth.middleware import auth_middleware
 from chatbus_gateway.deps import DEPS, GatewayDeps
-from chatbus_gateway.forget_routes import ForgetDesk, gateway_forgetter, setup_forget_routes
 from chatbus_gateway.idempotency import Idempotency
-from chatbus_gateway.job_routes import CALLBACKS, JOBS, setup_job_routes
-from chatbus_gateway.job_store import JobStore
-from chatbus_gateway.jobs import JobWorker, start_worker
-from chatbus_gateway.keys import KeyStore
+from chatbus_gateway.jobs.callbacks import CallbackPolicy, CallbackSender, callback_session
+from chatbus_gateway.jobs.store import JobStore
+from chatbus_gateway.jobs.submit import CALLBACKS, JOBS
+from chatbus_gateway.jobs.worker import JobWorker, start_worker
 from chatbus_gateway.limits_http import AuthFailures, HttpLimits, add_rate_headers
-from chatbus_gateway.memory_routes import Bounds, setup_memory_routes
-from chatbus_gateway.middleware import drain_middleware, echo_request_id, error_middleware
-from chatbus_gateway.openai_api import setup_openai_routes
-from chatbus_gateway.openapi import OPENAPI_PATHS, setup_openapi
-from chatbus_gateway.openapi_store_paths import store_paths
+from chatbus_gateway.peers.forget import ForgetDesk, gateway_forgetter
 from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
-from chatbus_gateway.profile_routes import setup_profile_routes
 from chatbus_gateway.ratelimit import RateLimiter
-from chatbus_gateway.records_routes import setup_records_routes
+from chatbus_gateway.routes.admin import setup_admin_routes
+from chatbus_gateway.routes.agents import setup_agent_routes
+from chatbus_gateway.routes.budgets import setup_budget_routes
+from chatbus_gateway.routes.chat import setup_chat_routes
+from chatbus_gateway.routes.forget import setup_forget_routes
+from chatbus_gateway.routes.jobs import setup_job_routes
+from chatbus_gateway.routes.memory import Bounds, setup_memory_routes
+from chatbus_gateway.routes.openai import setup_openai_routes
+from chatbus_gateway.routes.profile import setup_profile_routes
+from chatbus_gateway.routes.records import setup_records_routes
+from chatbus_gateway.routes.usage import setup_usage_routes
+from chatbus_gateway.routes.web import setup_web_routes
 from chatbus_gateway.session_order import SessionOrder
 from chatbus_gateway.settings import GatewaySettings
 from chatbus_gateway.traffic import TRAFFIC, Traffic, stats
-from chatbus_gateway.usage_routes import setup_usage_routes
-from chatbus_gateway.web_routes import setup_web_routes
 
 log = logging.getLogger("chatbus.gateway")
 

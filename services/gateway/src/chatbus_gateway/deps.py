@@ -11,7 +11,7 @@ from aiohttp import web
 from chatbus.bus import Bus
 from chatbus.metrics import Metrics
 from chatbus.redis_link import RedisLink
-from chatbus_gateway.middleware import InFlight
+from chatbus_gateway.api.middleware import InFlight
 from chatbus_gateway.settings import GatewaySettings
 
 

@@ -22,7 +22,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus.deadline import after, remaining
 from chatbus.errors import BusUnavailable, InstanceLost, NoResponders, RequestTimeout
-from chatbus_gateway.errors import ApiError, from_bus_error
+from chatbus_gateway.api.errors import ApiError, from_bus_error
 
 log = logging.getLogger("chatbus.gateway.dispatch")
 

@@ -16,7 +16,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply
 from chatbus.redis_link import RedisLink
 from chatbus_gateway import signals
-from chatbus_gateway.errors import ApiError
+from chatbus_gateway.api.errors import ApiError
 
 # One rule for every path (sync, stream, OpenAI, async): 1 to MAX_KEY characters.
 MAX_KEY = 200

@@ -8,7 +8,7 @@ import sys
 from datetime import UTC, datetime
 
 from chatbus.redis_link import RedisLink
-from chatbus_gateway.keys import KeyStore
+from chatbus_gateway.auth.keys import KeyStore
 from chatbus_gateway.settings import GatewaySettings
 
 

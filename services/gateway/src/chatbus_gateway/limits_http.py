@@ -9,9 +9,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from chatbus.metrics import Metrics
-from chatbus_gateway.caller import key_id_of
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.middleware import Handler, is_api, route_name
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.middleware import Handler, is_api, route_name
+from chatbus_gateway.auth.caller import key_id_of
 from chatbus_gateway.ratelimit import Decision, Limit, RateLimiter
 from chatbus_gateway.session_order import SessionOrder, Ticket
 from chatbus_gateway.settings import GatewaySettings

@@ -20,10 +20,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from chatbus_gateway.caller import is_admin, tenant_of
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.middleware import Handler, route_name
-from chatbus_gateway.params import query_tenant
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.middleware import Handler, route_name
+from chatbus_gateway.api.params import query_tenant
+from chatbus_gateway.auth.caller import is_admin, tenant_of
 
 WINDOW_MINUTES = 60
 SAMPLES_PER_BUCKET = 256  # latency samples kept per minute, tenant and agent (a reservoir)

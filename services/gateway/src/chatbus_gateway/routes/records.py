@@ -11,20 +11,16 @@ The records belong to the agent runtime: these routes ask the agent services ove
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from chatbus.contracts.records import MAX_PAGE, QueryRecords
-from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 from chatbus.records_client import BusRecords
-from chatbus_gateway.caller import tenant_of
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.params import query_int, query_text
-
-log = logging.getLogger("chatbus.gateway.records")
+from chatbus_gateway.api.bus_errors import Handler, records_guard
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.params import query_int, query_text
+from chatbus_gateway.auth.caller import tenant_of
 
 KINDS = {"tickets": "ticket", "leads": "lead", "invoices": "invoice", "orders": "order"}
 MAX_LIMIT = MAX_PAGE
@@ -39,40 +35,11 @@ def _param(request: web.Request, name: str, max_len: int = MAX_ID) -> str | None
     return query_text(request, name, max_len)
 
 
-def _unavailable(e: Exception) -> ApiError:
-    log.warning("records unavailable: %s", e)
-    return ApiError(503, "records are unavailable: no agent service answered", type="unavailable")
-
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _asking(handler: Handler) -> Handler:
-    """The owner's answers as HTTP: not_found 404, invalid 422, owner unreachable 503."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as e:
-            return e.response()
-        except (NoResponders, RequestTimeout, BusUnavailable) as e:
-            return _unavailable(e).response()
-        except RemoteError as e:
-            if e.code == "not_found":
-                return ApiError(404, e.message, type="not_found").response()
-            if e.code == "invalid":
-                loc = (e.detail or {}).get("loc") or []
-                return ApiError(422, e.message, param=".".join(map(str, loc)) or None).response()
-            return _unavailable(e).response()
-
-    return wrapped
-
-
 def setup_records_routes(app: web.Application, records: BusRecords) -> None:
     """Add ``GET /api/{tickets,leads,invoices,orders}`` (pages) and ``.../{id}`` (one)."""
 
     def lister(plural: str, kind: str) -> Handler:
-        @_asking
+        @records_guard
         async def handler(request: web.Request) -> web.StreamResponse:
             query = QueryRecords(
                 tenant_id=tenant_of(request),
@@ -89,7 +56,7 @@ def setup_records_routes(app: web.Application, records: BusRecords) -> None:
         return handler
 
     def reader(kind: str) -> Handler:
-        @_asking
+        @records_guard
         async def handler(request: web.Request) -> web.StreamResponse:
             record_id = request.match_info["record_id"]
             user_id, session_id = _param(request, "user_id"), _param(request, "session_id")

@@ -10,8 +10,8 @@ from aiohttp import web
 
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError
-from chatbus_gateway.caller import is_admin, tenant_of
-from chatbus_gateway.errors import ApiError
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.auth.caller import is_admin, tenant_of
 
 
 def setup_budget_routes(app: web.Application, costs: BusCosts) -> None:

@@ -28,7 +28,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.jobs import ChatJob
 from chatbus.errors import BusUnavailable
 from chatbus.jetstream import ensure_kv
-from chatbus_gateway.errors import ApiError
+from chatbus_gateway.api.errors import ApiError
 
 # How long a write to a record keeps being tried while JetStream cannot take it: a cluster
 # electing a new stream leader after a node died answers nothing (or "no leader") for 4-9 s.

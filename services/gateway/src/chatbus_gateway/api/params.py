@@ -12,7 +12,7 @@ from datetime import date
 
 from aiohttp import web
 
-from chatbus_gateway.errors import ApiError
+from chatbus_gateway.api.errors import ApiError
 
 # ASCII digits only, short enough that int() and every store downstream take the value.
 _INT = re.compile(r"[0-9]{1,19}")

@@ -6,13 +6,11 @@ import time
 from typing import Any
 
 import nats.errors
-from aiohttp import web
 from pydantic import ValidationError
 
 from chatbus.bus import Bus, trace_headers
 from chatbus.contracts.chat import AgentInfo, AgentPing
-from chatbus_gateway.deps import DEPS
-from chatbus_gateway.errors import ApiError
+from chatbus_gateway.api.errors import ApiError
 
 
 async def discover(bus: Bus, window_s: float) -> list[dict[str, Any]]:
@@ -63,12 +61,3 @@ def summarize(infos: list[AgentInfo]) -> list[dict[str, Any]]:
         else:
             entry["draining"] += 1
     return sorted(by_id.values(), key=lambda e: str(e["id"]))
-
-
-async def list_agents(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    return web.json_response({"agents": await discover(deps.bus, deps.settings.agents_window_s)})
-
-
-def setup_agent_routes(app: web.Application) -> None:
-    app.router.add_get("/api/agents", list_agents)

@@ -21,9 +21,9 @@ from aiohttp import web
 from chatbus.contracts.cost import GROUP_BY, GroupBy, UsageRow, forecast_month_end
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
-from chatbus_gateway.caller import is_admin, tenant_of
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.params import query_date, query_tenant
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.params import query_date, query_tenant
+from chatbus_gateway.auth.caller import is_admin, tenant_of
 
 MAX_DAYS = 400
 

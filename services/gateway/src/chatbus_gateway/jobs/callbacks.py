@@ -31,8 +31,8 @@ from aiohttp.resolver import ThreadedResolver
 
 from chatbus.contracts.jobs import JobCallback
 from chatbus.errors import RemoteError
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.job_store import JobStore, public
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.jobs.store import JobStore, public
 
 log = logging.getLogger("chatbus.gateway.callbacks")
 

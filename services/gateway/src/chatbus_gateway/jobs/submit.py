@@ -1,4 +1,4 @@
-"""``POST /api/chat/{agent}?mode=async`` -> 202 ``{job_id}``; ``GET /api/jobs/{id}``.
+"""Accepting an async job: ``POST /api/chat/{agent}?mode=async`` -> 202 ``{job_id}``.
 
 A job is accepted in this order: the request's form (``Idempotency-Key`` length, a callback
 URL this gateway may call: 422), the limits (429: nothing is stored), the key's claim (a
@@ -16,12 +16,11 @@ from aiohttp import web
 
 from chatbus.contracts.chat import ChatRequest
 from chatbus.contracts.jobs import ChatJob
-from chatbus_gateway.callbacks import CallbackPolicy
-from chatbus_gateway.caller import is_admin, tenant_of
+from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.deps import DEPS
-from chatbus_gateway.errors import ApiError
 from chatbus_gateway.idempotency import check_key, fingerprint
-from chatbus_gateway.job_store import JobStore, created_ms, new_job_id, public
+from chatbus_gateway.jobs.callbacks import CallbackPolicy
+from chatbus_gateway.jobs.store import JobStore, new_job_id
 from chatbus_gateway.pipeline import PIPELINE
 
 log = logging.getLogger("chatbus.gateway.jobs")
@@ -86,26 +85,3 @@ def accepted(job_id: str, request_id: str, *, replayed: bool = False) -> web.Res
         status=202,
         headers=headers,
     )
-
-
-async def get_job(request: web.Request) -> web.Response:
-    deps = request.app[DEPS]
-    job_id = request.match_info["job_id"]
-    try:
-        record = await request.app[JOBS].get(job_id)
-    except Exception as e:
-        raise unavailable(e) from e
-    if record is None:
-        born = created_ms(job_id)
-        if born is not None and born / 1000 + deps.settings.job_ttl_s < time.time():
-            raise ApiError(410, f"job {job_id} expired", type="expired")
-        raise ApiError(404, f"no job {job_id[:100]!r}", type="not_found")
-    if record.get("tenant") != tenant_of(request) and not is_admin(request):
-        raise ApiError(404, f"no job {job_id!r}", type="not_found")
-    return web.json_response(public(record))
-
-
-def setup_job_routes(app: web.Application, store: JobStore, policy: CallbackPolicy) -> None:
-    app[JOBS] = store
-    app[CALLBACKS] = policy
-    app.router.add_get("/api/jobs/{job_id}", get_job)

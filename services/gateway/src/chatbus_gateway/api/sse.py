@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from chatbus_gateway.errors import ApiError
+from chatbus_gateway.api.errors import ApiError
 
 log = logging.getLogger("chatbus.gateway")
 

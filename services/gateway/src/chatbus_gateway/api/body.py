@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from chatbus_gateway.errors import ApiError
+from chatbus_gateway.api.errors import ApiError
 
 T = TypeVar("T", bound=BaseModel)
 

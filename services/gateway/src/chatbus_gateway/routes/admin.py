@@ -13,11 +13,11 @@ from pydantic import ValidationError
 from chatbus.contracts.jobs import ChatJob, JobCallback
 from chatbus.dead_letters import page_dead_letters, redrive
 from chatbus.jetstream import DLQ_STREAM
-from chatbus_gateway.auth import require_admin
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.params import path_int, query_int
+from chatbus_gateway.auth.middleware import require_admin
 from chatbus_gateway.deps import DEPS
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.job_routes import JOBS
-from chatbus_gateway.params import path_int, query_int
+from chatbus_gateway.jobs.submit import JOBS
 
 MAX_SEQ = 2**63 - 1
 

@@ -3,7 +3,7 @@
 ``GET /api/sessions/{id}/messages``     the stored turns of a session (``?limit=&before=``)
 ``POST /api/sessions/{id}/messages``    import a past transcript ``[{role, content, ...}]``
 ``POST /api/memory/search``             ``{session_id, query, limit}`` -> scored turns
-(Forgetting a session or user is every owner's business: :mod:`chatbus_gateway.forget_routes`.)
+(Forgetting a session or user is every owner's business: :mod:`chatbus_gateway.routes.forget`.)
 
 The tenant is ``caller.tenant_of(request)`` (set by the auth middleware), ``"default"`` without one.
 Bodies obey the chat bounds: ``MAX_BODY_BYTES`` (413) and ``MAX_MESSAGE_CHARS`` per turn or query
@@ -14,24 +14,20 @@ transcript in parts), so no request holds the memory service for long. Errors ar
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatbus.contracts.chat import Turn
-from chatbus.errors import BusUnavailable, NoResponders, RemoteError, RequestTimeout
 from chatbus.memory_client import BusMemory
-from chatbus_gateway.body import read_json
-from chatbus_gateway.caller import tenant_of
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.params import query_int
-
-log = logging.getLogger("chatbus.gateway.memory")
+from chatbus_gateway.api.body import read_json
+from chatbus_gateway.api.bus_errors import invalid_field, memory_guard
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.params import query_int
+from chatbus_gateway.auth.caller import tenant_of
 
 # Turns per import request: a few seconds of embedding at most (send longer transcripts in parts).
 MAX_IMPORT_TURNS = 500
@@ -87,21 +83,6 @@ def _tenant(request: web.Request) -> str:
     return tenant_of(request)
 
 
-def _invalid(message: str, detail: list[dict[str, Any]]) -> web.Response:
-    """422 in the gateway's error shape, naming the first bad field."""
-    first = detail[0] if detail else {}
-    param = ".".join(str(p) for p in first.get("loc", [])) or None
-    text = f"{param}: {first.get('msg')}" if param and first.get("msg") else message
-    return ApiError(422, text, param=param).response()
-
-
-def _detail(err: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
-        for e in err.errors()
-    ]
-
-
 @dataclass(frozen=True)
 class Bounds:
     """The chat bounds the memory routes obey (``GatewaySettings``' values)."""
@@ -133,39 +114,13 @@ def _turn_json(t: Turn) -> dict[str, Any]:
     return t.model_dump(exclude_none=True)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _guard(handler: Handler) -> Handler:
-    """Bus failures become 503 (memory down) or 422 (the service rejected the input)."""
-
-    async def wrapped(request: web.Request) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as e:
-            return e.response()
-        except ValidationError as e:
-            return _invalid("invalid request", _detail(e))
-        except (NoResponders, RequestTimeout, BusUnavailable) as e:
-            log.warning("memory service unavailable: %s", e)
-            return ApiError(503, "memory service unavailable", type="unavailable").response()
-        except RemoteError as e:
-            if e.code == "invalid":
-                return _invalid(e.message, [e.detail or {}])
-            status = 503 if e.code in ("unavailable", "timeout") else 502
-            kind = "unavailable" if status == 503 else "upstream_error"
-            return ApiError(status, e.message, type=kind).response()
-
-    return wrapped
-
-
 def setup_memory_routes(
     app: web.Application, memory: BusMemory, bounds: Bounds | None = None
 ) -> None:
     """Add the five memory routes to ``app``."""
     bounds = bounds or Bounds()
 
-    @_guard
+    @memory_guard
     async def get_messages(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["id"]
         limit = query_int(request, "limit", 50, 1, 1000)
@@ -174,7 +129,7 @@ def setup_memory_routes(
             {"session_id": session_id, "messages": [_turn_json(t) for t in turns]}
         )
 
-    @_guard
+    @memory_guard
     async def post_messages(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["id"]
         raw = await read_json(request, bounds.max_body_bytes)
@@ -200,13 +155,13 @@ def setup_memory_routes(
             status=201,
         )
 
-    @_guard
+    @memory_guard
     async def search(request: web.Request) -> web.StreamResponse:
         body = SearchBody.model_validate(await read_json(request, bounds.max_body_bytes))
         bounds.check_length(body.query, "query")
         user_id = body.user_id or request.get("user_id")
         if body.session_id is None and not (body.scope == "user" and user_id):
-            return _invalid(
+            return invalid_field(
                 "session_id is required", [{"loc": ["session_id"], "msg": "field required"}]
             )
         result = await memory.search(

@@ -2,31 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
-
 from aiohttp import web
 
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
-from chatbus_gateway.body import json_response, read_model
-from chatbus_gateway.caller import tenant_of
+from chatbus_gateway.api.body import json_response, read_model
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.request_ids import new_request_id
+from chatbus_gateway.api.schemas import ChatIn, ChatOut
+from chatbus_gateway.api.sse import open_sse, send_error, send_event
+from chatbus_gateway.auth.caller import tenant_of
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import check_agent_id
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.job_routes import submit_job
+from chatbus_gateway.jobs.submit import submit_job
 from chatbus_gateway.pipeline import PIPELINE, REPLAYED
-from chatbus_gateway.schemas import ChatIn, ChatOut
-from chatbus_gateway.sse import open_sse, send_error, send_event
 from chatbus_gateway.traffic import CHAT_AGENT
-
-
-def new_request_id() -> str:
-    """The id of one exchange: always the server's own, never the caller's ``X-Request-Id``.
-
-    Everything keyed by it downstream (the token ledger, memory and cost de-duplication, the
-    job) is then unique, so no client value can merge, drop or overwrite another exchange.
-    The caller's ``X-Request-Id`` is only a label, echoed back (``middleware.echo_request_id``).
-    """
-    return uuid.uuid4().hex
 
 
 def wants_stream(request: web.Request) -> bool:

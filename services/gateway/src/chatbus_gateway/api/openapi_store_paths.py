@@ -10,10 +10,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from chatbus_gateway.memory_routes import MAX_UNIX_TIME, ImportBody, SearchBody
-from chatbus_gateway.openapi_paths import ERRORS, json_body
-from chatbus_gateway.profile_routes import profile_paths
-from chatbus_gateway.records_routes import KINDS
+from chatbus_gateway.api.openapi_paths import ERRORS, json_body
+from chatbus_gateway.routes.memory import MAX_UNIX_TIME, ImportBody, SearchBody
+from chatbus_gateway.routes.profile import profile_paths
+from chatbus_gateway.routes.records import KINDS
 
 # Ids: 1 to 200 characters, no control characters (the gateway refuses those: 404 in a path,
 # 422 in a query).

@@ -1,4 +1,4 @@
-"""Who is calling: ``Authorization: Bearer <key>`` -> the caller (``chatbus_gateway.caller``).
+"""Who is calling: ``Authorization: Bearer <key>`` -> the caller (``chatbus_gateway.auth.caller``).
 
 With ``CHATBUS_AUTH=off`` (local development) every caller is the ``default`` tenant and
 admin. The admin key (``CHATBUS_ADMIN_KEY``) sees every tenant; it acts for the tenant named
@@ -13,11 +13,11 @@ import re
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from chatbus_gateway.caller import IS_ADMIN, KEY_ID, TENANT_ID, is_admin
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.keys import KeyStore
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.middleware import Handler, is_api
+from chatbus_gateway.auth.caller import IS_ADMIN, KEY_ID, TENANT_ID, is_admin
+from chatbus_gateway.auth.keys import KeyStore
 from chatbus_gateway.limits_http import AuthFailures
-from chatbus_gateway.middleware import Handler, is_api
 from chatbus_gateway.settings import GatewaySettings
 
 TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -17,16 +17,16 @@ from typing import Any
 from aiohttp import web
 
 from chatbus.contracts.chat import ChatReply, ChatRequest
-from chatbus_gateway.agents import discover
-from chatbus_gateway.body import json_response, read_model
-from chatbus_gateway.caller import tenant_of
-from chatbus_gateway.chat_routes import new_request_id
+from chatbus_gateway.api.body import json_response, read_model
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.openai_schemas import ChatCompletionsIn, InMessage, usage_of
+from chatbus_gateway.api.request_ids import new_request_id
+from chatbus_gateway.api.sse import open_sse, send_event
+from chatbus_gateway.auth.caller import tenant_of
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.dispatch import AGENT_ID
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.openai_schemas import ChatCompletionsIn, InMessage, usage_of
+from chatbus_gateway.peers.agents import discover
 from chatbus_gateway.pipeline import PIPELINE, REPLAYED
-from chatbus_gateway.sse import open_sse, send_event
 from chatbus_gateway.traffic import CHAT_AGENT
 
 

@@ -8,13 +8,13 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from chatbus_gateway import openapi_paths
-from chatbus_gateway.openai_schemas import (
+from chatbus_gateway.api import openapi_paths
+from chatbus_gateway.api.openai_schemas import (
     ChatCompletion,
     ChatCompletionsIn,
     ModelList,
 )
-from chatbus_gateway.schemas import (
+from chatbus_gateway.api.schemas import (
     AgentsOut,
     ChatIn,
     ChatOut,

@@ -27,11 +27,11 @@ from chatbus.bus import Bus
 from chatbus.contracts.jobs import ChatJob, JobCallback
 from chatbus.errors import NoResponders
 from chatbus.jetstream import ConsumerSpec, Defer, Park, consume, ensure_dlq, ensure_stream
-from chatbus_gateway.callbacks import CallbackSender
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.job_store import JobStore, patiently
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.schemas import ChatOut
+from chatbus_gateway.jobs.callbacks import CallbackSender
+from chatbus_gateway.jobs.store import JobStore, patiently
 from chatbus_gateway.pipeline import ChatPipeline
-from chatbus_gateway.schemas import ChatOut
 from chatbus_gateway.settings import GatewaySettings
 
 log = logging.getLogger("chatbus.gateway.jobs")

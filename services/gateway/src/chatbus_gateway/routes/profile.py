@@ -23,9 +23,10 @@ from chatbus.contracts.memory import (
     UserProfile,
 )
 from chatbus.memory_client import BusMemory
-from chatbus_gateway.body import read_json
-from chatbus_gateway.errors import ApiError
-from chatbus_gateway.memory_routes import _guard, _tenant
+from chatbus_gateway.api.body import read_json
+from chatbus_gateway.api.bus_errors import memory_guard
+from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.auth.caller import tenant_of
 
 MAX_PROFILE_BODY = 32 * 1024
 MAX_USER_ID = 200
@@ -82,16 +83,16 @@ def _facts(raw: Any) -> dict[str, str | None]:
 def setup_profile_routes(app: web.Application, memory: BusMemory) -> None:
     """Add ``GET`` and ``PATCH /api/users/{id}/profile`` to ``app``."""
 
-    @_guard
+    @memory_guard
     async def get_profile(request: web.Request) -> web.StreamResponse:
-        profile = await memory.get_profile(_tenant(request), _user(request))
+        profile = await memory.get_profile(tenant_of(request), _user(request))
         return web.json_response(profile_json(profile))
 
-    @_guard
+    @memory_guard
     async def patch_profile(request: web.Request) -> web.StreamResponse:
         user_id = _user(request)
         facts = _facts(await read_json(request, MAX_PROFILE_BODY))
-        profile = await memory.update_profile(_tenant(request), user_id, facts)
+        profile = await memory.update_profile(tenant_of(request), user_id, facts)
         return web.json_response(profile_json(profile))
 
     app.router.add_get("/api/users/{id}/profile", get_profile)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,8 +15,9 @@ from chatbus.http_guard import BodyTimeout
 from chatbus.metrics import Metrics
 from chatbus.redis_link import RedisError
 from chatbus.telemetry import logging_context
-from chatbus_gateway.errors import ApiError, error_body
-from chatbus_gateway.params import check_path_ids
+from chatbus_gateway.api.errors import ApiError, error_body
+from chatbus_gateway.api.params import check_path_ids
+from chatbus_gateway.api.request_ids import client_request_id
 
 log = logging.getLogger("chatbus.gateway")
 
@@ -25,23 +25,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths that do work for a caller (and so need auth, limits and a drain); the rest are probes.
 API_PREFIXES = ("/api/", "/v1/")
-
-
-# A caller's X-Request-Id is a correlation label only: echoed and logged, never an identity.
-CLIENT_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-
-
-def client_request_id(request: web.Request) -> str | None:
-    """The caller's ``X-Request-Id`` when it is a sane label (else None: not echoed)."""
-    given = request.headers.get("X-Request-Id", "")
-    return given if CLIENT_REQUEST_ID.match(given) else None
-
-
-async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Answer with the caller's own ``X-Request-Id`` (the body keeps the server's id)."""
-    label = client_request_id(request)
-    if label is not None:
-        response.headers["X-Request-Id"] = label
 
 
 def is_api(path: str) -> bool:
