@@ -86,3 +86,19 @@ async def test_queue_group_splits_work_without_duplicates(nats_url: str, uid: st
     assert seen["a"] and seen["b"]
     for b in replicas:
         await b.drain(timeout=5)
+
+
+async def test_listen_collects_answers_sent_to_its_inbox_until_left(bus: Bus, uid: str) -> None:
+    got: list[bytes] = []
+    two = asyncio.Event()
+
+    def on_data(data: bytes) -> None:
+        got.append(data)
+        if len(got) == 2:
+            two.set()
+
+    async with bus.listen(on_data) as inbox:
+        await bus.publish(Ping(n=1), inbox)
+        await bus.wake(inbox)
+        await asyncio.wait_for(two.wait(), 5)
+    assert got == [Ping(n=1).to_bytes(), b""]

@@ -9,13 +9,15 @@ handler that raises gets one too; the subscription keeps running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
@@ -111,13 +113,42 @@ class Bus:
     # -- core NATS --------------------------------------------------------------------------
 
     async def publish(
-        self, msg: Message, subject: str | None = None, headers: dict[str, str] | None = None
+        self,
+        msg: Message,
+        subject: str | None = None,
+        headers: dict[str, str] | None = None,
+        *,
+        reply: str = "",
     ) -> None:
+        """Send ``msg``; answers to it, if any, go to ``reply`` (see :meth:`listen`)."""
         subject = subject or msg.subject
         with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.destination.name", subject)
             data, hdrs = msg.to_bytes(), trace_headers(headers)
-            await self._guard(self.nc.publish(subject, data, headers=hdrs))
+            await self._guard(self.nc.publish(subject, data, reply=reply, headers=hdrs))
+
+    async def wake(self, subject: str) -> None:
+        """An empty message on ``subject``: whoever :meth:`listen` s there looks again."""
+        await self._guard(self.nc.publish(subject, b""))
+
+    @contextlib.asynccontextmanager
+    async def listen(
+        self, on_data: Callable[[bytes], None], subject: str | None = None
+    ) -> AsyncIterator[str]:
+        """Call ``on_data`` with the payload of each message on ``subject`` (a fresh inbox when
+        None) while inside; yields the subject. Subscribed on entry: nothing sent after it is
+        missed. For answers collected by the caller itself (several replies, progress)."""
+        subject = subject or self.nc.new_inbox()
+
+        async def on_msg(raw: Msg) -> None:
+            on_data(raw.data)
+
+        sub = await self._guard(self.nc.subscribe(subject, cb=on_msg))
+        try:
+            yield subject
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def request(
         self,
@@ -298,6 +329,14 @@ class Bus:
             await self._guard(
                 self.js.publish(subject, msg.to_bytes(), headers=trace_headers(h), timeout=timeout)
             )
+
+    async def js_last(self, stream: str, subject: str) -> bytes | None:
+        """The payload of the last message on ``subject`` in ``stream``; None when it has none."""
+        try:
+            raw = await self._guard(self.js.get_last_msg(stream, subject))
+        except nats.js.errors.NotFoundError:
+            return None
+        return bytes(raw.data or b"")
 
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run a background task owned by the bus; it is cancelled at :meth:`close`."""

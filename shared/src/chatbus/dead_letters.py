@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import nats.js.errors
+from nats.js.api import RawStreamMsg
 
 from chatbus.bus import Bus, trace_headers
 from chatbus.jetstream import (
@@ -71,21 +72,32 @@ async def page_dead_letters(bus: Bus, *, after: int = 0, limit: int = 100) -> Pa
             break
         if raw.seq is None:
             break
-        h = raw.headers or {}
-        items.append(
-            Parked(
-                seq=raw.seq,
-                subject=h.get(H_SUBJECT, ""),
-                reason=h.get(H_REASON, ""),
-                deliveries=int(h.get(H_DELIVERIES, "0") or 0),
-                consumer=h.get(H_CONSUMER, ""),
-                data=raw.data or b"",
-            )
-        )
+        items.append(_parked(raw, raw.seq))
         seq = raw.seq + 1
     more = len(items) > limit
     items = items[:limit]
     return Page(items, items[-1].seq if more else None)
+
+
+async def get_dead_letter(bus: Bus, seq: int) -> Parked | None:
+    """The parked message at ``seq``; None when there is none (re-driven, or never was)."""
+    try:
+        raw = await bus.js.get_msg(DLQ_STREAM, seq)
+    except (nats.js.errors.NotFoundError, nats.js.errors.BadRequestError):
+        return None
+    return _parked(raw, seq)
+
+
+def _parked(raw: RawStreamMsg, seq: int) -> Parked:
+    h = raw.headers or {}
+    return Parked(
+        seq=seq,
+        subject=h.get(H_SUBJECT, ""),
+        reason=h.get(H_REASON, ""),
+        deliveries=int(h.get(H_DELIVERIES, "0") or 0),
+        consumer=h.get(H_CONSUMER, ""),
+        data=raw.data or b"",
+    )
 
 
 async def list_dead_letters(bus: Bus, limit: int = 10_000) -> list[Parked]:

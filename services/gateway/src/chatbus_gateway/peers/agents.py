@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import nats.errors
 from pydantic import ValidationError
 
-from chatbus.bus import Bus, trace_headers
+from chatbus.bus import Bus
 from chatbus.contracts.chat import AgentInfo, AgentPing
+from chatbus.errors import BusUnavailable
 from chatbus_gateway.api.errors import ApiError
 
 
@@ -17,27 +19,22 @@ async def discover(bus: Bus, window_s: float) -> list[dict[str, Any]]:
     """Every agent that answered an :class:`AgentPing` within ``window_s``, one entry per id."""
     if not bus.connected:
         raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
-    inbox = bus.nc.new_inbox()
+    answers: asyncio.Queue[bytes] = asyncio.Queue()
     infos: list[AgentInfo] = []
     try:
-        sub = await bus.nc.subscribe(inbox)
-        try:
-            await bus.nc.publish(
-                AgentPing.subject, AgentPing().to_bytes(), reply=inbox, headers=trace_headers()
-            )
+        async with bus.listen(answers.put_nowait) as inbox:
+            await bus.publish(AgentPing(), reply=inbox)
             deadline = time.monotonic() + window_s
             while (left := deadline - time.monotonic()) > 0:
                 try:
-                    msg = await sub.next_msg(timeout=left)
-                except (TimeoutError, nats.errors.TimeoutError):
+                    data = await asyncio.wait_for(answers.get(), left)
+                except TimeoutError:
                     break
                 try:
-                    infos.append(AgentInfo.from_bytes(msg.data))
+                    infos.append(AgentInfo.from_bytes(data))
                 except ValidationError:
                     continue
-        finally:
-            await sub.unsubscribe()
-    except nats.errors.Error as e:
+    except (BusUnavailable, nats.errors.Error) as e:
         raise ApiError(503, "the message bus is unavailable, try again", type="unavailable") from e
     return summarize(infos)
 

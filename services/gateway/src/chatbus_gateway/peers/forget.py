@@ -12,9 +12,6 @@ import asyncio
 import contextlib
 from typing import Any, TypeVar
 
-import nats.js.errors
-from nats.aio.msg import Msg
-
 from chatbus.bus import Bus
 from chatbus.contracts.base import Message
 from chatbus.contracts.forget import (
@@ -39,23 +36,19 @@ class ForgetDesk:
         got: dict[str, ForgetConfirmed] = {}
         all_in = asyncio.Event()
 
-        async def on_confirmed(raw: Msg) -> None:
+        def on_confirmed(data: bytes) -> None:
             with contextlib.suppress(ValueError):
-                done = ForgetConfirmed.from_bytes(raw.data)
+                done = ForgetConfirmed.from_bytes(data)
                 got[done.owner] = done
                 if set(self.owners) <= got.keys():
                     all_in.set()
 
-        # Subscribed before publishing: no confirmation can come before we listen.
-        sub = await self.bus.nc.subscribe(f"{ForgetConfirmed.subject}.{req.forget_id}.*",
-                                          cb=on_confirmed)  # fmt: skip
-        try:
+        # Listening before publishing: no confirmation can come before we listen.
+        subject = f"{ForgetConfirmed.subject}.{req.forget_id}.*"
+        async with self.bus.listen(on_confirmed, subject):
             await self.bus.js_publish(req, req.subject_of(), msg_id=req.forget_id)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(all_in.wait(), self.wait_s)
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
         return self.body(req, got)
 
     async def status(self, tenant: str, forget_id: str) -> dict[str, Any] | None:
@@ -71,11 +64,8 @@ class ForgetDesk:
         return self.body(req, got)
 
     async def _last(self, subject: str, model: type[M]) -> M | None:
-        try:
-            raw = await self.bus.js.get_last_msg(FORGET_STREAM, subject)
-        except nats.js.errors.NotFoundError:
-            return None
-        return model.from_bytes(raw.data) if raw.data else None
+        data = await self.bus.js_last(FORGET_STREAM, subject)
+        return model.from_bytes(data) if data else None
 
     def body(self, req: ForgetRequested, got: dict[str, ForgetConfirmed]) -> dict[str, Any]:
         pending = [o for o in self.owners if o not in got]

@@ -6,13 +6,11 @@ The listing is paged: ``limit`` (1-1000, default 100) entries with a sequence ab
 
 from __future__ import annotations
 
-import nats.js.errors
 from aiohttp import web
 from pydantic import ValidationError
 
 from chatbus.contracts.jobs import ChatJob, JobCallback
-from chatbus.dead_letters import page_dead_letters, redrive
-from chatbus.jetstream import DLQ_STREAM
+from chatbus.dead_letters import get_dead_letter, page_dead_letters, redrive
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.params import path_int, query_int
 from chatbus_gateway.auth.middleware import require_admin
@@ -65,15 +63,14 @@ async def redrive_one(request: web.Request) -> web.Response:
     require_admin(request)
     seq = path_int(request, "seq", 1, MAX_SEQ)
     bus = request.app[DEPS].bus
-    try:
-        msg = await bus.js.get_msg(DLQ_STREAM, seq)
-    except (nats.js.errors.NotFoundError, nats.js.errors.BadRequestError) as e:
-        raise ApiError(404, f"no dead letter {seq}", type="not_found") from e
-    job = _job(msg.data or b"")
+    parked = await get_dead_letter(bus, seq)
+    if parked is None:
+        raise ApiError(404, f"no dead letter {seq}", type="not_found")
+    job = _job(parked.data)
     if job is not None:  # a fresh start: the worker counts attempts again from zero
         await request.app[JOBS].requeue(job.job_id, request.app[DEPS].settings.job_deadline_s)
     subject = await redrive(bus, seq)
-    return web.json_response({"seq": seq, "subject": subject, "job_id": _job_id(msg.data or b"")})
+    return web.json_response({"seq": seq, "subject": subject, "job_id": _job_id(parked.data)})
 
 
 def setup_admin_routes(app: web.Application) -> None:
