@@ -1,4 +1,5 @@
-"""The agent's LLM client over real HTTP: framing, compression, kept-alive connections, faults."""
+"""The agent's LLM client over real HTTP: plain, streamed, tool-calling and proxied calls on one
+path; framing, compression, kept-alive connections, faults, retries and a stream cut mid-way."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import shutil
 import ssl
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -15,6 +17,9 @@ import pytest_asyncio
 from aiohttp import ClientSession, web
 
 from chatbus.agent.llm import LLMError, OpenAIChat
+from chatbus.agent.ports import ToolCall
+from chatbus.agent.resilience import ResilientLLM
+from chatbus.deadline import after
 
 ANSWER = {
     "model": "gpt-4o-mini",
@@ -44,13 +49,42 @@ async def serve_app() -> AsyncIterator[Server]:
         await r.cleanup()
 
 
-async def ask(url: str, **kw: float) -> str:
+async def ask(url: str, *, streamed: bool = False, **kw: float) -> str:
     chat = OpenAIChat(url, "sk-test", **kw)
+    deltas: list[str] = []
+
+    async def on_delta(text: str) -> None:
+        deltas.append(text)
+
     try:
-        done = await chat.complete(MESSAGES, model="gpt-4o-mini", temperature=0, agent="support")
+        done = await chat.complete(
+            MESSAGES,
+            model="gpt-4o-mini",
+            temperature=0,
+            agent="support",
+            on_delta=on_delta if streamed else None,
+        )
+        if streamed:
+            assert "".join(deltas) == done.content
         return done.content
     finally:
         await chat.close()
+
+
+def sse(*chunks: dict[str, object]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+
+def streamed_answer(text: str = "Hi there 👋") -> bytes:
+    words = text.split(" ")
+    deltas = [{"content": w if i == 0 else " " + w} for i, w in enumerate(words)]
+    chunks: list[dict[str, object]] = [
+        {"model": "gpt-4o-mini", "choices": [{"index": 0, "delta": d}]} for d in deltas
+    ]
+    chunks.append(
+        {"model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+    )
+    return sse(*chunks)
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked", "gzip", "deflate", "close"])
@@ -159,6 +193,129 @@ async def test_faults_become_clear_llm_errors(serve_app: Server) -> None:
     assert limited.value.kind == "rate_limited"
 
 
+async def test_tool_calls_are_read_alike_from_plain_and_streamed_answers(serve_app: Server) -> None:
+    """One path for every call: the tool the model asks for, whole or in SSE pieces."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "order_status"}}
+    args = '{"order_id": "A-17"}'
+    tool = {"type": "function", "function": {"name": "order_status", "parameters": {}}}
+
+    async def handler(request: web.Request) -> web.Response:
+        body = await request.json()
+        assert body["tools"] == [tool]
+        if not body.get("stream"):
+            message = {
+                "role": "assistant",
+                "tool_calls": [{**call, "function": {**call["function"], "arguments": args}}],
+            }
+            choice = {"message": message, "finish_reason": "tool_calls"}
+            return web.json_response({"model": "gpt-4o-mini", "choices": [choice]})
+        assert body["stream_options"] == {"include_usage": True}
+        pieces = [{"index": 0, **call, "function": {"name": "order_status", "arguments": args[:6]}}]
+        pieces.append({"index": 0, "function": {"arguments": args[6:]}})
+        chunks: list[dict[str, object]] = [
+            {"model": "gpt-4o-mini", "choices": [{"index": 0, "delta": {"tool_calls": [p]}}]}
+            for p in pieces
+        ]
+        chunks.append(
+            {
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            }
+        )
+        chunks.append(
+            {
+                "model": "gpt-4o-mini",
+                "choices": [],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 4},
+            }
+        )
+        return web.Response(body=sse(*chunks), content_type="text/event-stream")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    chat = OpenAIChat(await serve_app(app), None)
+    deltas: list[str] = []
+
+    async def on_delta(text: str) -> None:
+        deltas.append(text)
+
+    try:
+        kw = {"model": "gpt-4o-mini", "temperature": 0.0, "agent": "support", "tools": [tool]}
+        plain = await chat.complete(MESSAGES, **kw)  # type: ignore[arg-type]
+        streamed = await chat.complete(MESSAGES, on_delta=on_delta, **kw)  # type: ignore[arg-type]
+    finally:
+        await chat.close()
+    expected = [ToolCall(id="call_1", name="order_status", arguments=args)]
+    assert plain.tool_calls == expected and plain.finish_reason == "tool_calls"
+    assert streamed.tool_calls == expected and streamed.finish_reason == "tool_calls"
+    assert streamed.usage is not None and streamed.usage.completion_tokens == 4
+    assert deltas == []  # a tool call is no text for the user
+
+
+async def test_a_failing_model_is_retried_but_a_stream_cut_mid_answer_is_not(
+    serve_app: Server,
+) -> None:
+    calls: list[bool] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        streamed = bool((await request.json()).get("stream"))
+        calls.append(streamed)
+        if len(calls) == 1:
+            return web.json_response({"error": {"message": "overloaded"}}, status=503)
+        if not streamed:
+            return web.json_response(ANSWER)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(streamed_answer("Hello there").split(b"\n\n")[0] + b"\n\n")
+        assert request.transport is not None
+        request.transport.close()  # the connection breaks after the first words
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    chat = OpenAIChat(await serve_app(app), None)
+    llm = ResilientLLM(chat, retries=2, base_delay_s=0.01)
+    kw = {"model": "gpt-4o-mini", "temperature": 0.0, "agent": "support", "deadline": after(10)}
+    shown: list[str] = []
+
+    async def on_delta(text: str) -> None:
+        shown.append(text)
+
+    try:
+        done = await llm.complete(MESSAGES, **kw)  # type: ignore[arg-type]
+        assert done.content == "Hi there 👋"
+        assert calls == [False, False]  # a 503, then the answer
+        with pytest.raises(LLMError) as cut:
+            await llm.complete(MESSAGES, on_delta=on_delta, fallback_model="backup", **kw)  # type: ignore[arg-type]
+    finally:
+        await chat.close()
+    assert cut.value.kind == "interrupted"
+    assert shown == ["Hello"]  # the start of the answer, once
+    assert calls == [False, False, True]  # no retry, no fallback once text was out
+
+
+async def test_each_attempt_gets_what_is_left_of_the_deadline() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    chat = OpenAIChat(f"http://127.0.0.1:{port}/v1", None, timeout_s=60)
+    llm = ResilientLLM(chat, retries=5)
+    started = time.monotonic()
+    try:
+        with pytest.raises(LLMError) as late:
+            await llm.complete(
+                MESSAGES, model="m", temperature=0, agent="support", deadline=after(0.4)
+            )
+        assert late.value.kind == "timeout"
+        # The 60 s cap per attempt did not apply: the message's deadline did, retries included.
+        assert time.monotonic() - started < 5
+    finally:
+        await chat.close()
+        server.close()
+
+
 @pytest.fixture
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
     """A certificate for localhost and its key (openssl)."""
@@ -217,9 +374,11 @@ async def test_https_with_the_systems_trust_store(
 async def test_calls_go_through_the_proxy_the_environment_names(
     serve_app: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """HTTP_PROXY (and NO_PROXY) are honoured."""
+    """HTTP_PROXY (and NO_PROXY) are honoured, by plain and streamed calls alike."""
 
     async def answer(request: web.Request) -> web.Response:
+        if (await request.json()).get("stream"):
+            return web.Response(body=streamed_answer(), content_type="text/event-stream")
         return web.json_response(ANSWER)
 
     upstream = web.Application()
@@ -246,8 +405,9 @@ async def test_calls_go_through_the_proxy_the_environment_names(
     monkeypatch.delenv("no_proxy", raising=False)
 
     assert await ask(target) == "Hi there 👋"
-    assert relayed == [f"{target}/chat/completions"]
+    assert await ask(target, streamed=True) == "Hi there 👋"
+    assert relayed == [f"{target}/chat/completions"] * 2
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     assert await ask(target) == "Hi there 👋"
-    assert len(relayed) == 1  # straight to the target this time
+    assert len(relayed) == 2  # straight to the target this time

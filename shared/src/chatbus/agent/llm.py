@@ -1,16 +1,18 @@
 """Talking to an OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp, offline model).
 
-We speak the wire protocol ourselves instead of using the ``openai`` SDK: at 1,000+ messages/s
-on two cores the SDK's ~2.7 ms of CPU per call would be the largest single cost of the
-pipeline. Plain calls go over :mod:`chatbus.agent.http1` (~40 µs a call), streamed ones over
-one shared aiohttp session (SSE). The request and response shapes are exactly the SDK's, so
-every OpenAI-compatible server works.
+Every call — plain, streamed (SSE), with tools, through a proxy — goes over one aiohttp
+session: its connection pool, TLS, and proxy support. We speak the wire protocol ourselves
+rather than through the ``openai`` SDK because the SDK (httpx, pydantic) costs ~1.3 ms of
+CPU per call against aiohttp's ~0.2 ms (``bench/agent/llm_client.py``); the request and
+response shapes are exactly the SDK's, so every OpenAI-compatible server works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import ssl
 import urllib.request
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,8 +22,8 @@ import aiohttp
 import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
+from yarl import URL
 
-from chatbus.agent.http1 import Http1Pool, HttpConnectionError
 from chatbus.agent.ports import Completion, ToolCall
 from chatbus.bus import trace_headers
 from chatbus.contracts.chat import Usage
@@ -31,6 +33,7 @@ log = logging.getLogger("chatbus.agent.llm")
 tracer = trace.get_tracer("chatbus.agent.llm")
 
 OnDelta = Callable[[str], Awaitable[None]]
+CONNECT_TIMEOUT_S = 5.0
 
 
 class LLMError(Exception):
@@ -63,38 +66,33 @@ def _error_for(status: int, text: str) -> LLMError:
 class OpenAIChat:
     """The :class:`~chatbus.agent.ports.LLM` port over HTTP, one connection pool per service."""
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str | None,
-        *,
-        timeout_s: float = 60.0,
-        session: aiohttp.ClientSession | None = None,
-    ) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
+    def __init__(self, base_url: str, api_key: str | None, *, timeout_s: float = 60.0) -> None:
+        self.url = URL(base_url.rstrip("/") + "/chat/completions")
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.timeout_s = timeout_s
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=5)
-        self._session = session
-        # Plain calls take the lean keep-alive client; streamed ones take aiohttp. Behind an
-        # HTTP(S)_PROXY (NO_PROXY honoured) every call takes aiohttp, which speaks to proxies.
+        # Behind HTTP(S)_PROXY (NO_PROXY honoured) aiohttp reads the proxy, its credentials
+        # and netrc from the environment; without one it skips that work on every call.
         self.proxied = uses_proxy(base_url)
-        self.pool = None if self.proxied else Http1Pool(base_url, connect_timeout_s=5.0)
+        # The trust store as the environment names it when the client is made (SSL_CERT_FILE)
+        self.tls = ssl.create_default_context() if self.url.scheme == "https" else None
+        self._session: aiohttp.ClientSession | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=512, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=512, ttl_dns_cache=300, ssl=self.tls if self.tls is not None else True
+            )
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self.timeout, trust_env=self.proxied
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),  # a model API sets no cookies we keep
+                trust_env=self.proxied,
             )
         return self._session
 
     async def close(self) -> None:
-        if self.pool is not None:
-            await self.pool.close()
         if self._session is not None:
             await self._session.close()
 
@@ -122,19 +120,21 @@ class OpenAIChat:
             body["stream_options"] = {"include_usage": True}
         with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT) as span:
             headers = trace_headers({**self.headers, AGENT_HEADER: agent})
-            span.set_attributes(
-                {
-                    "gen_ai.system": "openai",
-                    "gen_ai.request.model": model,
-                    "chatbus.agent": agent,
-                    "chatbus.stream": on_delta is not None,
-                }
-            )
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "gen_ai.system": "openai",
+                        "gen_ai.request.model": model,
+                        "chatbus.agent": agent,
+                        "chatbus.stream": on_delta is not None,
+                    }
+                )
             result = await self._post(body, headers, on_delta, limit)
-            span.set_attribute("gen_ai.response.model", result.model)
-            if result.usage is not None:
-                span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
-                span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+            if span.is_recording():
+                span.set_attribute("gen_ai.response.model", result.model)
+                if result.usage is not None:
+                    span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
+                    span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
             return result
 
     async def _post(
@@ -145,33 +145,8 @@ class OpenAIChat:
         limit: float,
     ) -> Completion:
         model = str(body["model"])
-        if on_delta is not None or self.pool is None:
-            return await self._post_aiohttp(body, headers, on_delta, limit)
         try:
-            resp = await self.pool.post(
-                "/chat/completions", orjson.dumps(body), headers, timeout_s=limit
-            )
-        except TimeoutError as e:
-            raise LLMError("timeout", f"LLM did not answer within {limit:.3g}s") from e
-        except HttpConnectionError as e:
-            raise LLMError("connection", f"cannot reach the LLM: {e}") from e
-        if resp.status != 200:
-            raise _error_for(resp.status, resp.text())
-        return _parse_completion(_json(resp.body), model)
-
-    async def _post_aiohttp(
-        self,
-        body: dict[str, Any],
-        headers: dict[str, str],
-        on_delta: OnDelta | None,
-        limit: float,
-    ) -> Completion:
-        model = str(body["model"])
-        timeout = aiohttp.ClientTimeout(total=limit, sock_connect=min(5.0, limit))
-        try:
-            data_out = orjson.dumps(body)
-            post = self.session.post(self.url, data=data_out, headers=headers, timeout=timeout)
-            async with post as resp:
+            async with await self._send(orjson.dumps(body), headers, limit) as resp:
                 if resp.status != 200:
                     raise _error_for(resp.status, await resp.text())
                 if on_delta is not None:
@@ -182,6 +157,25 @@ class OpenAIChat:
         except aiohttp.ClientError as e:
             raise LLMError("connection", f"cannot reach the LLM: {type(e).__name__}") from e
         return _parse_completion(_json(raw), model)
+
+    async def _send(
+        self, data: bytes, headers: dict[str, str], limit: float
+    ) -> aiohttp.ClientResponse:
+        """The response's head, within ``limit`` seconds (its body too, read after)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + limit
+        timeout = aiohttp.ClientTimeout(total=limit, sock_connect=min(CONNECT_TIMEOUT_S, limit))
+        try:
+            return await self.session.post(self.url, data=data, headers=headers, timeout=timeout)
+        except aiohttp.ServerDisconnectedError:
+            # A kept-alive connection the server closed while it sat idle (the close not yet
+            # read): the request met a closed socket and no answer began, so it goes once
+            # more, on a new connection, in what is left of the time.
+            left = end - loop.time()
+            if left <= 0:
+                raise
+            timeout = aiohttp.ClientTimeout(total=left, sock_connect=min(CONNECT_TIMEOUT_S, left))
+            return await self.session.post(self.url, data=data, headers=headers, timeout=timeout)
 
 
 def uses_proxy(url: str) -> bool:
