@@ -9,7 +9,7 @@ import json
 import aiohttp
 import pytest
 
-from chatbus_gateway.traffic import WINDOW_MINUTES, Traffic, percentile
+from chatbus_gateway.flow.traffic import WINDOW_MINUTES, Traffic, percentile
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import RunningGateway, StartGateway
 from tests.gateway.test_gateway_auth import ADMIN, cli_env, create_key  # noqa: F401 (fixture)

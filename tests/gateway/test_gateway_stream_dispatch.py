@@ -6,7 +6,7 @@ import asyncio
 
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
-from chatbus_gateway.dispatch import ask_stream
+from chatbus_gateway.flow.dispatch import ask_stream
 
 
 async def test_no_chunk_is_lost_when_the_reply_follows_at_once(bus: Bus, uid: str) -> None:

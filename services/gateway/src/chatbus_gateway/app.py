@@ -18,15 +18,17 @@ from chatbus_gateway.api.request_ids import echo_request_id
 from chatbus_gateway.auth.keys import KeyStore
 from chatbus_gateway.auth.middleware import auth_middleware
 from chatbus_gateway.deps import DEPS, GatewayDeps
-from chatbus_gateway.idempotency import Idempotency
+from chatbus_gateway.flow.idempotency import Idempotency
+from chatbus_gateway.flow.limits_http import AuthFailures, HttpLimits, add_rate_headers
+from chatbus_gateway.flow.pipeline import PIPELINE, ChatPipeline
+from chatbus_gateway.flow.ratelimit import RateLimiter
+from chatbus_gateway.flow.session_order import SessionOrder
+from chatbus_gateway.flow.traffic import TRAFFIC, Traffic, stats
 from chatbus_gateway.jobs.callbacks import CallbackPolicy, CallbackSender, callback_session
 from chatbus_gateway.jobs.store import JobStore
 from chatbus_gateway.jobs.submit import CALLBACKS, JOBS
 from chatbus_gateway.jobs.worker import JobWorker, start_worker
-from chatbus_gateway.limits_http import AuthFailures, HttpLimits, add_rate_headers
 from chatbus_gateway.peers.forget import ForgetDesk, gateway_forgetter
-from chatbus_gateway.pipeline import PIPELINE, ChatPipeline
-from chatbus_gateway.ratelimit import RateLimiter
 from chatbus_gateway.routes.admin import setup_admin_routes
 from chatbus_gateway.routes.agents import setup_agent_routes
 from chatbus_gateway.routes.budgets import setup_budget_routes
@@ -39,9 +41,7 @@ from chatbus_gateway.routes.profile import setup_profile_routes
 from chatbus_gateway.routes.records import setup_records_routes
 from chatbus_gateway.routes.usage import setup_usage_routes
 from chatbus_gateway.routes.web import setup_web_routes
-from chatbus_gateway.session_order import SessionOrder
 from chatbus_gateway.settings import GatewaySettings
-from chatbus_gateway.traffic import TRAFFIC, Traffic, stats
 
 log = logging.getLogger("chatbus.gateway")
 

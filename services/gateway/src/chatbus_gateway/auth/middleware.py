@@ -17,7 +17,7 @@ from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.middleware import Handler, is_api
 from chatbus_gateway.auth.caller import IS_ADMIN, KEY_ID, TENANT_ID, is_admin
 from chatbus_gateway.auth.keys import KeyStore
-from chatbus_gateway.limits_http import AuthFailures
+from chatbus_gateway.flow.limits_http import AuthFailures
 from chatbus_gateway.settings import GatewaySettings
 
 TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

@@ -18,10 +18,10 @@ from chatbus.contracts.chat import ChatRequest
 from chatbus.contracts.jobs import ChatJob
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.deps import DEPS
-from chatbus_gateway.idempotency import check_key, fingerprint
+from chatbus_gateway.flow.idempotency import check_key, fingerprint
+from chatbus_gateway.flow.pipeline import PIPELINE
 from chatbus_gateway.jobs.callbacks import CallbackPolicy
 from chatbus_gateway.jobs.store import JobStore, new_job_id
-from chatbus_gateway.pipeline import PIPELINE
 
 log = logging.getLogger("chatbus.gateway.jobs")
 

@@ -29,9 +29,9 @@ from chatbus.errors import NoResponders
 from chatbus.jetstream import ConsumerSpec, Defer, Park, consume, ensure_dlq, ensure_stream
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.schemas import ChatOut
+from chatbus_gateway.flow.pipeline import ChatPipeline
 from chatbus_gateway.jobs.callbacks import CallbackSender
 from chatbus_gateway.jobs.store import JobStore, patiently
-from chatbus_gateway.pipeline import ChatPipeline
 from chatbus_gateway.settings import GatewaySettings
 
 log = logging.getLogger("chatbus.gateway.jobs")

@@ -21,7 +21,7 @@ from chatbus.contracts.forget import (
     ForgetRequested,
 )
 from chatbus.redis_link import RedisLink
-from chatbus_gateway.session_order import SessionOrder
+from chatbus_gateway.flow.session_order import SessionOrder
 
 M = TypeVar("M", bound=Message)
 

@@ -12,10 +12,10 @@ from chatbus_gateway.api.schemas import ChatIn, ChatOut
 from chatbus_gateway.api.sse import open_sse, send_error, send_event
 from chatbus_gateway.auth.caller import tenant_of
 from chatbus_gateway.deps import DEPS
-from chatbus_gateway.dispatch import check_agent_id
+from chatbus_gateway.flow.dispatch import check_agent_id
+from chatbus_gateway.flow.pipeline import PIPELINE, REPLAYED
+from chatbus_gateway.flow.traffic import CHAT_AGENT
 from chatbus_gateway.jobs.submit import submit_job
-from chatbus_gateway.pipeline import PIPELINE, REPLAYED
-from chatbus_gateway.traffic import CHAT_AGENT
 
 
 def wants_stream(request: web.Request) -> bool:

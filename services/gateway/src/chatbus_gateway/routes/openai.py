@@ -24,10 +24,10 @@ from chatbus_gateway.api.request_ids import new_request_id
 from chatbus_gateway.api.sse import open_sse, send_event
 from chatbus_gateway.auth.caller import tenant_of
 from chatbus_gateway.deps import DEPS
-from chatbus_gateway.dispatch import AGENT_ID
+from chatbus_gateway.flow.dispatch import AGENT_ID
+from chatbus_gateway.flow.pipeline import PIPELINE, REPLAYED
+from chatbus_gateway.flow.traffic import CHAT_AGENT
 from chatbus_gateway.peers.agents import discover
-from chatbus_gateway.pipeline import PIPELINE, REPLAYED
-from chatbus_gateway.traffic import CHAT_AGENT
 
 
 def session_for(request: web.Request, body: ChatCompletionsIn, tenant: str) -> str:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from chatbus.bus import Bus
 from chatbus.redis_link import RedisLink
-from chatbus_gateway import signals
 from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.flow import signals
 
 # take(next, serving, ttl_ms) -> {ticket, serving}. A function, so the rate limiter's script
 # can take the turn in the same round trip as it counts the request.

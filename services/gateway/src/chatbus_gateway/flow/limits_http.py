@@ -12,8 +12,8 @@ from chatbus.metrics import Metrics
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.middleware import Handler, is_api, route_name
 from chatbus_gateway.auth.caller import key_id_of
-from chatbus_gateway.ratelimit import Decision, Limit, RateLimiter
-from chatbus_gateway.session_order import SessionOrder, Ticket
+from chatbus_gateway.flow.ratelimit import Decision, Limit, RateLimiter
+from chatbus_gateway.flow.session_order import SessionOrder, Ticket
 from chatbus_gateway.settings import GatewaySettings
 
 RATE = web.RequestKey("chatbus_gateway_rate", Decision)

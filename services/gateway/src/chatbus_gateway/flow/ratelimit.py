@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from chatbus.redis_link import RedisLink
-from chatbus_gateway.session_order import TAKE_FN, SessionOrder, Ticket
+from chatbus_gateway.flow.session_order import TAKE_FN, SessionOrder, Ticket
 
 WINDOW_MS = 60_000
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply
 from chatbus.redis_link import RedisLink
-from chatbus_gateway import signals
 from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.flow import signals
 
 # One rule for every path (sync, stream, OpenAI, async): 1 to MAX_KEY characters.
 MAX_KEY = 200

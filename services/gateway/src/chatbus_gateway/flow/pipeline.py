@@ -12,11 +12,11 @@ from aiohttp import web
 
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus_gateway.deps import GatewayDeps
-from chatbus_gateway.dispatch import ask, ask_stream
-from chatbus_gateway.idempotency import Idempotency, check_key, fingerprint
-from chatbus_gateway.limits_http import HttpLimits
-from chatbus_gateway.ratelimit import Limit
-from chatbus_gateway.session_order import SessionOrder, Ticket
+from chatbus_gateway.flow.dispatch import ask, ask_stream
+from chatbus_gateway.flow.idempotency import Idempotency, check_key, fingerprint
+from chatbus_gateway.flow.limits_http import HttpLimits
+from chatbus_gateway.flow.ratelimit import Limit
+from chatbus_gateway.flow.session_order import SessionOrder, Ticket
 
 
 class ChatPipeline:

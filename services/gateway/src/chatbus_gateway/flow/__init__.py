@@ -1,0 +1,1 @@
+"""The request flow of a chat message: limits -> idempotency -> the session's turn -> dispatch."""
