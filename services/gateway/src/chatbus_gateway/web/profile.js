@@ -167,8 +167,16 @@ const profile = (() => {
     } catch (e) { say(`Could not forget: ${e.message}`, true); return; }
     editing = null;
     if (mine === generation) draw({facts: {}, history: []});
+    // 202: some owner has not confirmed yet; its status says when all have (bounded)
+    for (const wait of AFTER_REPLY_MS) {
+      if (body.status === "done" || mine !== generation) break;
+      say("Forgetting… not every service has confirmed yet.");
+      await new Promise((resolve) => setTimeout(resolve, wait));
+      try { body = await api(body.status_url); } catch (e) { break; }
+    }
+    if (mine !== generation) return;
     say(body.status === "done" ? "Everything remembered about you was forgotten."
-                               : "Forgetting… not every service has confirmed yet.");
+                               : "Still forgetting: some services have not confirmed yet.");
     forgotten.forEach((fn) => fn(body));
   };
 
