@@ -2,7 +2,8 @@
 # (gateway, agent-support, agent-sales, memory, cost); the package is chatbus-<SERVICE> and its
 # console script of the same name starts it. Build from the repository root:
 #   docker build --build-arg SERVICE=gateway --build-arg PORT=8080 -t chatbus-gateway .
-# Only shared/ and that one service go into the image; other services are not copied.
+# Only shared/ and that one service go into the image; other services and devkit/ (the
+# development tooling, chatbus-dev) are not copied.
 # No BuildKit cache mounts: Railway refuses cache mounts without its own id prefix.
 # On Railway, set the service variable SERVICE: Railway passes variables named by ARG to the build.
 

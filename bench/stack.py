@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from chatbus.nats_server import start_nats
-from chatbus.servers import ServerProcess, free_port, start_redis, wait_http_ok
+from chatbus_dev.nats_server import start_nats
+from chatbus_dev.servers import ServerProcess, free_port, start_redis, wait_http_ok
 
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -87,7 +87,7 @@ class Stack:
         self.spawn(
             [
                 "-m",
-                "chatbus.offline_llm",
+                "chatbus_dev.offline_llm",
                 str(llm_port),
                 str(self.latency_ms),
                 "--embedding-dims",

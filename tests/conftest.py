@@ -3,7 +3,7 @@ from collections.abc import AsyncIterator
 import pytest_asyncio
 import redis.asyncio as aioredis
 
-pytest_plugins = ["chatbus.testing", "tests.collab.collab_harness"]
+pytest_plugins = ["chatbus_dev.testing", "tests.collab.collab_harness"]
 
 
 @pytest_asyncio.fixture

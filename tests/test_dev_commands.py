@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from chatbus.cli import build_parser
-from chatbus.local import READY_COMMANDS
-from chatbus.usage_cli import parser as usage_parser
+from chatbus_dev.cli import build_parser
+from chatbus_dev.local import READY_COMMANDS
+from chatbus_dev.usage_cli import parser as usage_parser
 from chatbus_gateway.keys_cli import parser as keys_parser
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from chatbus.agent.settings import AgentSettings
-from chatbus.local import needs_offline_model, services
 from chatbus.settings import load_env_file
+from chatbus_dev.local import needs_offline_model, services
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """`chatbus up` as real processes: .env settings, children that die with it, closed stdout, ports.
 
-Each test runs the runner (``python -m chatbus.cli up``) on free ports against the test
+Each test runs the runner (``python -m chatbus_dev.cli up``) on free ports against the test
 session's NATS and Redis, with only a few services (``--services``) to stay quick.
 """
 
@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from chatbus.bus import Bus
-from chatbus.child_processes import owns_port, port_free
 from chatbus.contracts.chat import ChatReply, ChatRequest
-from chatbus.local import OFFLINE_OFFSET
-from chatbus.offline_llm import OfflineLLM, Scripted
-from chatbus.servers import free_port, slowness
+from chatbus_dev.child_processes import owns_port, port_free
+from chatbus_dev.local import OFFLINE_OFFSET
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.servers import free_port, slowness
 
-UP = [sys.executable, "-m", "chatbus.cli", "up"]
+UP = [sys.executable, "-m", "chatbus_dev.cli", "up"]
 START_S = 120.0  # generous: on an idle machine the few services start in seconds
 # pytest-timeout's default is shorter than a start on a very busy machine may take.
 pytestmark = pytest.mark.timeout(900)

@@ -18,7 +18,7 @@ from chatbus.redis_link import (
     RedisTimeoutError,
     ResponseError,
 )
-from chatbus.servers import start_redis
+from chatbus_dev.servers import start_redis
 
 
 async def test_commands_batches_and_errors(redis_link: RedisLink, uid: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chatbus.redis_link import RedisConnectionError, RedisLink, ResponseError, parse_url
-from chatbus.servers import SentinelSet, start_redis_sentinel
+from chatbus_dev.servers import SentinelSet, start_redis_sentinel
 
 log = logging.getLogger("tests.redis_sentinel")
 

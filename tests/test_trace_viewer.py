@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from chatbus.servers import free_port
-from chatbus.trace_viewer import start_viewer, trace_url, viewer_env
+from chatbus_dev.servers import free_port
+from chatbus_dev.trace_viewer import start_viewer, trace_url, viewer_env
 
 
 def test_a_taken_port_is_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from chatbus.agent.llm import OpenAIChat
-from chatbus.servers import free_port
+from chatbus_dev.servers import free_port
 
 MESSAGES = [
     {"role": "system", "content": "You are the support agent of a small online shop."},
@@ -136,7 +136,7 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "chatbus.offline_llm", str(port)], stdout=subprocess.DEVNULL
+        [sys.executable, "-m", "chatbus_dev.offline_llm", str(port)], stdout=subprocess.DEVNULL
     )
     try:
         import uvloop

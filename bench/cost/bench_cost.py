@@ -24,8 +24,8 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest
 from chatbus.contracts.cost import UsageRecorded
 from chatbus.cost_client import BusCosts, ensure_cost_stream
-from chatbus.nats_server import start_nats
-from chatbus.servers import free_port, start_redis
+from chatbus_dev.nats_server import start_nats
+from chatbus_dev.servers import free_port, start_redis
 
 
 async def wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:

@@ -21,7 +21,7 @@ import aiohttp
 from aiohttp import web
 
 from chatbus.http_guard import ConnectionLimits, GuardedAppRunner
-from chatbus.servers import free_port
+from chatbus_dev.servers import free_port
 
 
 def serve(port: int, guarded: bool, ready: multiprocessing.synchronize.Event) -> None:

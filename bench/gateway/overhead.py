@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from chatbus.nats_server import start_nats
-from chatbus.servers import free_port, start_redis, wait_http_ok
+from chatbus_dev.nats_server import start_nats
+from chatbus_dev.servers import free_port, start_redis, wait_http_ok
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))

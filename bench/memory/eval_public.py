@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).parent.parent))
 from public_set import CATEGORIES, PublicConversation, load, split
 from stack import cpu_seconds
 
-from chatbus.nats_server import start_nats
-from chatbus.servers import ServerProcess, free_port, start_redis, wait_http_ok
+from chatbus_dev.nats_server import start_nats
+from chatbus_dev.servers import ServerProcess, free_port, start_redis, wait_http_ok
 
 KS = (1, 5, 10)
 BATCH = 100  # turns per import request (the gateway caps a body's size)

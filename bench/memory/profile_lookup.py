@@ -35,8 +35,8 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest
 from chatbus.deadline import after
 from chatbus.memory_client import BusMemory
-from chatbus.nats_server import start_nats
-from chatbus.servers import free_port, start_redis, wait_http_ok
+from chatbus_dev.nats_server import start_nats
+from chatbus_dev.servers import free_port, start_redis, wait_http_ok
 
 FACTS = {"name": "Ana", "city": "Lisbon", "plan": "enterprise"}
 
@@ -93,7 +93,7 @@ async def run(args: argparse.Namespace) -> None:
 
     try:
         llm_port, mem_port = free_port(), free_port()
-        spawn(["-m", "chatbus.offline_llm", str(llm_port), "0"], {}, "mock-llm")
+        spawn(["-m", "chatbus_dev.offline_llm", str(llm_port), "0"], {}, "mock-llm")
         if not await wait_http_ok(f"http://127.0.0.1:{llm_port}/health", timeout=60):
             raise SystemExit(f"the offline model did not start; logs in {tmp}")
         memory = spawn(

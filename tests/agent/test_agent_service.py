@@ -15,9 +15,9 @@ from chatbus.agent.spec import AgentSpec
 from chatbus.bus import Bus
 from chatbus.contracts.chat import AgentInfo, AgentPing, ChatChunk, ChatReply, ChatRequest
 from chatbus.errors import NoResponders, RemoteError
-from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.runtime import Runtime
-from chatbus.testing import InProcess, serving
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.testing import InProcess, serving
 
 
 def agent_settings(

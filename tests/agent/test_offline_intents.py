@@ -11,7 +11,7 @@ from agent_sales.persona import SALES
 from agent_support.persona import SUPPORT
 from chatbus.agent.handoff import transfer_definitions
 from chatbus.agent.spec import AgentSpec
-from chatbus.offline_intents import answer_after_tools, tool_calls_for
+from chatbus_dev.offline_intents import answer_after_tools, tool_calls_for
 
 
 def body(spec: AgentSpec, message: str) -> dict[str, Any]:

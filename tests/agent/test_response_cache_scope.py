@@ -10,15 +10,15 @@ from dataclasses import replace
 import pytest_asyncio
 from pydantic import BaseModel
 
-from chatbus import offline_llm
 from chatbus.agent.service import make_wire
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
 from chatbus.agent.tools import ToolContext, tool
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
-from chatbus.offline_llm import OfflineLLM, Scripted
-from chatbus.testing import serving
+from chatbus_dev import offline_llm
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.testing import serving
 
 
 class NoArgs(BaseModel):

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import pytest_asyncio
 
-from chatbus.nats_server import start_nats
+from chatbus_dev.nats_server import start_nats
 from tests.e2e.conftest import Stack, run_stack
 
 playwright_api = pytest.importorskip(

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from chatbus.servers import ServerProcess, free_port
-from chatbus.trace_viewer import installed_phoenix, start_viewer, trace_url
+from chatbus_dev.servers import ServerProcess, free_port
+from chatbus_dev.trace_viewer import installed_phoenix, start_viewer, trace_url
 from tests.browser.conftest import Watched, screenshot
 from tests.e2e.conftest import Stack, run_stack
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from chatbus.offline_llm import OfflineLLM
+from chatbus_dev.offline_llm import OfflineLLM
 
 TOKEN = re.compile(r"chaos-[a-z]+-[a-z]+-\d+")
 

@@ -22,10 +22,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from chatbus import offline_llm
-from chatbus.cluster import ClusterInfra, cluster_infra
-from chatbus.offline_llm import OfflineLLM
-from chatbus.testing import ServiceFactory, ServiceProcess
+from chatbus_dev import offline_llm
+from chatbus_dev.cluster import ClusterInfra, cluster_infra
+from chatbus_dev.offline_llm import OfflineLLM
+from chatbus_dev.testing import ServiceFactory, ServiceProcess
 from tests.cluster.chaos_load import FaultRow, Load, model_calls, recovery
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(600)]

@@ -23,7 +23,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.memory import TurnStored
 from chatbus.memory_client import BusMemory, turn_event_id
-from chatbus.offline_llm import OfflineLLM
+from chatbus_dev.offline_llm import OfflineLLM
 from chatbus_memory import service
 from chatbus_memory.settings import MemorySettings
 from chatbus_memory.store import ChunkPoint

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chatbus.testing import ServiceFactory
+from chatbus_dev.testing import ServiceFactory
 from tests.gateway.gw_agent_stub import StubAgent
 
 LIMIT = 12  # requests per minute for the key

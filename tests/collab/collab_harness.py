@@ -23,10 +23,10 @@ from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
-from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime
-from chatbus.testing import serving
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.testing import serving
 
 
 def pair(uid: str) -> tuple[AgentSpec, AgentSpec]:

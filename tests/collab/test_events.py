@@ -15,8 +15,8 @@ from chatbus.agent.records import RecordStore
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
 from chatbus.contracts.events import DOMAIN_STREAM, LeadQualified
-from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.redis_link import RedisLink
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
 from tests.collab.collab_harness import agents, ask, call, pair, tool_messages
 
 pytestmark = pytest.mark.timeout(60)

@@ -21,8 +21,8 @@ from chatbus.contracts.chat import Turn
 from chatbus.contracts.forget import FORGET_OWNERS
 from chatbus.forget import ensure_forget_stream, serve_forget
 from chatbus.memory_client import BusMemory
-from chatbus.offline_llm import Scripted
 from chatbus.redis_link import RedisLink
+from chatbus_dev.offline_llm import Scripted
 from chatbus_gateway.auth.caller import TENANT_ID
 from chatbus_gateway.flow.session_order import SessionOrder
 from chatbus_gateway.peers.forget import ForgetDesk, gateway_forgetter

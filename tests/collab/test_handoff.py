@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from chatbus.agent.handoff import route_key
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
-from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
 from tests.collab.collab_harness import agents, ask, call, pair, tool_messages, tool_names
 
 pytestmark = pytest.mark.timeout(60)

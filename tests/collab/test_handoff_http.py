@@ -11,8 +11,8 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from chatbus.offline_llm import OfflineLLM, Scripted
-from chatbus.testing import ServiceFactory
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.testing import ServiceFactory
 from tests.collab.collab_harness import call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]

@@ -21,8 +21,8 @@ from chatbus.agent.events import CustomerNotes
 from chatbus.bus import Bus
 from chatbus.contracts.records import GetRecord, QueryRecords, RecordFound, RecordPage
 from chatbus.errors import RemoteError
-from chatbus.offline_llm import Scripted
 from chatbus.records_client import BusRecords
+from chatbus_dev.offline_llm import Scripted
 from chatbus_gateway.auth.caller import TENANT_ID
 from chatbus_gateway.routes.records import setup_records_routes
 from tests.collab.collab_harness import Crew, call

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from chatbus.offline_llm import Scripted
+from chatbus_dev.offline_llm import Scripted
 from tests.collab.collab_harness import Crew, call, raw_call, tool_messages
 
 pytestmark = pytest.mark.timeout(60)

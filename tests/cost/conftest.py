@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 from chatbus.bus import Bus
 from chatbus.contracts.cost import UsageRecorded, UsageReport
 from chatbus.cost_client import BusCosts
-from chatbus.nats_server import start_nats
 from chatbus.runtime import Runtime, serve
 from chatbus_cost.__main__ import CostSettings, make_wire
+from chatbus_dev.nats_server import start_nats
 
 
 @pytest.fixture

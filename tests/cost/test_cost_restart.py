@@ -11,8 +11,8 @@ import pytest
 from chatbus.bus import Bus
 from chatbus.contracts.cost import COST_STREAM
 from chatbus.cost_client import BusCosts, ensure_cost_stream
-from chatbus.testing import ServiceFactory
 from chatbus_cost.prices import PriceTable, usd
+from chatbus_dev.testing import ServiceFactory
 
 N = 2000
 

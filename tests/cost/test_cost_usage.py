@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from chatbus.bus import Bus
 from chatbus.cost_client import BusCosts
 from chatbus.metrics import Metrics
-from chatbus.usage_cli import forecast_month_end, main, print_usage
+from chatbus_dev.usage_cli import forecast_month_end, main, print_usage
 from chatbus_gateway.api.middleware import error_middleware
 from chatbus_gateway.auth.caller import IS_ADMIN, TENANT_ID
 from chatbus_gateway.routes.usage import setup_usage_routes

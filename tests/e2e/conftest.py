@@ -20,12 +20,12 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from aiohttp import web
 
-from chatbus import offline_llm
 from chatbus.agent.keyspace import REDIS_PREFIX as AGENT_PREFIX
-from chatbus.offline_llm import OfflineLLM
-from chatbus.otlp_sink import SpanSink
-from chatbus.testing import ServiceFactory, ServiceProcess
 from chatbus_cost.__main__ import CostSettings
+from chatbus_dev import offline_llm
+from chatbus_dev.offline_llm import OfflineLLM
+from chatbus_dev.otlp_sink import SpanSink
+from chatbus_dev.testing import ServiceFactory, ServiceProcess
 from chatbus_gateway.settings import GatewaySettings
 from chatbus_memory.settings import MemorySettings
 

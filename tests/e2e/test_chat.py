@@ -8,7 +8,7 @@ import uuid
 
 import aiohttp
 
-from chatbus.offline_llm import Scripted
+from chatbus_dev.offline_llm import Scripted
 from tests.e2e.conftest import Stack
 
 

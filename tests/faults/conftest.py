@@ -14,13 +14,13 @@ import pytest_asyncio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from chatbus import offline_llm
 from chatbus.agent.service import make_wire
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.spec import AgentSpec
-from chatbus.offline_llm import OfflineLLM
 from chatbus.runtime import Runtime
-from chatbus.testing import serving
+from chatbus_dev import offline_llm
+from chatbus_dev.offline_llm import OfflineLLM
+from chatbus_dev.testing import serving
 from tests.gateway.conftest import http, start_gateway
 
 __all__ = ["http", "start_gateway"]

@@ -9,7 +9,7 @@ import time
 import aiohttp
 import pytest
 
-from chatbus.testing import ServiceFactory, ServiceProcess
+from chatbus_dev.testing import ServiceFactory, ServiceProcess
 from tests.faults.conftest import TimedLLM, sse_events, until
 from tests.gateway.gw_harness import StartGateway
 

@@ -7,7 +7,7 @@ import time
 
 import aiohttp
 
-from chatbus.offline_llm import Scripted
+from chatbus_dev.offline_llm import Scripted
 from tests.faults.conftest import TimedLLM, running_agent, sample, spec_for, until
 from tests.gateway.gw_harness import StartGateway
 

@@ -14,7 +14,7 @@ import yaml
 
 from chatbus.bus import Bus
 from chatbus.jetstream import ensure_kv, ensure_stream, replicas
-from chatbus.nats_server import NatsCluster, start_nats
+from chatbus_dev.nats_server import NatsCluster, start_nats
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus.deadline import after
 from chatbus.errors import RemoteError, RequestTimeout
-from chatbus.offline_llm import Scripted
+from chatbus_dev.offline_llm import Scripted
 from tests.faults.conftest import TimedLLM, running_agent, sample, spec_for, until
 
 

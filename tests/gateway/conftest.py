@@ -13,7 +13,7 @@ from aiohttp import web
 
 from chatbus.bus import Bus
 from chatbus.runtime import Runtime, serve
-from chatbus.servers import free_port
+from chatbus_dev.servers import free_port
 from chatbus_gateway.app import wire
 from chatbus_gateway.settings import GatewaySettings
 from tests.gateway.gw_agent_stub import StubAgent

@@ -12,7 +12,7 @@ import openai
 import pytest
 import redis.asyncio as aioredis
 
-from chatbus.testing import ServiceFactory
+from chatbus_dev.testing import ServiceFactory
 from chatbus_gateway.keys_cli import main as keys_main
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, StartGateway

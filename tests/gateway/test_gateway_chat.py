@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 
-from chatbus.nats_server import start_nats
-from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.nats_server import start_nats
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import RunningGateway, StartGateway
 

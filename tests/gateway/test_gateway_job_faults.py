@@ -13,8 +13,8 @@ from chatbus.bus import Bus
 from chatbus.contracts.jobs import ChatJob
 from chatbus.dead_letters import page_dead_letters
 from chatbus.jetstream import DLQ_PREFIX, DLQ_STREAM
-from chatbus.offline_llm import OfflineLLM
-from chatbus.servers import start_redis
+from chatbus_dev.offline_llm import OfflineLLM
+from chatbus_dev.servers import start_redis
 from chatbus_gateway.api.schemas import JobOut
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway

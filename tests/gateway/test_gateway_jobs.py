@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from chatbus.offline_llm import OfflineLLM
+from chatbus_dev.offline_llm import OfflineLLM
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import Callbacks, RunningGateway, StartGateway
 

@@ -8,7 +8,7 @@ from collections import Counter
 import aiohttp
 import pytest
 
-from chatbus.testing import ServiceFactory
+from chatbus_dev.testing import ServiceFactory
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import StartGateway
 

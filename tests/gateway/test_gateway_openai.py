@@ -8,7 +8,7 @@ import aiohttp
 import openai
 import pytest
 
-from chatbus.offline_llm import OfflineLLM
+from chatbus_dev.offline_llm import OfflineLLM
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import RunningGateway
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from chatbus.offline_llm import OfflineLLM, Scripted
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
 from chatbus_gateway.flow.session_order import SessionOrder
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import RunningGateway, StartGateway

@@ -14,8 +14,8 @@ import pytest_asyncio
 from chatbus.bus import Bus
 from chatbus.contracts.memory import TurnsIndexed
 from chatbus.runtime import Runtime
-from chatbus.servers import free_port
-from chatbus.testing import serving
+from chatbus_dev.servers import free_port
+from chatbus_dev.testing import serving
 from chatbus_memory.service import wire
 from chatbus_memory.settings import MemorySettings
 

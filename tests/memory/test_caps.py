@@ -8,12 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from chatbus import offline_llm
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.memory_client import BusMemory, turn_event_id
-from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.runtime import Runtime
+from chatbus_dev import offline_llm
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
 
 from .conftest import Indexed, memory_settings, running_memory
 

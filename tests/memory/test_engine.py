@@ -15,7 +15,7 @@ from qdrant_client import AsyncQdrantClient
 
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import SearchMemory
-from chatbus.offline_llm import OfflineLLM, hash_embedding
+from chatbus_dev.offline_llm import OfflineLLM, hash_embedding
 from chatbus_memory.embed_queue import BatchingEmbedder
 from chatbus_memory.embedder import CachedEmbedder, LocalEmbedder, OpenAIEmbedder
 from chatbus_memory.engine import Caps, Engine, Incoming

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestClient
 from chatbus.bus import Bus
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import TurnStored, UserProfile
-from chatbus.offline_llm import OfflineLLM, Scripted
 from chatbus.runtime import Runtime
+from chatbus_dev.offline_llm import OfflineLLM, Scripted
 from chatbus_memory.profile import merge
 from chatbus_memory.profile_extract import LLMExtractor, parse_facts, pattern_facts
 

@@ -13,7 +13,7 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.memory import TurnStored
 from chatbus.memory_client import BusMemory, turn_event_id
-from chatbus.testing import ServiceFactory
+from chatbus_dev.testing import ServiceFactory
 
 from .conftest import Indexed
 

@@ -14,11 +14,11 @@ import pytest
 
 from chatbus import runtime
 from chatbus.metrics import Metrics
-from chatbus.offline_llm import OfflineLLM
 from chatbus.runtime import Runtime
-from chatbus.servers import free_port
 from chatbus.settings import ServiceSettings
-from chatbus.testing import ServiceFactory, serving
+from chatbus_dev.offline_llm import OfflineLLM
+from chatbus_dev.servers import free_port
+from chatbus_dev.testing import ServiceFactory, serving
 from tests.ops.opsfiles import SERVICES
 
 promtool = shutil.which("promtool")

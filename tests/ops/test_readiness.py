@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from chatbus.servers import ReadinessBound, free_port, wait_http_ok
+from chatbus_dev.servers import ReadinessBound, free_port, wait_http_ok
 
 # A "service" that works for ``busy_s`` seconds (imports, a model loading ...) before it serves
 # 200 on /ready; with busy_s < 0 it never serves and sits idle.

@@ -23,9 +23,9 @@ from chatbus.forget import serve_forget
 from chatbus.memory_client import BusMemory
 from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime
-from chatbus.testing import serving
 from chatbus_cost.__main__ import CostSettings
 from chatbus_cost.__main__ import make_wire as make_cost_wire
+from chatbus_dev.testing import serving
 from chatbus_gateway.auth.keys import KeyStore
 from tests.gateway.conftest import agent, callbacks, gateway, http, start_gateway
 from tests.gateway.gw_agent_stub import StubAgent

@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chatbus.servers import free_port
+from chatbus_dev.servers import free_port
 from chatbus_gateway.jobs.callbacks import (
     CallbackPolicy,
     CallbackRefused,

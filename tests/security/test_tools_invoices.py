@@ -13,7 +13,7 @@ import json
 import pytest
 
 from chatbus.contracts.events import InvoiceCreated
-from chatbus.offline_llm import Scripted
+from chatbus_dev.offline_llm import Scripted
 from tests.collab.collab_harness import Crew, call
 
 pytestmark = pytest.mark.timeout(90)

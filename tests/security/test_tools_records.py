@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from chatbus.agent.settings import AgentSettings
 from chatbus.agent.tools import ToolContext, tool
-from chatbus.offline_llm import Scripted
+from chatbus_dev.offline_llm import Scripted
 from tests.collab.collab_harness import Crew, call
 
 pytestmark = pytest.mark.timeout(90)

@@ -27,9 +27,12 @@ from yarl import URL
 from chatbus.agent.ports import Completion, ToolCall
 from chatbus.bus import trace_headers
 from chatbus.contracts.chat import Usage
-from chatbus.offline_llm import AGENT_HEADER
 
 log = logging.getLogger("chatbus.agent.llm")
+
+# Which agent makes a model call (the offline model answers per agent; proxies may log it).
+AGENT_HEADER = "X-Chatbus-Agent"
+
 tracer = trace.get_tracer("chatbus.agent.llm")
 
 OnDelta = Callable[[str], Awaitable[None]]

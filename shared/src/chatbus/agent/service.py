@@ -18,7 +18,6 @@ from opentelemetry import trace
 from prometheus_client import Counter
 from pydantic import create_model
 
-from chatbus import offline_llm
 from chatbus.agent.events import CustomerNotes, attach_collaboration
 from chatbus.agent.handler import AgentConfig, AgentDeps, answer
 from chatbus.agent.history import RedisHistory
@@ -44,10 +43,10 @@ OPENAI_URL = "https://api.openai.com/v1"
 
 
 def configured_llm(settings: AgentSettings) -> tuple[str, str | None] | None:
-    """The model the settings name: (base URL, key), or None for the built-in offline model.
+    """The model the settings name: (base URL, key), or None when they name none.
 
     ``OPENAI_BASE_URL`` alone: that server; ``OPENAI_API_KEY`` alone: OpenAI; neither: the
-    offline model at ``OFFLINE_LLM_URL`` (compose's container) or, unset, inside the agent.
+    offline model at ``OFFLINE_LLM_URL`` (compose's container, a development tool).
     """
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     if settings.openai_base_url:
@@ -59,25 +58,28 @@ def configured_llm(settings: AgentSettings) -> tuple[str, str | None] | None:
     return None
 
 
-async def llm_endpoint(rt: Runtime, settings: AgentSettings) -> tuple[str, str | None]:
-    """The OpenAI-compatible base URL and key; the built-in offline model when neither is set."""
+NO_MODEL = (
+    "no model: set OPENAI_API_KEY (OpenAI), OPENAI_BASE_URL (any OpenAI-compatible server) or "
+    "OFFLINE_LLM_URL (the offline model, a development tool: `./dev up` starts it for you; "
+    "alone: `./dev run python -m chatbus_dev.offline_llm 8099` and "
+    "OFFLINE_LLM_URL=http://127.0.0.1:8099/v1)"
+)
+
+
+def llm_endpoint(settings: AgentSettings) -> tuple[str, str | None]:
+    """The OpenAI-compatible base URL and key; the agent does not start without one."""
     configured = configured_llm(settings)
-    if configured is not None:
-        return configured
-    runner, url = await offline_llm.start(offline_llm.OfflineLLM(record=False, intents=True))
-    rt.stack.push_async_callback(runner.cleanup)
-    log.warning(
-        "no OPENAI_API_KEY or OPENAI_BASE_URL: answering with the built-in OFFLINE "
-        "model at %s (not a real LLM)",
-        url,
-    )
-    return url, None
+    if configured is None:
+        raise SystemExit(f"{settings.service_name}: {NO_MODEL}")
+    if configured[1] is None and configured[0] == settings.offline_llm_url:
+        log.warning("answering with the OFFLINE model at %s (not a real LLM)", configured[0])
+    return configured
 
 
 async def build_deps(
     rt: Runtime, spec: AgentSpec, settings: AgentSettings, metrics: Metrics
 ) -> AgentDeps:
-    base_url, key = await llm_endpoint(rt, settings)
+    base_url, key = llm_endpoint(settings)
     chat = OpenAIChat(base_url, key, timeout_s=settings.llm_timeout_s)
     rt.stack.push_async_callback(chat.close)
     if key:

@@ -16,8 +16,8 @@ class AgentSettings(ServiceSettings):
     # Every agent service's Redis keys start with chatbus.agent.keyspace.REDIS_PREFIX ("agent:").
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
-    # Where the offline model runs when neither of the above is set (compose: its container);
-    # unset: the agent starts one inside itself. Never used when a real model is configured.
+    # Where the offline model runs when neither of the above is set (`./dev up` and compose start
+    # it; it is development tooling, chatbus_dev). None of the three: the agent does not start.
     offline_llm_url: str | None = None
     # Override the agent's defaults for this deployment.
     model: str | None = None

@@ -1,6 +1,6 @@
 """A minimal OTLP/HTTP trace receiver, to see spans without Jaeger (tests, local debugging).
 
-``python -m chatbus.otlp_sink PORT`` prints one line per span; tests embed :class:`SpanSink`.
+``python -m chatbus_dev.otlp_sink PORT`` prints one line per span; tests embed :class:`SpanSink`.
 """
 
 from __future__ import annotations

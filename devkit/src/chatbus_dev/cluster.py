@@ -1,9 +1,9 @@
 """The clustered topology on one machine: what ``chatbus up --cluster`` and the chaos test run.
 
-- NATS: a 3-node cluster with JetStream (:func:`chatbus.nats_server.start_nats_cluster`);
+- NATS: a 3-node cluster with JetStream (:func:`chatbus_dev.nats_server.start_nats_cluster`);
   services get every node's URL in ``NATS_URL`` and streams/KV buckets are created with 3
   replicas, so one node can die without losing an acknowledged message.
-- Redis: a master, a replica and 3 Sentinels (:func:`chatbus.servers.start_redis_sentinel`);
+- Redis: a master, a replica and 3 Sentinels (:func:`chatbus_dev.servers.start_redis_sentinel`);
   services get ``redis+sentinel://`` and follow a failover (:class:`chatbus.redis_link.RedisLink`).
 - Gateway x2 and each agent x2: stateless, in NATS queue groups. The two gateways listen on two
   ports; in production a load balancer (or DNS) sits in front of them as one address.
@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from chatbus.local import LocalService, services
-from chatbus.nats_server import NatsCluster, start_nats_cluster
-from chatbus.servers import SentinelSet, ServerProcess, start_redis_sentinel
+from chatbus_dev.local import LocalService, services
+from chatbus_dev.nats_server import NatsCluster, start_nats_cluster
+from chatbus_dev.servers import SentinelSet, ServerProcess, start_redis_sentinel
 
 SECOND_OFFSET = 10
 # How many instances of each service the cluster runs (agents: every agent-* service).
@@ -34,7 +34,7 @@ def instances_of(name: str) -> int:
 
 
 def cluster_services(root: Path, base_port: int) -> list[LocalService]:
-    """Every service of :func:`chatbus.local.services`, repeated as the cluster runs it.
+    """Every service of :func:`chatbus_dev.local.services`, repeated as the cluster runs it.
 
     The second instance of ``gateway`` is ``gateway-2`` on ``port + SECOND_OFFSET``.
     """

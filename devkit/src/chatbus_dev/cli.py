@@ -96,7 +96,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from chatbus.local import up
+    from chatbus_dev.local import up
 
     only = [s.strip() for s in args.services.split(",") if s.strip()] if args.services else None
     return up(
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DELEGATED = {"usage": "chatbus.usage_cli", "keys": "chatbus_gateway.keys_cli"}
+DELEGATED = {"usage": "chatbus_dev.usage_cli", "keys": "chatbus_gateway.keys_cli"}
 
 
 def main(argv: list[str] | None = None) -> int:

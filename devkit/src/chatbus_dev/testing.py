@@ -1,6 +1,6 @@
 """Pytest fixtures every chatbus test suite reuses: real servers, the fake LLM, service processes.
 
-Enable with ``pytest_plugins = ["chatbus.testing"]``. NATS (JetStream) and Redis are real
+Enable with ``pytest_plugins = ["chatbus_dev.testing"]``. NATS (JetStream) and Redis are real
 servers started once per test session on random ports. Point the suite at servers you already
 run with ``CHATBUS_TEST_NATS_URL`` / ``CHATBUS_TEST_REDIS_URL``.
 """
@@ -22,20 +22,20 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from chatbus import offline_llm
 from chatbus.bus import Bus
-from chatbus.nats_server import NatsCluster, start_nats, start_nats_cluster
-from chatbus.offline_llm import OfflineLLM
 from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime, Wire, serve
-from chatbus.servers import (
+from chatbus.settings import ServiceSettings
+from chatbus_dev import offline_llm
+from chatbus_dev.nats_server import NatsCluster, start_nats, start_nats_cluster
+from chatbus_dev.offline_llm import OfflineLLM
+from chatbus_dev.servers import (
     ReadinessBound,
     free_port,
     start_redis,
     wait_for_port,
     wait_http_ok,
 )
-from chatbus.settings import ServiceSettings
 
 
 @pytest.fixture(scope="session")

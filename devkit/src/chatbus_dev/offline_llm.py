@@ -4,7 +4,7 @@ With no ``OPENAI_API_KEY`` and no ``OPENAI_BASE_URL``, ``chatbus up`` starts it 
 system runs end to end without a key. Every reply says it comes from the offline model and
 reflects what it received (agent, number of context messages), so the pipeline can be seen
 working; with ``intents`` on (what ``chatbus up`` runs) it also hands over, looks orders up and
-opens tickets through the agents' real tools (:mod:`chatbus.offline_intents`). Tests use the
+opens tickets through the agents' real tools (:mod:`chatbus_dev.offline_intents`). Tests use the
 same server, with scripted replies, recorded requests and injected faults, over real HTTP.
 
 Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE with ``stream: true``, tool calls
@@ -27,10 +27,10 @@ from typing import Any
 
 from aiohttp import web
 
-from chatbus import offline_intents
+from chatbus.agent.llm import AGENT_HEADER
+from chatbus_dev import offline_intents
 
 OFFLINE_MODEL = "chatbus-offline"
-AGENT_HEADER = "X-Chatbus-Agent"
 
 
 @dataclass
@@ -95,7 +95,7 @@ class OfflineLLM:
     last_embedding_request: dict[str, Any] = field(default_factory=dict)
     dims: int = 64
     on_request: asyncio.Event = field(default_factory=asyncio.Event)
-    # Recognise plain intents and call the agent's tools (chatbus.offline_intents), as the
+    # Recognise plain intents and call the agent's tools (chatbus_dev.offline_intents), as the
     # offline model of `chatbus up` does; off by default so tests script every answer.
     intents: bool = False
 
@@ -323,10 +323,10 @@ async def start(
 
 
 def main() -> None:
-    """``python -m chatbus.offline_llm [PORT] [LATENCY_MS] [--host HOST]``: serve the model."""
+    """``python -m chatbus_dev.offline_llm [PORT] [LATENCY_MS] [--host HOST]``: serve the model."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m chatbus.offline_llm", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m chatbus_dev.offline_llm", description=__doc__)
     ap.add_argument("port", type=int, nargs="?", default=8099)
     ap.add_argument("latency_ms", type=float, nargs="?", default=0.0)
     ap.add_argument("--host", default="127.0.0.1")

@@ -16,8 +16,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from chatbus.child_processes import die_with_parent, port_free
-from chatbus.servers import ServerProcess
+from chatbus_dev.child_processes import die_with_parent, port_free
+from chatbus_dev.servers import ServerProcess
 
 PHOENIX = "arize-phoenix==20.26.1"
 VIEWER_PORT = 6006

@@ -5,7 +5,7 @@ NATS_URL, Redis when nothing answers at REDIS_URL, the built-in offline model wh
 OPENAI_API_KEY nor OPENAI_BASE_URL is set (in the environment or ``.env``) — then every service
 as its own process. Ctrl-C, SIGTERM or a closed terminal stop everything cleanly (SIGTERM to each
 service, which drains its in-flight messages); if the runner itself is killed, the kernel sends
-its children SIGTERM (see :mod:`chatbus.child_processes`). A port already taken by something
+its children SIGTERM (see :mod:`chatbus_dev.child_processes`). A port already taken by something
 this runner did not start is refused up front, and "Ready" means its own processes answer.
 """
 
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbus.child_processes import die_with_parent, owns_port, port_free
-from chatbus.nats_server import start_nats
-from chatbus.servers import ReadinessBound, ServerProcess, port_open, start_redis
-from chatbus.trace_viewer import installed_phoenix, start_viewer
+from chatbus_dev.child_processes import die_with_parent, owns_port, port_free
+from chatbus_dev.nats_server import start_nats
+from chatbus_dev.servers import ReadinessBound, ServerProcess, port_open, start_redis
+from chatbus_dev.trace_viewer import installed_phoenix, start_viewer
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ class LocalStack:
         self.logs = data_dir / "logs"
         self.servers: list[ServerProcess] = []
         self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-        self.env = dict(os.environ)  # the environment with .env loaded (chatbus.cli)
+        self.env = dict(os.environ)  # the environment with .env loaded (chatbus_dev.cli)
 
     def check_ports(self, wanted: list[LocalService]) -> None:
         """Refuse to start when a port is held by something else (an earlier run, another app)."""
@@ -148,8 +148,8 @@ class LocalStack:
             )
 
     def start_cluster_infra(self) -> None:
-        """``--cluster``: a 3-node NATS cluster and Redis behind Sentinel (chatbus.cluster)."""
-        from chatbus.cluster import start_cluster_infra
+        """``--cluster``: a 3-node NATS cluster and Redis behind Sentinel (chatbus_dev.cluster)."""
+        from chatbus_dev.cluster import start_cluster_infra
 
         infra = start_cluster_infra(self.data_dir / "cluster", tied=True)
         self.servers += infra.servers()
@@ -186,7 +186,7 @@ class LocalStack:
     def start_model(self) -> None:
         if needs_offline_model(self.env):
             port = self.base_port + OFFLINE_OFFSET
-            proc = self._spawn("offline-llm", ["-m", "chatbus.offline_llm", str(port)])
+            proc = self._spawn("offline-llm", ["-m", "chatbus_dev.offline_llm", str(port)])
             url = f"http://127.0.0.1:{port}/v1"
             if not _wait_ready(f"http://127.0.0.1:{port}/health", proc, port, 20):
                 raise SystemExit("the offline model did not start; see .data/logs/offline-llm.log")
@@ -306,7 +306,7 @@ def up(
 ) -> int:
     stack = LocalStack(data_dir, base_port)
     if cluster:
-        from chatbus.cluster import cluster_services
+        from chatbus_dev.cluster import cluster_services
 
         every = cluster_services(Path.cwd(), base_port)
     else:

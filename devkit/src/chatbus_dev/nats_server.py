@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from chatbus.child_processes import die_with_parent
-from chatbus.servers import ServerProcess, drain_pipe, find_binary, free_port
+from chatbus_dev.child_processes import die_with_parent
+from chatbus_dev.servers import ServerProcess, drain_pipe, find_binary, free_port
 
 
 def nats_config(
