@@ -8,6 +8,7 @@ Phoenix is not installed: ``uv tool install arize-phoenix`` (``./dev up --traces
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import pytest_asyncio
 
 from chatbus_dev.servers import ServerProcess, free_port
 from chatbus_dev.trace_viewer import installed_phoenix, start_viewer, trace_url
-from tests.browser.conftest import Watched, screenshot
+from tests.browser.conftest import Watched, playwright_api, screenshot
 from tests.e2e.conftest import Stack, run_stack
 
 pytestmark = [
@@ -96,5 +97,14 @@ async def test_one_message_is_one_trace_across_every_service_in_the_viewer(
     for name in WANTED:  # the trace's tree shows every service's span
         await page.get_by_text(name, exact=False).first.wait_for(timeout=90_000)
     await page.get_by_text(llm["name"], exact=True).first.click()  # the model call's details
-    await page.get_by_text("gen_ai.usage.input_tokens").first.wait_for(timeout=90_000)
+    # the model call's token count, as the user sees it: in the details' Attributes section,
+    # which a user opens when the viewer shows it collapsed (seen once in CI: the attribute
+    # was in the page but hidden for 90 s)
+    tokens = page.get_by_text("gen_ai.usage.input_tokens").filter(visible=True).first
+    try:
+        await tokens.wait_for(timeout=30_000)
+    except playwright_api.TimeoutError:
+        await screenshot(page, "traces-collapsed")
+        await page.get_by_role("button", name=re.compile(r"^\s*Attributes")).first.click()
+        await tokens.wait_for(timeout=60_000)
     await screenshot(page, "traces")
