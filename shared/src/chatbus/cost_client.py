@@ -18,11 +18,11 @@ from typing import Any
 
 from nats.js import api
 
-from chatbus.agent.ports import Authorization
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Usage
 from chatbus.contracts.cost import (
     COST_STREAM,
+    Authorization,
     AuthorizeSpend,
     BudgetReport,
     BudgetState,

@@ -7,9 +7,10 @@ fakes. The handler never imports nats, redis or aiohttp.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from chatbus.contracts.chat import ChatRequest, Turn, Usage
+from chatbus.contracts.cost import Authorization as Authorization  # re-exported: a port's type
 
 
 @dataclass
@@ -62,14 +63,6 @@ class Memory(Protocol):
         ...
 
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None: ...
-
-
-@dataclass
-class Authorization:
-    decision: Literal["allow", "downgrade", "deny"]
-    model: str
-    reservation_id: str | None = None
-    reason: str = ""
 
 
 class Costs(Protocol):

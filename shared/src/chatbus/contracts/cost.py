@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar, Literal
 
@@ -24,6 +25,17 @@ COST_STREAM = "COST"
 Decision = Literal["allow", "downgrade", "deny"]
 GroupBy = Literal["day", "agent", "model", "user", "session"]
 GROUP_BY: tuple[str, ...] = ("day", "agent", "model", "user", "session")
+
+
+@dataclass
+class Authorization:
+    """What the cost service decided for one model call, as its callers hold it: the model to
+    call (``downgrade`` names the cheaper one) and the reservation to settle afterwards."""
+
+    decision: Decision
+    model: str
+    reservation_id: str | None = None
+    reason: str = ""
 
 
 class CountTokens(Message):
