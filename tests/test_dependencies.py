@@ -21,7 +21,6 @@ PACKAGES = [
     ROOT / "devkit",
     *sorted(p for p in (ROOT / "services").iterdir() if p.is_dir()),
 ]
-FIRST_PARTY = re.compile(r"^(chatbus|chatbus_\w+|agent_\w+)$")
 # Declared, needed, and never imported by name: a binary, a data file, an optional C speed-up.
 USED_WITHOUT_IMPORT = {
     "chatbus": {
@@ -52,7 +51,10 @@ def declared(package: Path) -> tuple[str, set[str]]:
 
 
 def imported(package: Path) -> set[str]:
-    """Top-level third-party modules the package's source imports (anywhere in a file)."""
+    """Top-level modules of other distributions the package's source imports (anywhere in a
+    file): third-party ones and other workspace members (the shared library ``chatbus`` every
+    member builds on aside)."""
+    own = {p.name for p in (package / "src").iterdir() if p.is_dir()}
     modules: set[str] = set()
     for path in (package / "src").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -60,12 +62,26 @@ def imported(package: Path) -> set[str]:
                 modules |= {a.name.split(".")[0] for a in node.names}
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 modules.add(node.module.split(".")[0])
-    return {m for m in modules if m not in sys.stdlib_module_names and not FIRST_PARTY.match(m)} - {
-        "__future__"
+    return {m for m in modules if m not in sys.stdlib_module_names and m not in own} - {
+        "__future__",
+        "chatbus",
+    }
+
+
+def members() -> dict[str, str]:
+    """Workspace members' import packages -> their distributions (installed as editable, which
+    ``packages_distributions`` does not see)."""
+    return {
+        module.name: declared(package)[0]
+        for package in PACKAGES
+        for module in (package / "src").iterdir()
+        if module.is_dir()
     }
 
 
 def distributions_of(module: str) -> set[str]:
+    if module in members():
+        return {members()[module]}
     dists = importlib.metadata.packages_distributions().get(module, [])
     return {dist_name(d) for d in dists}
 

@@ -7,7 +7,6 @@ come from the environment and ``.env`` (read once here, the same way every servi
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import sys
@@ -108,14 +107,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
 
 
-def _delegate(module: str, argv: list[str]) -> int:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError as e:
-        print(f"{module} is not installed: {e}")
-        return 1
-    result = mod.main(argv)
-    return int(result or 0)
+def run_usage(argv: list[str]) -> int:
+    from chatbus_dev import usage_cli
+
+    return int(usage_cli.main(argv) or 0)
+
+
+def run_keys(argv: list[str]) -> int:
+    from chatbus_gateway import keys_cli  # API keys are the gateway's: its own command
+
+    return int(keys_cli.main(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-DELEGATED = {"usage": "chatbus_dev.usage_cli", "keys": "chatbus_gateway.keys_cli"}
+# commands with their own argument parsers, handed the rest of the command line
+DELEGATED = {"usage": run_usage, "keys": run_keys}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     load_env_file()  # once, before anything reads a setting
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in DELEGATED:
-        return _delegate(DELEGATED[argv[0]], argv[1:])
+        return DELEGATED[argv[0]](argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.fn(args))
 
