@@ -7,6 +7,7 @@ and check each fact against the packages and settings classes they deploy.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import re
 import tomllib
@@ -251,7 +252,28 @@ def test_dockerignore_keeps_the_context_small_but_the_code_in() -> None:
         assert pattern in patterns
     # Nothing that a Dockerfile copies may be ignored.
     for pattern in patterns:
-        assert not pattern.startswith(("shared", "services", "uv.lock", "pyproject.toml"))
+        assert not pattern.startswith(("shared", "services", "devkit", "uv.lock", "pyproject.toml"))
+
+
+def test_compose_runs_the_offline_model_from_the_devkit_image_only() -> None:
+    """The offline model is development tooling: its own image, never a service's."""
+    spec = load_compose()["services"]["offline-llm"]
+    assert spec["build"] == {"context": ".", "dockerfile": "devkit/Dockerfile"}
+    ins = parse_dockerfile(ROOT / "devkit/Dockerfile")
+    syncs = [i.args for i in ins if i.cmd == "RUN" and "uv sync" in i.args]
+    assert syncs and all("--frozen" in s and "--package chatbus-dev" in s for s in syncs)
+    copied = {
+        src
+        for i in ins
+        if i.cmd == "COPY" and not i.args.startswith("--from")
+        for src in i.args.split()[:-1]
+    }
+    assert not any(src.startswith("services") for src in copied), copied
+    assert all((ROOT / src).exists() for src in copied), copied
+    [cmd] = [exec_form(i.args) for i in ins if i.cmd == "CMD"]
+    assert spec["command"] == cmd
+    assert cmd[:3] == ["python", "-m", "chatbus_dev.offline_llm"]
+    assert importlib.util.find_spec(cmd[2]) is not None
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 Every stream and bucket chatbus creates goes through here, so all of them get the same
 durability: file storage and :func:`replicas` copies (3 when the server is one of a cluster
 of 3 or more nodes, else 1; ``NATS_REPLICAS`` overrides). Fsync-before-ack is the server's
-setting (``jetstream { sync_interval: always }``, see :func:`chatbus.nats_server.nats_config`).
+setting (``jetstream { sync_interval: always }``: infra/nats/nats.conf in compose,
+:func:`chatbus_dev.nats_server.nats_config` for ./dev and the tests).
 """
 
 from __future__ import annotations
