@@ -23,6 +23,7 @@ from chatbus_dev.testing import InProcess, serving
 def agent_settings(
     spec: AgentSpec, nats_url: str, redis_url: str, llm_url: str, **overrides: object
 ) -> AgentSettings:
+    off: dict[str, object] = {"memory_enabled": False, "cost_enabled": False}
     return AgentSettings(
         service_name=f"agent-{spec.id}",
         nats_url=nats_url,
@@ -30,11 +31,9 @@ def agent_settings(
         port=0,
         host="127.0.0.1",
         openai_base_url=llm_url,
-        memory_enabled=False,
-        cost_enabled=False,
         cache_enabled=False,
         log_format="text",
-        **overrides,  # type: ignore[arg-type]
+        **{**off, **overrides},  # type: ignore[arg-type]
     )
 
 

@@ -10,13 +10,26 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from chatbus.agent.memory_imports import DURABLE as IMPORTS_DURABLE
 from chatbus.bus import Bus
-from chatbus.contracts.chat import ChatRequest, Turn
-from chatbus.contracts.memory import GetHistory, ImportTurns, SearchMemory, TurnStored
+from chatbus.contracts.chat import ChatReply, ChatRequest, Turn
+from chatbus.contracts.forget import ForgetConfirmed, ForgetRequested
+from chatbus.contracts.memory import (
+    MEMORY_STREAM,
+    GetHistory,
+    ImportTurns,
+    SearchMemory,
+    TurnsImported,
+    TurnStored,
+)
 from chatbus.dead_letters import list_dead_letters
 from chatbus.errors import RemoteError
+from chatbus.forget import ensure_forget_stream
 from chatbus.memory_client import BusMemory, turn_event_id
+from chatbus.offline_llm import OfflineLLM
 from chatbus.runtime import Runtime
+from tests.agent.test_agent_service import request as agent_request
+from tests.agent.test_agent_service import running_agent, spec_for
 
 from .conftest import Indexed, memory_settings, running_memory
 
@@ -46,6 +59,18 @@ async def memory_rt(
 @pytest.fixture
 def memory(bus: Bus, memory_rt: Runtime) -> BusMemory:
     return BusMemory(bus, threshold=0.3, timeout=10)
+
+
+async def forget(bus: Bus, **target: str) -> ForgetConfirmed:
+    """A forget event (what DELETE /api/sessions|users/{id} publishes); memory's confirmation."""
+    await ensure_forget_stream(bus, owners=("memory",))
+    event = ForgetRequested(forget_id=uuid.uuid4().hex, **target)  # type: ignore[arg-type]
+    sub = await bus.nc.subscribe(f"{ForgetConfirmed.subject}.{event.forget_id}.memory")
+    await bus.nc.flush()
+    await bus.js_publish(event, event.subject_of(), msg_id=event.forget_id)
+    confirmed = await sub.next_msg(timeout=20)
+    await sub.unsubscribe()
+    return ForgetConfirmed.model_validate_json(confirmed.data)
 
 
 def request(session: str, message: str, *, user: str | None = None, tenant: str = "default"):
@@ -139,15 +164,15 @@ async def test_sessions_users_and_tenants_are_isolated(memory: BusMemory, indexe
 
 
 async def test_forget_session_leaves_no_trace(
-    memory: BusMemory, indexed: Indexed, redis: aioredis.Redis
+    bus: Bus, memory: BusMemory, indexed: Indexed, redis: aioredis.Redis
 ) -> None:
     session = f"s-{uuid.uuid4().hex[:8]}"
     await say(memory, indexed, session, [("My passport number is X123.", "Stored.")])
     history_key = f"agent:default:history:{session}"  # the agent runtime's, not memory's
     await redis.rpush(history_key, b"{}")
 
-    gone = await memory.forget_session("default", session)
-    assert gone.deleted == 2
+    gone = await forget(bus, session_id=session)
+    assert gone.deleted == 2 and gone.sessions == [session]
     assert await memory.history("default", session) == []
     hits = await memory.search("default", query="passport number", session_id=session, threshold=0)
     assert hits.hits == []
@@ -157,14 +182,14 @@ async def test_forget_session_leaves_no_trace(
 
 
 async def test_forget_user_removes_all_their_sessions_only(
-    memory: BusMemory, indexed: Indexed
+    bus: Bus, memory: BusMemory, indexed: Indexed
 ) -> None:
     u = uuid.uuid4().hex[:8]
     await say(memory, indexed, f"x1-{u}", [("I was born in Porto.", "Nice.")], user=f"carol-{u}")
     await say(memory, indexed, f"x2-{u}", [("My bike is red.", "Cool.")], user=f"carol-{u}")
     await say(memory, indexed, f"y1-{u}", [("My bike is blue.", "Cool.")], user=f"dave-{u}")
 
-    gone = await memory.forget_user("default", f"carol-{u}")
+    gone = await forget(bus, user_id=f"carol-{u}")
     assert sorted(gone.sessions) == [f"x1-{u}", f"x2-{u}"]
     assert gone.deleted == 4
     for s in (f"x1-{u}", f"x2-{u}"):
@@ -175,18 +200,71 @@ async def test_forget_user_removes_all_their_sessions_only(
     assert len(await memory.history("default", f"y1-{u}")) == 2
 
 
-async def test_an_import_stays_in_memory_and_writes_no_agent_key(
-    memory: BusMemory, redis: aioredis.Redis
+async def test_an_import_stays_in_memory_and_tells_the_agents_by_an_event(
+    bus: Bus, memory: BusMemory, redis: aioredis.Redis
 ) -> None:
-    """The agent runtime owns session history; it searches memory for a session it holds no
-    history of (tests/agent/test_handler.py), so an imported past is recalled without memory
-    writing the agents' keys."""
+    """Memory writes no agent key: it publishes TurnsImported (durably, before answering),
+    which the agent runtime turns into its own note of the session's past."""
     session = f"imp-{uuid.uuid4().hex[:8]}"
+    announced: asyncio.Future[TurnsImported] = asyncio.get_running_loop().create_future()
+
+    async def on_event(event: TurnsImported) -> None:
+        if event.session_id == session and not announced.done():
+            announced.set_result(event)
+
+    await bus.subscribe(TurnsImported.subject, TurnsImported, on_event)
+    await bus.nc.flush()
     turns = [Turn(role="user", content=f"imported turn {i}") for i in range(60)]
-    await memory.import_turns("default", session, turns)
+    await memory.import_turns("default", session, turns, user_id="imp-user")
+    event = await asyncio.wait_for(announced, 10)
+    assert (event.turns, event.user_id) == (60, "imp-user")
     assert len(await memory.history("default", session, limit=100)) == 60
     assert not await redis.keys(f"agent:*{session}*")
     assert not await redis.keys(f"chatbus:*{session}*")
+
+
+def searches(memory_rt: Runtime) -> float:
+    return memory_rt.registry.get_sample_value("chatbus_memory_search_seconds_count") or 0.0
+
+
+async def imports_applied(bus: Bus) -> None:
+    """Until the agents' import consumer has nothing pending (a bounded poll of its state)."""
+    deadline = asyncio.get_running_loop().time() + 20
+    while asyncio.get_running_loop().time() < deadline:
+        info = await bus.js.consumer_info(MEMORY_STREAM, IMPORTS_DURABLE)
+        if info.num_pending == 0 and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.05)  # allowed: polling another process's consumer state
+    raise AssertionError("the agent runtime never applied the import")
+
+
+async def test_an_agent_recalls_an_import_and_never_searches_a_new_session(
+    bus: Bus,
+    memory: BusMemory,
+    memory_rt: Runtime,
+    nats_url: str,
+    redis_url: str,
+    fake_llm: tuple[OfflineLLM, str],
+    uid: str,
+) -> None:
+    llm, url = fake_llm
+    spec = spec_for(uid)
+    subject = ChatRequest.subject_for(spec.id)
+    async with running_agent(spec, nats_url, redis_url, url, memory_enabled=True):
+        before = searches(memory_rt)
+        await bus.request(agent_request(spec, "hello", f"new-{uid}"), ChatReply, subject)
+        assert searches(memory_rt) == before  # a new session: memory is not asked
+
+        past = [
+            Turn(role="user", content="My dog is called Biscuit."),
+            Turn(role="assistant", content="What a lovely name!"),
+        ]
+        await memory.import_turns("default", f"imp-{uid}", past)
+        await imports_applied(bus)
+        question = agent_request(spec, "What is my dog called?", f"imp-{uid}")
+        await bus.request(question, ChatReply, subject)
+        assert searches(memory_rt) == before + 1
+    assert "Biscuit" in llm.requests_for(spec.id)[-1].system
 
 
 async def test_import_is_idempotent_and_long_turns_are_chunked(memory: BusMemory) -> None:

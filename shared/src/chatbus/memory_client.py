@@ -1,7 +1,8 @@
 """The memory service seen from an agent or the gateway: :class:`BusMemory`.
 
 It implements the agent's ``Memory`` port (``recall`` / ``remember``) over the bus, plus the
-calls the gateway makes (history, search, forget, import). Recall never breaks a chat: it gets
+calls the gateway makes (history, search, import). Forgetting is the forget event
+(:mod:`chatbus.forget`), not a call to memory. Recall never breaks a chat: it gets
 a small share of the message's deadline (at most ``recall_budget_s``); when the memory service
 is down or slower than that it logs a warning and raises :class:`RecallSkipped`, and the chat
 is answered without long-term memory (the reply says ``degraded: "memory"``).
@@ -19,8 +20,6 @@ from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatRequest, Turn
 from chatbus.contracts.memory import (
     MEMORY_STREAM,
-    Forget,
-    Forgotten,
     GetHistory,
     GetProfile,
     GetStats,
@@ -32,6 +31,7 @@ from chatbus.contracts.memory import (
     SearchMemory,
     SearchMode,
     SearchResult,
+    TurnsImported,
     TurnStored,
     UpdateProfile,
     UserProfile,
@@ -50,14 +50,16 @@ log = logging.getLogger("chatbus.memory")
 
 
 async def ensure_memory_stream(bus: Bus, *, max_age_s: float = 7 * 86400) -> None:
-    """Create the ``MEMORY`` stream (work-queue: a turn event is removed once stored).
+    """Create the ``MEMORY`` stream (work-queue: an event is removed once its consumer acked).
 
-    The memory service creates it at start; a publisher creates it too when it publishes first.
+    It holds turn events (the memory service consumes them) and import events (the agent
+    runtime does). The memory service creates it at start; a publisher creates it too when it
+    publishes first.
     """
     await ensure_stream(
         bus,
         MEMORY_STREAM,
-        [TurnStored.subject],
+        [TurnStored.subject, TurnsImported.subject],
         retention=api.RetentionPolicy.WORK_QUEUE,
         storage=api.StorageType.FILE,
         max_age=max_age_s,
@@ -203,14 +205,6 @@ class BusMemory:
         msg = GetHistory(tenant_id=tenant_id, session_id=session_id, limit=limit, before=before)
         reply = await self.bus.request(msg, History, timeout=self.timeout)
         return reply.turns
-
-    async def forget_session(self, tenant_id: str, session_id: str) -> Forgotten:
-        msg = Forget(tenant_id=tenant_id, session_id=session_id)
-        return await self.bus.request(msg, Forgotten, timeout=max(self.timeout, 10.0))
-
-    async def forget_user(self, tenant_id: str, user_id: str) -> Forgotten:
-        msg = Forget(tenant_id=tenant_id, user_id=user_id)
-        return await self.bus.request(msg, Forgotten, timeout=max(self.timeout, 30.0))
 
     async def import_turns(
         self,

@@ -13,10 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from chatbus.bus import Bus
 from chatbus.contracts.forget import ForgetRequested
 from chatbus.contracts.memory import (
-    Forget,
-    Forgotten,
     GetHistory,
     GetStats,
     History,
@@ -25,6 +24,7 @@ from chatbus.contracts.memory import (
     MemoryStats,
     SearchMemory,
     SearchResult,
+    TurnsImported,
     TurnStored,
 )
 from chatbus.redis_link import RedisLink
@@ -54,6 +54,7 @@ class Handlers:
     cache: CachedEmbedder | None = None
     profiles: Profiles | None = None
     search_seconds: Any = None  # a prometheus Histogram, when the service has a registry
+    bus: Bus | None = None  # to tell the agent runtime of imports (TurnsImported)
 
     async def _note_users(self, items: list[Incoming]) -> None:
         pairs = {(i.tenant_id, i.user_id, i.session_id) for i in items if i.user_id}
@@ -101,35 +102,50 @@ class Handlers:
         await self.engine.enforce_cap(q.tenant_id, q.session_id)
         if self.profiles is not None:
             await self.profiles.observe(items)
+        await self._announce_import(q, items)
         return Imported(session_id=q.session_id, imported=n, chunks=chunks)
 
-    async def forget_event(self, req: ForgetRequested) -> tuple[int, list[str]]:
-        """A forget event: delete memory's state of the session or user."""
-        q = Forget(tenant_id=req.tenant_id, session_id=req.session_id, user_id=req.user_id)
-        gone = await self.forget(q)
-        return gone.deleted, gone.sessions
+    async def _announce_import(self, q: ImportTurns, items: list[Incoming]) -> None:
+        """Tell the agent runtime (durably) that the session has a past only memory holds.
 
-    async def forget(self, q: Forget) -> Forgotten:
-        if q.session_id is not None:
-            deleted = await self._forget_session(q.tenant_id, q.session_id)
-            return Forgotten(sessions=[q.session_id], deleted=deleted)
-        assert q.user_id is not None
-        key = user_sessions_key(self.prefix, q.tenant_id, q.user_id)
+        Published before the import is answered: agents never search a session they know
+        nothing of, so without this event an imported transcript would not be recalled.
+        """
+        if self.bus is None:
+            return
+        ids = "\x00".join((q.tenant_id, q.session_id, *(i.turn_id for i in items)))
+        event_id = "imported:" + hashlib.sha256(ids.encode()).hexdigest()[:40]
+        event = TurnsImported(
+            event_id=event_id,
+            tenant_id=q.tenant_id,
+            session_id=q.session_id,
+            user_id=q.user_id,
+            turns=len(items),
+        )
+        await self.bus.js_publish(event, msg_id=event_id)
+
+    async def forget_event(self, req: ForgetRequested) -> tuple[int, list[str]]:
+        """A forget event: delete memory's state of the session or user; (points, sessions)."""
+        t = req.tenant_id
+        if req.session_id is not None:
+            return await self._forget_session(t, req.session_id), [req.session_id]
+        assert req.user_id is not None
+        key = user_sessions_key(self.prefix, t, req.user_id)
         members = await self.redis.call("SMEMBERS", key)
         known = {m.decode() if isinstance(m, bytes) else str(m) for m in members}
-        mine = where(q.tenant_id, user_id=q.user_id)
+        mine = where(t, user_id=req.user_id)
         rows = await self.engine.store.payloads(mine, ["session_id"])
         sessions = sorted(known | {str(r["session_id"]) for r in rows if "session_id" in r})
         deleted = 0
         for session_id in sessions:
-            deleted += await self._forget_session(q.tenant_id, session_id)
+            deleted += await self._forget_session(t, session_id)
         # anything left under the user (another writer raced us) goes too
-        deleted += await self.engine.store.delete(where(q.tenant_id, user_id=q.user_id))
+        deleted += await self.engine.store.delete(where(t, user_id=req.user_id))
         await self.redis.call("DEL", key)
         if self.profiles is not None:
-            await self.profiles.forget(q.tenant_id, q.user_id)
+            await self.profiles.forget(t, req.user_id)
         log.info("forgot user: %d sessions, %d points", len(sessions), deleted)
-        return Forgotten(sessions=sessions, deleted=deleted)
+        return deleted, sessions
 
     async def _forget_session(self, tenant_id: str, session_id: str) -> int:
         w = where(tenant_id, session_id=session_id)

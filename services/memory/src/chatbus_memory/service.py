@@ -10,7 +10,6 @@ from prometheus_client import Histogram
 
 from chatbus.contracts.memory import (
     MEMORY_STREAM,
-    Forget,
     GetHistory,
     GetProfile,
     GetStats,
@@ -138,10 +137,11 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
         rt.stack.push_async_callback(handlers.cache.close)
     rt.add_ready_check("vector_store", engine.store.ping)
     bus = rt.bus
+    handlers.bus = bus
+    await ensure_memory_stream(bus, max_age_s=settings.memory_stream_max_age_s)  # imports use it
 
     await bus.subscribe(SearchMemory.subject, SearchMemory, handlers.search, queue=QUEUE)
     await bus.subscribe(GetHistory.subject, GetHistory, handlers.history, queue=QUEUE)
-    await bus.subscribe(Forget.subject, Forget, handlers.forget, queue=QUEUE)
     await bus.subscribe(GetStats.subject, GetStats, handlers.stats, queue=QUEUE)
     await bus.subscribe(ImportTurns.subject, ImportTurns, handlers.import_turns, queue=QUEUE)
     if settings.memory_profiles != "off":
@@ -152,7 +152,6 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
         await bus.subscribe(UpdateProfile.subject, UpdateProfile, p.handle_update, queue=QUEUE)
 
     serve_forget(bus, "memory", handlers.forget_event)  # forget events: memory's own state
-    await ensure_memory_stream(bus, max_age_s=settings.memory_stream_max_age_s)
     await ensure_dlq(bus)
 
     async def on_batch(events: list[TurnStored]) -> None:

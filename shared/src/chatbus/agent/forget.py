@@ -1,9 +1,10 @@
 """The agent runtime forgets a session or a user: only its own keys (``agent:``).
 
 Handled once per event by one agent instance (all agent services share the durable consumer
-``forget-agent``: they are one owner). A session's history, route, notes, drafts and records
-go; for a user, every session the runtime saw them in (kept in ``user-sessions``), their
-notes, drafts and records. Safe to run twice: a second run finds nothing left.
+``forget-agent``: they are one owner). A session's history, route, notes, drafts, records and
+count of remembered turns go; for a user, every session the runtime saw them in (kept in
+``user-sessions``), their notes, drafts, records and count. Safe to run twice: a second run
+finds nothing left.
 """
 
 from __future__ import annotations
@@ -12,7 +13,12 @@ import json
 
 from chatbus.agent.events import CustomerNotes
 from chatbus.agent.handoff import route_key
-from chatbus.agent.history import history_key, user_sessions_key
+from chatbus.agent.history import (
+    history_key,
+    remembered_key,
+    user_remembered_key,
+    user_sessions_key,
+)
 from chatbus.agent.keyspace import REDIS_PREFIX
 from chatbus.agent.records import RecordStore
 from chatbus.contracts.forget import ForgetRequested
@@ -33,12 +39,14 @@ class AgentForgetter:
             sessions = sorted(m.decode() for m in raw)
             owners.append(f"user:{req.user_id}")
             keys += [user_sessions_key(t, req.user_id), CustomerNotes.key(t, req.user_id, None)]
+            keys.append(user_remembered_key(t, req.user_id))
         else:
             assert req.session_id is not None
             sessions = [req.session_id]
         for s in sessions:
             owners.append(f"session:{s}")
             keys += [history_key(t, s), route_key(t, s), CustomerNotes.key(t, None, s)]
+            keys.append(remembered_key(t, s))
         deleted = 0
         for owner in owners:
             deleted += await self._records(t, owner)

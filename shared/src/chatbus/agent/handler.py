@@ -141,7 +141,7 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
             return followed.reply
         notice = followed.notice
     (recalled, memory_skipped), profile = await asyncio.gather(
-        _recall(req, deps, state.older), _profile(req, deps)
+        _recall(req, deps, state.older, state.user_older), _profile(req, deps)
     )
     degraded = "memory" if memory_skipped else None  # still answered, without long-term memory
     system, history, new = build_messages(
@@ -199,17 +199,19 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
                          degraded=degraded)  # fmt: skip
 
 
-async def _recall(req: ChatRequest, deps: AgentDeps, older: bool) -> tuple[list[Turn], bool]:
+async def _recall(
+    req: ChatRequest, deps: AgentDeps, older: bool, user_older: bool
+) -> tuple[list[Turn], bool]:
     """Recalled turns, and whether memory was skipped (it did not answer in its budget).
 
-    Searched only when there can be something outside the prompt: a session whose turns all
-    fit in the recent history has nothing to recall, so most messages (new, short sessions)
-    skip the search; with ``memory_scope="user"`` the user's other sessions count, so a known
-    user is always searched.
+    Searched only when there can be something outside the prompt (``older``: the session
+    has turns memory holds beyond its recent history — an imported or expired past, a long
+    session): a new or short session never searches. With ``memory_scope="user"`` the user's
+    other sessions count too (``user_older``).
     """
     if deps.memory is None or deps.config.memory_k <= 0:
         return [], False
-    user_wide = deps.spec.memory_scope == "user" and req.user_id is not None
+    user_wide = deps.spec.memory_scope == "user" and req.user_id is not None and user_older
     if not older and not user_wide:
         return [], False
     try:

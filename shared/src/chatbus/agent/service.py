@@ -115,7 +115,10 @@ async def build_deps(
         spec=spec,
         config=config,
         llm=ResilientLLM(chat, retries=settings.llm_retries, on_failure=on_llm_failure),
-        history=RedisHistory(rt.redis_link()),
+        history=RedisHistory(
+            rt.redis_link(),
+            remembered_ttl_s=settings.memory_remembered_ttl_s if settings.memory_enabled else None,
+        ),
         steps=RedisStepResults(rt.redis_link(), on_reuse=lambda a: reused.labels(a).inc()),
     )
     await attach_services(rt, deps, settings, base_url=base_url)
@@ -131,8 +134,11 @@ async def attach_services(
     deps.tokens = TokenCounter()
     deps.tokens.encoding_for(deps.config.model)  # load the BPE file now, not on a message
     if settings.memory_enabled:
+        from chatbus.agent.memory_imports import serve_imports
         from chatbus.memory_client import BusMemory
 
+        if isinstance(deps.history, RedisHistory):
+            serve_imports(rt.bus, deps.history)  # imported transcripts are a session's past
         deps.memory = BusMemory(
             rt.bus,
             threshold=settings.memory_threshold,
@@ -217,6 +223,7 @@ def make_wire(spec: AgentSpec) -> Callable[[Runtime], Awaitable[None]]:
             notes=notes,
             with_route=bool(deps.router),
             with_first_step=deps.steps is not None,
+            remembered=settings.memory_enabled,
         )
         instance_id = uuid.uuid4().hex[:12]
         recall_skipped = Counter(

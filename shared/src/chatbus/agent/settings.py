@@ -31,6 +31,9 @@ class AgentSettings(ServiceSettings):
     # Recall may use 5% of what is left of a message's deadline, at most this long; a memory
     # service slower than that is skipped and the reply says degraded: "memory".
     memory_recall_budget_s: float = Field(default=1.0, gt=0)
+    # How long after a session's (or user's) last message the runtime remembers that memory
+    # holds its turns; a session idle longer is searched again once it outgrows its history.
+    memory_remembered_ttl_s: int = Field(default=90 * 86400, ge=86400)
     cost_enabled: bool = True
     cache_enabled: bool = True
     cache_ttl_s: float = Field(default=300, ge=0)

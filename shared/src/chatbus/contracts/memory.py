@@ -2,7 +2,10 @@
 
 Storing is asynchronous: an agent publishes each turn as a :class:`TurnStored` event on the
 JetStream stream ``MEMORY`` (subject ``memory.turn.v1``); the memory service consumes it with a
-durable consumer and acks once the turn is stored. Everything else is request/reply.
+durable consumer and acks once the turn is stored. An import (:class:`ImportTurns`) is
+request/reply; once stored, the memory service publishes :class:`TurnsImported` on the same
+stream, so the agent runtime learns that the session has a past it holds no history of.
+Forgetting is not asked here: it is the forget event (:mod:`chatbus.contracts.forget`).
 
 Every message carries ``tenant_id``; recall never crosses tenants, and crosses sessions only
 with ``scope="user"`` and a ``user_id``.
@@ -119,27 +122,6 @@ class History(Message):
     turns: list[Turn] = Field(default_factory=list)
 
 
-class Forget(Message):
-    """Delete every trace of a session, or of a user (all their sessions and profile)."""
-
-    subject: ClassVar[str] = "memory.forget.v1"
-
-    tenant_id: str = "default"
-    session_id: str | None = Field(default=None, min_length=1, max_length=200)
-    user_id: str | None = Field(default=None, min_length=1, max_length=200)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> Forget:
-        if (self.session_id is None) == (self.user_id is None):
-            raise ValueError("give exactly one of session_id or user_id")
-        return self
-
-
-class Forgotten(Message):
-    sessions: list[str] = Field(default_factory=list)
-    deleted: int = 0
-
-
 class GetStats(Message):
     """Counts for a tenant (and a session when given), and how the service is set up."""
 
@@ -186,6 +168,25 @@ class Imported(Message):
     session_id: str
     imported: int
     chunks: int = 0
+
+
+class TurnsImported(Message):
+    """Event (JetStream, stream ``MEMORY``): ``turns`` turns of a session were imported.
+
+    The agent runtime consumes it (durable consumer ``memory-imports-agent``, shared by every
+    agent service) and counts them as the session's (and user's) past, so it searches memory
+    for them; a session it knows nothing of is never searched. ``event_id`` is the
+    ``Nats-Msg-Id``: the same transcript imported twice within the stream's duplicate window
+    is one event.
+    """
+
+    subject: ClassVar[str] = "memory.imported.v1"
+
+    event_id: str = _ID
+    tenant_id: str = "default"
+    session_id: str = _ID
+    user_id: str | None = None
+    turns: int = Field(ge=0)
 
 
 # -- user profiles -----------------------------------------------------------------------------
@@ -270,9 +271,9 @@ ALL_SUBJECTS = (
     TurnsIndexed.subject,
     SearchMemory.subject,
     GetHistory.subject,
-    Forget.subject,
     GetStats.subject,
     ImportTurns.subject,
+    TurnsImported.subject,
     GetProfile.subject,
     UpdateProfile.subject,
 )
