@@ -51,10 +51,14 @@ class Row:
 
 
 async def memory_backlog(nats_url: str) -> int:
+    """Turn events the memory service has not stored yet (both of its durable consumers)."""
     nc = await nats.connect(nats_url)
     try:
-        info = await nc.jetstream().consumer_info("MEMORY", "memory-store")
-        return int(info.num_pending + info.num_ack_pending)
+        total = 0
+        for durable in ("memory-turns", "memory-store"):
+            info = await nc.jetstream().consumer_info("MEMORY", durable)
+            total += int(info.num_pending + info.num_ack_pending)
+        return total
     finally:
         await nc.close()
 

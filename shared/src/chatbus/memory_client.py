@@ -32,6 +32,7 @@ from chatbus.contracts.memory import (
     SearchMode,
     SearchResult,
     TurnsImported,
+    TurnsStored,
     TurnStored,
     UpdateProfile,
     UserProfile,
@@ -59,7 +60,7 @@ async def ensure_memory_stream(bus: Bus, *, max_age_s: float = 7 * 86400) -> Non
     await ensure_stream(
         bus,
         MEMORY_STREAM,
-        [TurnStored.subject, TurnsImported.subject],
+        [TurnStored.subject, TurnsStored.subject, TurnsImported.subject],
         retention=api.RetentionPolicy.WORK_QUEUE,
         storage=api.StorageType.FILE,
         max_age=max_age_s,
@@ -67,15 +68,20 @@ async def ensure_memory_stream(bus: Bus, *, max_age_s: float = 7 * 86400) -> Non
     )
 
 
-def turn_event_id(req: ChatRequest, index: int) -> str:
-    """The idempotency key (``Nats-Msg-Id``) of the ``index``-th turn remembered for ``req``.
+def exchange_event_id(req: ChatRequest) -> str:
+    """The idempotency key (``Nats-Msg-Id``) of the turns remembered for ``req``.
 
     JetStream de-duplicates by this id across the whole stream, so it is scoped by tenant and
     session: a retry of the same request stores nothing twice, while another tenant (or
-    session) reusing the same request id can never make this turn vanish.
+    session) reusing the same request id can never make these turns vanish.
     """
     seed = "\0".join((req.tenant_id, req.session_id, req.request_id))
-    return f"{hashlib.sha256(seed.encode()).hexdigest()[:40]}:{index}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:40]
+
+
+def turn_event_id(req: ChatRequest, index: int) -> str:
+    """The id memory stores the ``index``-th (non-blank) turn remembered for ``req`` under."""
+    return f"{exchange_event_id(req)}:{index}"
 
 
 class BusMemory:
@@ -149,24 +155,24 @@ class BusMemory:
             return {}
 
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
-        """Publish each turn to the memory stream; retries of a request store nothing twice."""
-        for index, turn in enumerate(turns):
-            if not turn.content.strip():
-                continue
-            event_id = turn_event_id(req, index)
-            event = TurnStored(
-                event_id=event_id,
-                tenant_id=req.tenant_id,
-                session_id=req.session_id,
-                user_id=req.user_id,
-                turn=turn,
-            )
-            try:
-                await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
-            except nats.js.errors.NoStreamResponseError:
-                # nobody created the stream yet (memory service never started): do it, retry
-                await ensure_memory_stream(self.bus)
-                await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
+        """Publish the turns (one event) to the memory stream; retries store nothing twice."""
+        kept = [t for t in turns if t.content.strip()]
+        if not kept:
+            return
+        event_id = exchange_event_id(req)
+        event = TurnsStored(
+            event_id=event_id,
+            tenant_id=req.tenant_id,
+            session_id=req.session_id,
+            user_id=req.user_id,
+            turns=kept,
+        )
+        try:
+            await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
+        except nats.js.errors.NoStreamResponseError:
+            # nobody created the stream yet (memory service never started): do it, retry
+            await ensure_memory_stream(self.bus)
+            await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
 
     # -- what the gateway uses --------------------------------------------------------------
 

@@ -19,6 +19,8 @@ import aiohttp
 import numpy as np
 import numpy.typing as npt
 import orjson
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 log = logging.getLogger("chatbus.memory.embedder")
 
@@ -155,12 +157,17 @@ class OpenAIEmbedder:
         self.retries = retries
         self.base64 = True
         self._http: aiohttp.ClientSession | None = None
+        self._proxy: tuple[Any, Any] = (None, None)
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
-            self._http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout), trust_env=True
-            )
+            # The proxy from the environment (HTTPS_PROXY, NO_PROXY), looked up once here:
+            # ``trust_env`` would read it, and ~/.netrc, again on every call.
+            try:
+                self._proxy = get_env_proxy_for_url(URL(self.url))
+            except LookupError:
+                self._proxy = (None, None)
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
         return self._http
 
     async def probe(self) -> int:
@@ -194,7 +201,11 @@ class OpenAIEmbedder:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                async with self._session().post(self.url, data=payload, headers=self.headers) as r:
+                http = self._session()
+                proxy, proxy_auth = self._proxy
+                async with http.post(
+                    self.url, data=payload, headers=self.headers, proxy=proxy, proxy_auth=proxy_auth
+                ) as r:
                     raw = await r.read()
                     status = r.status
             except (aiohttp.ClientError, TimeoutError) as e:

@@ -25,6 +25,7 @@ from chatbus.contracts.memory import (
     SearchMemory,
     SearchResult,
     TurnsImported,
+    TurnsStored,
     TurnStored,
 )
 from chatbus.redis_link import RedisLink
@@ -64,9 +65,17 @@ class Handlers:
             [("SADD", user_sessions_key(self.prefix, t, u), s) for t, u, s in pairs]
         )
 
-    async def store_events(self, events: list[TurnStored]) -> list[Incoming]:
-        """Store a batch of turn events (from the JetStream consumer)."""
-        items = [Incoming(e.tenant_id, e.session_id, e.event_id, e.turn, e.user_id) for e in events]
+    async def store_events(self, events: list[TurnsStored | TurnStored]) -> list[Incoming]:
+        """Store a batch of turn events (from the JetStream consumers)."""
+        items: list[Incoming] = []
+        for e in events:
+            if isinstance(e, TurnsStored):
+                items += [
+                    Incoming(e.tenant_id, e.session_id, e.turn_id(i), turn, e.user_id)
+                    for i, turn in enumerate(e.turns)
+                ]
+            else:
+                items.append(Incoming(e.tenant_id, e.session_id, e.event_id, e.turn, e.user_id))
         await self._note_users(items)
         await self.engine.store_turns(items)
         if self.profiles is not None:

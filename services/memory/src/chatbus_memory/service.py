@@ -16,6 +16,7 @@ from chatbus.contracts.memory import (
     ImportTurns,
     SearchMemory,
     TurnsIndexed,
+    TurnsStored,
     TurnStored,
     UpdateProfile,
 )
@@ -44,7 +45,8 @@ SEARCH_BUCKETS = (
     *(x / 10_000 for x in (5, 10, 15, 20, 30, 40, 50, 75, 100, 150, 200, 300, 500)),
     *(0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
-DURABLE = "memory-store"
+DURABLE = "memory-turns"  # TurnsStored: one event per answered message
+DURABLE_ONE_TURN = "memory-store"  # TurnStored, one turn per event (older publishers)
 
 
 def secret(s: Any) -> str | None:
@@ -154,8 +156,8 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
     serve_forget(bus, "memory", handlers.forget_event)  # forget events: memory's own state
     await ensure_dlq(bus)
 
-    async def on_batch(events: list[TurnStored]) -> None:
-        items = await handlers.store_events(events)
+    async def on_batch(events: list[TurnsStored] | list[TurnStored]) -> None:
+        items = await handlers.store_events(list(events))
         try:
             notice = TurnsIndexed(
                 event_ids=[i.turn_id for i in items],
@@ -165,14 +167,12 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
         except Exception:  # a notice is a courtesy; the turns are stored
             log.warning("could not publish %s", TurnsIndexed.subject, exc_info=True)
 
-    spec = ConsumerSpec(
-        stream=MEMORY_STREAM,
-        durable=DURABLE,
-        subject=TurnStored.subject,
-        batch=settings.memory_consumer_batch,
-        ack_wait=60.0,
-    )
-    bus.spawn(consume_batches(bus, spec, TurnStored, on_batch))
+    batch = settings.memory_consumer_batch
+    for durable, event in ((DURABLE, TurnsStored), (DURABLE_ONE_TURN, TurnStored)):
+        spec = ConsumerSpec(
+            stream=MEMORY_STREAM, durable=durable, subject=event.subject, batch=batch, ack_wait=60.0
+        )
+        bus.spawn(consume_batches(bus, spec, event, on_batch))
     log.info(
         "memory: store %s, embedder %s (%d dims)",
         engine.store.name,

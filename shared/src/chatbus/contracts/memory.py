@@ -1,10 +1,12 @@
 """Memory: what agents and the gateway ask the memory service, and the turn events it stores.
 
-Storing is asynchronous: an agent publishes each turn as a :class:`TurnStored` event on the
-JetStream stream ``MEMORY`` (subject ``memory.turn.v1``); the memory service consumes it with a
-durable consumer and acks once the turn is stored. An import (:class:`ImportTurns`) is
-request/reply; once stored, the memory service publishes :class:`TurnsImported` on the same
-stream, so the agent runtime learns that the session has a past it holds no history of.
+Storing is asynchronous: an agent publishes the turns of each answered message as one
+:class:`TurnsStored` event on the JetStream stream ``MEMORY`` (subject ``memory.turns.v1``; the
+older one-turn :class:`TurnStored` on ``memory.turn.v1`` is still stored); the memory service
+consumes them with durable consumers and acks once the turns are stored. An import
+(:class:`ImportTurns`) is request/reply; once stored, the memory service publishes
+:class:`TurnsImported` on the same stream, so the agent runtime learns that the session has a
+past it holds no history of.
 Forgetting is not asked here: it is the forget event (:mod:`chatbus.contracts.forget`).
 
 Every message carries ``tenant_id``; recall never crosses tenants, and crosses sessions only
@@ -51,6 +53,33 @@ class TurnStored(Message):
         if not self.turn.content.strip():
             raise ValueError("turn.content must not be empty")
         return self
+
+
+class TurnsStored(Message):
+    """Event: the turns of one answered message (the user's, the reply) should be remembered.
+
+    One JetStream message for the exchange instead of one per turn: half the stream writes.
+    ``event_id`` is the ``Nats-Msg-Id`` (the publisher derives it from the request id); turn
+    ``i`` is stored as ``f"{event_id}:{i}"``, so storing the event twice stores it once.
+    """
+
+    subject: ClassVar[str] = "memory.turns.v1"
+
+    event_id: str = _ID
+    tenant_id: str = "default"
+    session_id: str = _ID
+    user_id: str | None = None
+    turns: list[Turn] = Field(min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _no_blank_turns(self) -> TurnsStored:
+        for i, t in enumerate(self.turns):
+            if not t.content.strip():
+                raise ValueError(f"turns[{i}].content must not be empty")
+        return self
+
+    def turn_id(self, index: int) -> str:
+        return f"{self.event_id}:{index}"
 
 
 class TurnsIndexed(Message):
@@ -268,6 +297,7 @@ class UpdateProfile(Message):
 
 ALL_SUBJECTS = (
     TurnStored.subject,
+    TurnsStored.subject,
     TurnsIndexed.subject,
     SearchMemory.subject,
     GetHistory.subject,
