@@ -10,6 +10,7 @@ import uuid
 
 import redis.asyncio as aioredis
 
+from chatbus.agent.events import CustomerNotes
 from chatbus.agent.forget import AgentForgetter
 from chatbus.agent.history import RedisHistory, history_key, remembered_key
 from chatbus.agent.session_state import RedisSessionReader
@@ -37,7 +38,11 @@ def exchange(i: int) -> list[Turn]:
 
 def parts(redis_link: RedisLink) -> tuple[RedisHistory, RedisSessionReader]:
     history = RedisHistory(redis_link, remembered_ttl_s=86400)
-    reader = RedisSessionReader(redis_link, notes=None, with_route=False, remembered=True)
+    # everything else the reader fetches in the same pipeline too (replies are read in order)
+    notes = CustomerNotes(redis_link)
+    reader = RedisSessionReader(
+        redis_link, notes=notes, with_route=True, with_first_step=True, remembered=True
+    )
     return history, reader
 
 
@@ -53,6 +58,11 @@ async def test_a_new_session_has_no_past_until_it_outgrows_the_prompt(
     assert not (await reader.load(request(session), RECENT)).older  # all four in the prompt
     await history.append("t", session, exchange(2))
     assert (await reader.load(request(session), RECENT)).older
+    user = f"u-{uid}"
+    for i in range(6):
+        await history.append("t", f"long-{uid}", exchange(i), user)
+    state = await reader.load(request(f"long-{uid}", user), RECENT)
+    assert state.older and state.user_older and state.notes == []
 
 
 async def test_an_imported_or_expired_past_is_searched(

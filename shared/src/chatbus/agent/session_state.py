@@ -125,7 +125,8 @@ class RedisSessionReader:
             # memory holds more than the prompt shows: an imported or expired past, or turns
             # beyond the recent window; a new session holds nothing and is never searched
             shown = len(state.recent)
-            state.older = state.older or _count(results.pop(0)) > shown
+            in_memory = _count(results.pop(0))
+            state.older = state.older or in_memory > shown
             if req.user_id:
                 state.user_older = _count(results.pop(0)) > shown
         if self.notes is not None:
