@@ -7,10 +7,12 @@ import uuid
 
 from nats.aio.msg import Msg
 
+from chatbus.agent.history import RedisHistory
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus.contracts.memory import SearchMemory
 from chatbus.deadline import after
+from chatbus.redis_link import RedisLink
 from tests.faults.conftest import TimedLLM, running_agent, sample, spec_for
 
 
@@ -24,7 +26,14 @@ async def test_a_hung_memory_service_is_skipped_within_its_budget_and_flagged(
         heard.append(msg)  # takes the search and never answers
 
     hung = await bus.nc.subscribe(SearchMemory.subject, cb=hang)
-    spec = spec_for(uid, memory_scope="user")  # a known user's other sessions: always searched
+    spec = spec_for(uid, memory_scope="user")  # a known user's other sessions are searched
+    link = RedisLink(redis_url)
+    try:  # the user has an imported past (as memory's TurnsImported event tells the agents)
+        await RedisHistory(link, remembered_ttl_s=3600).note_imported(
+            "default", f"old{uid}", f"u{uid}", 4
+        )
+    finally:
+        await link.close()
     try:
         async with running_agent(
             spec, nats_url, redis_url, url, memory_enabled=True, memory_recall_budget_s=0.5
