@@ -26,8 +26,8 @@ from chatbus.dead_letters import list_dead_letters
 from chatbus.errors import RemoteError
 from chatbus.forget import ensure_forget_stream
 from chatbus.memory_client import BusMemory, turn_event_id
-from chatbus.offline_llm import OfflineLLM
 from chatbus.runtime import Runtime
+from chatbus_dev.offline_llm import OfflineLLM
 from tests.agent.test_agent_service import request as agent_request
 from tests.agent.test_agent_service import running_agent, spec_for
 
