@@ -1,6 +1,6 @@
 """What one model call costs the agent's process in CPU, by HTTP client.
 
-    uv run python bench/agent/llm_client.py --calls 4000 --rounds 3
+    ./dev run python bench/agent/llm_client.py --calls 4000 --rounds 3
 
 Serves the offline model from a separate process (0 ms latency), then makes ``--calls`` chat
 calls from this process at 64 in flight and at 1, with each client in turn (alternating,

@@ -1,6 +1,6 @@
 """Cost service throughput: authorize latency and rate, usage events counted per second.
 
-Run: ``uv run python bench/cost/bench_cost.py [--events 20000] [--authorize 5000]``.
+Run: ``./dev run python bench/cost/bench_cost.py [--events 20000] [--authorize 5000]``.
 Starts its own nats-server and redis-server and the cost service as a process (with a
 per-user budget, so every authorize runs the reserve script), then measures from a client.
 """

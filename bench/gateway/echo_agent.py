@@ -1,6 +1,6 @@
 """An agent that answers at once, without a model: measures the gateway's own cost.
 
-    NATS_URL=nats://127.0.0.1:4222 uv run python bench/gateway/echo_agent.py support
+    NATS_URL=nats://127.0.0.1:4222 ./dev run python bench/gateway/echo_agent.py support
 
 Answers ``ChatRequest`` on ``chat.request.v1.<agent>`` (queue group ``<agent>``) with a
 ``ChatReply`` echoing the message, streams it word by word when asked, answers ``AgentPing``.

@@ -1,6 +1,6 @@
 """What the slowloris guard (``chatbus.http_guard``) costs per request, against plain aiohttp.
 
-    uv run python bench/gateway/http_guard.py --seconds 3 --rounds 2
+    ./dev run python bench/gateway/http_guard.py --seconds 3 --rounds 2
 
 Serves one tiny route from a separate process, once with ``web.AppRunner`` and once with
 ``GuardedAppRunner`` (alternating, ``--rounds`` times each), and drives it with keep-alive

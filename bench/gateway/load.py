@@ -1,6 +1,6 @@
 """Drive N concurrent chats against a running gateway; report msg/s and latency percentiles.
 
-    uv run python bench/gateway/load.py --url http://127.0.0.1:8080 --concurrency 64 --seconds 10
+    ./dev run python bench/gateway/load.py --url http://127.0.0.1:8080 --concurrency 64 --seconds 10
 
 Each chat is its own session and sends its messages one after another (as a user would).
 ``--openai`` uses ``POST /v1/chat/completions`` instead of the native API, ``--stream`` asks

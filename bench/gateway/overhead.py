@@ -1,6 +1,6 @@
 """The gateway's own cost: gateway -> NATS -> an agent that answers at once (no model).
 
-    uv run python bench/gateway/overhead.py [--seconds 5] [--limits]
+    ./dev run python bench/gateway/overhead.py [--seconds 5] [--limits]
 
 Starts nats-server, redis-server, ``echo_agent.py`` and the gateway as processes, then drives
 1 and 64 (``--concurrency``) concurrent chats with ``load.py``. Reports msg/s, p50/p99 and

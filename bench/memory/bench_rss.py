@@ -1,9 +1,9 @@
 """Memory of the memory service per stored turn: is it a leak, or the index?
 
-    uv run python bench/memory/bench_rss.py                 # 100k turns, 384 dims (MiniLM)
-    uv run python bench/memory/bench_rss.py --dims 1536     # text-embedding-3-small's size
-    uv run python bench/memory/bench_rss.py --trace         # + Python heap (tracemalloc; slow)
-    uv run python bench/memory/bench_rss.py --embedder no-arena   # the local embedder's RSS
+    ./dev run python bench/memory/bench_rss.py                 # 100k turns, 384 dims (MiniLM)
+    ./dev run python bench/memory/bench_rss.py --dims 1536     # text-embedding-3-small's size
+    ./dev run python bench/memory/bench_rss.py --trace         # + Python heap (tracemalloc; slow)
+    ./dev run python bench/memory/bench_rss.py --embedder no-arena   # the local embedder's RSS
 
 Stores turns through the service's engine into the embedded store exactly as the JetStream
 consumer does (batches of 256; random unit vectors stand in for embeddings, real BM25 vectors

@@ -1,7 +1,7 @@
 """Memory service speed: storing with the local embedder, and hybrid search at 100k turns.
 
-    uv run python bench/memory/bench_speed.py            # 100k stored turns
-    uv run python bench/memory/bench_speed.py --quick    # 20k
+    ./dev run python bench/memory/bench_speed.py            # 100k stored turns
+    ./dev run python bench/memory/bench_speed.py --quick    # 20k
 
 Store: turns go through the service's engine exactly as the JetStream consumer hands them over
 (batches of 64: chunk, embed with all-MiniLM-L6-v2 on onnxruntime, BM25, upsert into the

@@ -1,7 +1,7 @@
 """Evidence recall@1/5/10 on LoCoMo, a public set of long conversations, through the real API.
 
-    uv run python bench/memory/eval_public.py             # all 10 conversations, 1,536 questions
-    uv run python bench/memory/eval_public.py --quick     # the first 2 conversations
+    ./dev run python bench/memory/eval_public.py             # all 10 conversations, 1,536 questions
+    ./dev run python bench/memory/eval_public.py --quick     # the first 2 conversations
 
 Starts its own nats-server, redis-server, the memory service (offline embedder, the shipped
 defaults unless the environment sets ``MEMORY_*``) and the gateway, then per conversation:

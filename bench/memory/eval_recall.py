@@ -1,8 +1,8 @@
 """Evidence recall@1/5/10 of the memory service's search: dense, BM25 and hybrid.
 
-    uv run python bench/memory/eval_recall.py            # 40 conversations x 300 turns
-    uv run python bench/memory/eval_recall.py --quick    # 8 conversations
-    uv run python bench/memory/eval_recall.py --grid     # also tune the fusion
+    ./dev run python bench/memory/eval_recall.py            # 40 conversations x 300 turns
+    ./dev run python bench/memory/eval_recall.py --quick    # 8 conversations
+    ./dev run python bench/memory/eval_recall.py --grid     # also tune the fusion
 
 Each conversation (see ``conversations.py``) is stored as one session, with speaker names, in the
 embedded store through the service's own engine (same chunking, BM25 and fusion code). Every

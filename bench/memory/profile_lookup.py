@@ -1,7 +1,7 @@
 """What the profile lookup costs per message: CPU of the agent, the memory service and NATS.
 
-    uv run python bench/memory/profile_lookup.py                 # 1,000 users, 20,000 lookups
-    uv run python bench/memory/profile_lookup.py --lookups 5000  # shorter
+    ./dev run python bench/memory/profile_lookup.py                 # 1,000 users, 20,000 lookups
+    ./dev run python bench/memory/profile_lookup.py --lookups 5000  # shorter
 
 For every message that carries a ``user_id`` the agent asks memory for the user's profile
 (``BusMemory.profile``: a ``memory.profile.get.v1`` request; memory reads the user's key in the

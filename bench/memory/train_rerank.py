@@ -1,7 +1,7 @@
 """Learn the memory service's reranker on the tune split of LoCoMo; report it on the test split.
 
-    uv run python bench/memory/train_rerank.py            # fit, report, print the weights
-    uv run python bench/memory/train_rerank.py --write    # also write them to the service
+    ./dev run python bench/memory/train_rerank.py            # fit, report, print the weights
+    ./dev run python bench/memory/train_rerank.py --write    # also write them to the service
 
 The conversations (``public_set.py``) are stored in the embedded store through the service's own
 engine, with its settings (date and speaker in the indexed text, score fusion). For every
