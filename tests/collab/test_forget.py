@@ -24,7 +24,7 @@ from chatbus.memory_client import BusMemory
 from chatbus.redis_link import RedisLink
 from chatbus_dev.offline_llm import Scripted
 from chatbus_gateway.auth.caller import TENANT_ID
-from chatbus_gateway.flow.session_order import SessionOrder
+from chatbus_gateway.flow.order import SessionOrder
 from chatbus_gateway.peers.forget import ForgetDesk, gateway_forgetter
 from chatbus_gateway.routes.forget import setup_forget_routes
 from tests.collab.collab_harness import Crew, call

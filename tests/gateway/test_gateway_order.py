@@ -1,15 +1,18 @@
-"""Per-session order, idempotent replays, and draining on shutdown."""
+"""Per-session order across replicas (also when one dies holding the turn), idempotent
+replays, and draining on shutdown."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
 import aiohttp
 
 from chatbus_dev.offline_llm import OfflineLLM, Scripted
-from chatbus_gateway.flow.session_order import SessionOrder
+from chatbus_dev.testing import ServiceFactory
+from chatbus_gateway.flow.order import STEP, SessionOrder
 from tests.gateway.gw_agent_stub import StubAgent
 from tests.gateway.gw_harness import RunningGateway, StartGateway
 
@@ -103,22 +106,128 @@ async def test_sigterm_finishes_in_flight_and_refuses_new_work(
     await asyncio.wait_for(gw.task, 10)
 
 
+async def test_messages_sent_at_once_through_two_replicas_are_answered_one_after_another(
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    fake_llm: tuple[OfflineLLM, str],
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    llm, _ = fake_llm
+    llm.latency_s = 0.2
+    gateways = [await start_gateway(), await start_gateway()]
+    session = f"burst-{uid}"
+    sent = [f"message {i}" for i in range(4)]
+    results = await asyncio.gather(
+        *(
+            post(
+                http,
+                f"{gateways[i % 2].url}/api/chat/{agent.agent}",
+                {"message": text, "session_id": session},
+            )
+            for i, text in enumerate(sent)
+        )
+    )
+    assert [r[0] for r in results] == [200] * 4
+    reply_to = {text: r[1]["reply"] for text, r in zip(sent, results, strict=True)}
+    handled = [r.message for r in agent.seen if r.session_id == session]
+    assert sorted(handled) == sent
+    # One at a time: each message reached the model after every earlier one was answered.
+    prompts = {r.messages[-1]["content"]: r.prompt_text for r in llm.requests_for(agent.agent)}
+    for i, text in enumerate(handled):
+        assert all(reply_to[earlier] in prompts[text] for earlier in handled[:i])
+
+
 async def test_a_crashed_turn_holder_never_wedges_the_session(
     start_gateway: StartGateway,
     agent: StubAgent,
-    bus: Any,
     redis_link: Any,
     http: aiohttp.ClientSession,
     uid: str,
 ) -> None:
     gw = await start_gateway(session_turn_timeout_s=1.0)
-    # Another replica took the session's turn and died holding it.
-    order = SessionOrder(redis_link, bus, f"gwtest:{uid}:", turn_timeout_s=1.0)
-    held = order.turn("default", "stuck", wait_s=1)
-    await held.__aenter__()  # never exited: the crash
+    # What a replica that took the session's turn and died leaves behind: its place at the head
+    # of the session's queue, under a lease nobody renews.
+    order = SessionOrder(redis_link, gw.rt.bus, f"gwtest:{uid}:", lease_s=1.0)
+    keys = order.keys("default", "stuck")
+    assert await redis_link.script(STEP)(keys=keys, args=["join", "dead-replica", 1000]) == 1
     started = time.monotonic()
     status, body, _ = await post(
         http, f"{gw.url}/api/chat/{agent.agent}", {"message": "anyone?", "session_id": "stuck"}
     )
     assert status == 200 and "anyone?" in body["reply"]
     assert 0.9 < time.monotonic() - started < 5
+    assert await redis_link.call("EXISTS", *keys) == 0  # nothing left behind
+
+
+async def test_a_message_still_waiting_at_its_deadline_gets_503_and_leaves_the_queue(
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    redis_link: Any,
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    gw = await start_gateway(request_timeout_s=1.0)
+    order = SessionOrder(redis_link, gw.rt.bus, f"gwtest:{uid}:", lease_s=30.0)
+    keys = order.keys("default", "busy")
+    assert await redis_link.script(STEP)(keys=keys, args=["join", "long-answer", 30_000]) == 1
+    started = time.monotonic()
+    status, body, headers = await post(
+        http, f"{gw.url}/api/chat/{agent.agent}", {"message": "hello?", "session_id": "busy"}
+    )
+    assert status == 503 and body["error"]["type"] == "unavailable"
+    assert headers["Retry-After"] == "1"
+    assert 0.9 < time.monotonic() - started < 3
+    assert await redis_link.call("LRANGE", keys[0], 0, -1) == [b"long-answer"]
+    assert not agent.seen
+
+
+async def test_when_the_replica_holding_the_turn_is_killed_the_next_message_goes_in_time(
+    service_factory: ServiceFactory,
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    fake_llm: tuple[OfflineLLM, str],
+    redis_link: Any,
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    llm, _ = fake_llm
+    llm.push(Scripted(content="never delivered", delay_s=3))
+    settings = {"session_turn_timeout_s": 1.0, "request_timeout_s": 8.0}
+    doomed = await service_factory.start(
+        "chatbus_gateway",
+        CHATBUS_AUTH="off",
+        REDIS_PREFIX=f"gwtest:{uid}:",
+        JOBS_STREAM=f"JOBS_{uid}",
+        JOBS_SUBJECT=f"test.{uid}.jobs",
+        CALLBACKS_STREAM=f"CALLBACKS_{uid}",
+        CALLBACKS_SUBJECT=f"test.{uid}.callbacks",
+        JOBS_BUCKET=f"jobs_{uid}",
+        **{k.upper(): str(v) for k, v in settings.items()},
+    )
+    survivor = await start_gateway(**settings)
+    session = f"doomed-{uid}"
+    url = f"/api/chat/{agent.agent}"
+    first = asyncio.create_task(
+        post(http, doomed.url + url, {"message": "first", "session_id": session})
+    )
+    await asyncio.wait_for(llm.on_request.wait(), 10)  # the doomed replica holds the turn
+    second = asyncio.create_task(
+        post(http, survivor.url + url, {"message": "second", "session_id": session})
+    )
+    queue = SessionOrder(redis_link, survivor.rt.bus, f"gwtest:{uid}:", 1.0).keys(
+        "default", session
+    )[0]
+    for _ in range(250):  # bounded: until the second message waits in the session's queue
+        if await redis_link.call("LLEN", queue) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert await redis_link.call("LLEN", queue) == 2
+    doomed.kill()  # SIGKILL: no goodbye, the lease is simply not renewed any more
+    killed = time.monotonic()
+    status, body, _ = await second
+    assert status == 200 and "second" in body["reply"]
+    assert time.monotonic() - killed < 4  # a lease and a look, well within its 8 s deadline
+    assert [r.message for r in agent.seen if r.session_id == session] == ["first", "second"]
+    with contextlib.suppress(aiohttp.ClientError):
+        await first

@@ -20,9 +20,9 @@ from chatbus_gateway.auth.middleware import auth_middleware
 from chatbus_gateway.deps import DEPS, GatewayDeps
 from chatbus_gateway.flow.idempotency import Idempotency
 from chatbus_gateway.flow.limits_http import AuthFailures, HttpLimits, add_rate_headers
+from chatbus_gateway.flow.order import SessionOrder
 from chatbus_gateway.flow.pipeline import PIPELINE, ChatPipeline
 from chatbus_gateway.flow.ratelimit import RateLimiter
-from chatbus_gateway.flow.session_order import SessionOrder
 from chatbus_gateway.flow.traffic import TRAFFIC, Traffic, stats
 from chatbus_gateway.jobs.callbacks import CallbackPolicy, CallbackSender, callback_session
 from chatbus_gateway.jobs.store import JobStore
@@ -51,8 +51,9 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     s = deps.settings
     limits = HttpLimits(RateLimiter(deps.link, s.redis_prefix), s, deps.metrics)
     order = SessionOrder(deps.link, deps.bus, s.redis_prefix, s.session_turn_timeout_s)
-    pending_s = s.request_timeout_s + s.session_turn_timeout_s + 5
-    idem = Idempotency(deps.link, deps.bus, s.redis_prefix, s.idempotency_ttl_s, pending_s)
+    # A claim is pending while its run answers: within the message's deadline.
+    pending_s = s.request_timeout_s + 5
+    idem = Idempotency(deps.link, s.redis_prefix, s.idempotency_ttl_s, pending_s)
     keys = KeyStore(deps.link, s.redis_prefix, s.key_cache_s)
     app[DEPS] = deps
     app[PIPELINE] = ChatPipeline(deps, limits, order, idem)
@@ -102,8 +103,7 @@ async def wire(rt: Runtime) -> None:
     setup_memory_routes(app, BusMemory(rt.bus), bounds)
     await ensure_forget_stream(rt.bus)  # the gateway's stream; a consumer per declared owner
     setup_forget_routes(app, ForgetDesk(rt.bus, settings.forget_wait_s))
-    order = SessionOrder(deps.link, rt.bus, settings.redis_prefix, settings.session_turn_timeout_s)
-    serve_forget(rt.bus, "gateway", gateway_forgetter(order, deps.link))
+    serve_forget(rt.bus, "gateway", gateway_forgetter(app[PIPELINE].order, deps.link))
     setup_profile_routes(app, BusMemory(rt.bus))
     setup_records_routes(app, BusRecords(rt.bus))
     app[OPENAPI_PATHS].update(store_paths())

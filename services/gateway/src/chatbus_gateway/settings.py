@@ -50,8 +50,9 @@ class GatewaySettings(ServiceSettings):
     tokens_key_per_min: int = Field(default=200_000, ge=0)
 
     # -- per-session order, idempotency -----------------------------------------------------
-    # A turn held longer than this (a crashed gateway) is skipped so the session moves on.
-    session_turn_timeout_s: float = Field(default=45.0, gt=0)
+    # The lease on a session's turn: renewed while the agent answers, so a turn passes on
+    # this long after its gateway died (a waiting message looks every third of it).
+    session_turn_timeout_s: float = Field(default=10.0, gt=0)
     idempotency_ttl_s: int = Field(default=86400, ge=1)
 
     # -- async jobs -------------------------------------------------------------------------

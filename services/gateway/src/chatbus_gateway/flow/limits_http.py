@@ -13,7 +13,6 @@ from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.middleware import Handler, is_api, route_name
 from chatbus_gateway.auth.caller import key_id_of
 from chatbus_gateway.flow.ratelimit import Decision, Limit, RateLimiter
-from chatbus_gateway.flow.session_order import SessionOrder, Ticket
 from chatbus_gateway.settings import GatewaySettings
 
 RATE = web.RequestKey("chatbus_gateway_rate", Decision)
@@ -54,16 +53,11 @@ class HttpLimits:
         request: web.Request,
         extra: list[Limit] | None = None,
         tokens: bool = False,
-        turn: tuple[SessionOrder, str, str] | None = None,
-    ) -> Ticket | None:
-        """Count this request against the caller's limits (plus ``extra``) or refuse it.
-
-        With ``turn``, also take the session's turn in the same round trip (see ``admit``).
-        """
-        decision, ticket = await self.limiter.admit(
+    ) -> None:
+        """Count this request against the caller's limits (plus ``extra``) or refuse it."""
+        decision = await self.limiter.admit(
             self.caller_limits(request) + (extra or []),
             self.tokens_limit(request) if tokens else None,
-            turn,
         )
         request[RATE] = decision
         if not decision.allowed:
@@ -74,7 +68,6 @@ class HttpLimits:
                 f"retry in {max(decision.reset_s, 1)} s",
                 type="rate_limited",
             )
-        return ticket
 
     def middleware(self) -> Middleware:
         @web.middleware
@@ -131,7 +124,7 @@ class AuthFailures:
             limiter.limit("ip", ip, s.rate_ip_per_min),
             limiter.limit("authfail", ip, s.rate_auth_fail_ip_per_min),
         ]
-        decision, _ = await limiter.admit(counted)
+        decision = await limiter.admit(counted)
         request[RATE] = decision
         if decision.allowed:
             return error

@@ -1,22 +1,25 @@
 """What happens to every chat message between parsing and the agent's answer.
 
-Limits (429) -> idempotency (replay, or wait for a duplicate in flight) -> the session's turn
-(one message at a time per session) -> the agent over the bus -> tokens counted.
+Limits (429) -> the message gets its deadline -> the session's turn (one message at a time per
+session, waited for until the deadline) -> ``Idempotency-Key`` (inside the turn, so a repeat
+finds its first run finished and replays it: nothing to wait for) -> the agent over the bus ->
+tokens counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import partial
 
 from aiohttp import web
 
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus_gateway.deps import GatewayDeps
-from chatbus_gateway.flow.dispatch import ask, ask_stream
+from chatbus_gateway.flow.dispatch import ask, ask_stream, with_deadline
 from chatbus_gateway.flow.idempotency import Idempotency, check_key, fingerprint
 from chatbus_gateway.flow.limits_http import HttpLimits
+from chatbus_gateway.flow.order import SessionOrder
 from chatbus_gateway.flow.ratelimit import Limit
-from chatbus_gateway.flow.session_order import SessionOrder, Ticket
 
 
 class ChatPipeline:
@@ -28,13 +31,9 @@ class ChatPipeline:
         self.order = order
         self.idem = idem
         self.timeout = deps.settings.request_timeout_s
-        # How long a message may wait for the earlier messages of its session.
-        self.turn_wait_s = deps.settings.request_timeout_s + deps.settings.session_turn_timeout_s
 
-    async def admit(
-        self, request: web.Request, req: ChatRequest, take_turn: bool = False
-    ) -> Ticket | None:
-        """Check the limits (429); with ``take_turn``, take the session's turn too."""
+    async def admit(self, request: web.Request, req: ChatRequest) -> None:
+        """Count the message against the caller's, user's and session's limits (else 429)."""
         s = self.deps.settings
         limiter = self.limits.limiter
         extra = [
@@ -44,31 +43,30 @@ class ChatPipeline:
             extra.append(
                 limiter.limit("user", f"{req.tenant_id}:{req.user_id}", s.rate_user_per_min)
             )
-        turn = (self.order, req.tenant_id, req.session_id) if take_turn else None
-        return await self.limits.check(request, extra, tokens=True, turn=turn)
+        await self.limits.check(request, extra, tokens=True)
 
     async def reply(self, request: web.Request, req: ChatRequest) -> tuple[ChatReply, bool]:
         """The agent's reply, and whether it is a replay of an earlier identical request."""
-        key = request.headers.get("Idempotency-Key")
-        tokens = self.limits.tokens_limit(request)
-        if key is None:  # the common case: limits and the session's turn in one round trip
-            ticket = await self.admit(request, req, take_turn=True)
-            return await self.answer(req, tokens, ticket), False
-        check_key(key)  # 422 before the limits count it; claimed only once admitted
+        key = _idempotency_key(request)  # 422 before the limits count it
         await self.admit(request, req)
-        fp = fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
-        return await self.idem.run(req.tenant_id, key, fp, lambda: self.answer(req, tokens))
+        req = with_deadline(req, self.timeout)
+        async with self.order.turn(req.tenant_id, req.session_id, req.deadline):
+            if key is None:
+                reply, replayed = await ask(self.deps.bus, req, self.timeout), False
+            else:
+                fp = _fingerprint(request, req)
+                work = partial(ask, self.deps.bus, req, self.timeout)
+                reply, replayed = await self.idem.run(req.tenant_id, key, fp, work)
+        if not replayed:
+            await self._spend(self.limits.tokens_limit(request), reply)
+        return reply, replayed
 
-    async def answer(
-        self, req: ChatRequest, tokens: Limit | None = None, ticket: Ticket | None = None
-    ) -> ChatReply:
-        """Ask the agent in the session's turn (also used by the job worker, whose request
-        already carries its attempt's deadline)."""
-        ticket = ticket or await self.order.take(req.tenant_id, req.session_id)
-        async with self.order.hold(ticket, self.turn_wait_s):
-            reply = await ask(self.deps.bus, req, self.timeout)
-        await self._spend(tokens, reply)
-        return reply
+    async def answer(self, req: ChatRequest) -> ChatReply:
+        """The agent's reply in the session's turn, for the job worker (whose request already
+        carries its attempt's deadline)."""
+        req = with_deadline(req, self.timeout)
+        async with self.order.turn(req.tenant_id, req.session_id, req.deadline):
+            return await ask(self.deps.bus, req, self.timeout)
 
     async def stream(
         self, request: web.Request, req: ChatRequest
@@ -78,50 +76,50 @@ class ChatPipeline:
         With an ``Idempotency-Key``, a repeat gets the stored reply as one chunk (and
         ``request[REPLAYED]`` is set), with no second model call.
         """
-        key = request.headers.get("Idempotency-Key")
-        if key is None:
-            ticket = await self.admit(request, req, take_turn=True)
-            assert ticket is not None
-            async for item in self._stream(request, req, ticket):
-                yield item
-            return
-        check_key(key)
+        key = _idempotency_key(request)
         await self.admit(request, req)
-        fp = fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
-        claim = await self.idem.begin(req.tenant_id, key, fp)
-        if isinstance(claim, ChatReply):
-            request[REPLAYED] = True
-            yield ChatChunk(
-                request_id=claim.request_id, index=0, delta=claim.reply, agent=claim.agent
-            )
-            yield claim
-            return
-        stored = False
-        try:
-            ticket = await self.order.take(req.tenant_id, req.session_id)
-            async for item in self._stream(request, req, ticket):
-                if isinstance(item, ChatReply):
-                    await self.idem.finish(claim, item)
-                    stored = True
-                yield item
-        finally:
-            if not stored:
-                await self.idem.abandon(claim)
-
-    async def _stream(
-        self, request: web.Request, req: ChatRequest, ticket: Ticket
-    ) -> AsyncGenerator[ChatChunk | ChatReply, None]:
+        req = with_deadline(req, self.timeout)
         tokens = self.limits.tokens_limit(request)
-        async with self.order.hold(ticket, self.turn_wait_s):
-            async for item in ask_stream(self.deps.bus, req, self.timeout):
-                if isinstance(item, ChatReply):
-                    await self._spend(tokens, item)
-                yield item
+        async with self.order.turn(req.tenant_id, req.session_id, req.deadline):
+            if key is None:
+                async for item in ask_stream(self.deps.bus, req, self.timeout):
+                    if isinstance(item, ChatReply):
+                        await self._spend(tokens, item)
+                    yield item
+                return
+            claim = await self.idem.begin(req.tenant_id, key, _fingerprint(request, req))
+            if isinstance(claim, ChatReply):
+                request[REPLAYED] = True
+                yield ChatChunk(
+                    request_id=claim.request_id, index=0, delta=claim.reply, agent=claim.agent
+                )
+                yield claim
+                return
+            stored = False
+            try:
+                async for item in ask_stream(self.deps.bus, req, self.timeout):
+                    if isinstance(item, ChatReply):
+                        await self.idem.finish(claim, item)
+                        stored = True
+                        await self._spend(tokens, item)
+                    yield item
+            finally:
+                if not stored:
+                    await self.idem.abandon(claim)
 
     async def _spend(self, tokens: Limit | None, reply: ChatReply) -> None:
         # Awaited, so the caller's next request already sees these tokens.
         if tokens is not None:
             await self.limits.limiter.spend_tokens(tokens, reply.usage.total_tokens)
+
+
+def _idempotency_key(request: web.Request) -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    return None if key is None else check_key(key)
+
+
+def _fingerprint(request: web.Request, req: ChatRequest) -> str:
+    return fingerprint(request.path, req.agent, req.session_id, req.message, req.user_id or "")
 
 
 PIPELINE = web.AppKey("chatbus_gateway_pipeline", ChatPipeline)

@@ -12,73 +12,51 @@ import uuid
 from dataclasses import dataclass
 
 from chatbus.redis_link import RedisLink
-from chatbus_gateway.flow.session_order import TAKE_FN, SessionOrder, Ticket
 
 WINDOW_MS = 60_000
 
-# KEYS: one sorted set per limit (the last is the token log when ARGV[3] == "1").
-# ARGV: (unused), window_ms, has_tokens, member, limit for each request limit, token limit.
+# KEYS: one sorted set per limit (the last is the token log when ARGV[2] == "1").
+# ARGV: window_ms, has_tokens, member, limit for each request limit, token limit.
 # Returns {allowed, index of the binding limit, its limit, remaining, reset_ms}.
-ADMIT_FN = """
-local function admit(keys, argv)
-  local t = redis.call('TIME')  -- one clock for every replica
-  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  local window = tonumber(argv[2])
-  local has_tokens, member = argv[3] == '1', argv[4]
-  local n = #keys
-  if has_tokens then n = n - 1 end
-  local best, best_limit, best_left, best_reset = 0, 0, -1, 0
-  for i = 1, n do
-    local key, limit = keys[i], tonumber(argv[4 + i])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    local count = redis.call('ZCARD', key)
-    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-    local reset = window
-    if oldest[2] then reset = tonumber(oldest[2]) + window - now end
-    if count >= limit then return {0, i, limit, 0, reset} end
-    local left = limit - count - 1
-    if best_left < 0 or left < best_left then
-      best, best_limit, best_left, best_reset = i, limit, left, reset
-    end
+ADMIT = """
+local t = redis.call('TIME')  -- one clock for every replica
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local window = tonumber(ARGV[1])
+local has_tokens, member = ARGV[2] == '1', ARGV[3]
+local n = #KEYS
+if has_tokens then n = n - 1 end
+local best, best_limit, best_left, best_reset = 0, 0, -1, 0
+for i = 1, n do
+  local key, limit = KEYS[i], tonumber(ARGV[3 + i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+  local reset = window
+  if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+  if count >= limit then return {0, i, limit, 0, reset} end
+  local left = limit - count - 1
+  if best_left < 0 or left < best_left then
+    best, best_limit, best_left, best_reset = i, limit, left, reset
   end
-  if has_tokens then
-    local key, limit = keys[#keys], tonumber(argv[5 + n])
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-    local used = 0
-    for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
-      used = used + tonumber(string.match(m, ':(%d+)$') or '0')
-    end
-    if used >= limit then
-      local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
-      return {0, #keys, limit, 0, tonumber(oldest[2]) + window - now}
-    end
-  end
-  for i = 1, n do
-    redis.call('ZADD', keys[i], now, member)
-    redis.call('PEXPIRE', keys[i], window)
-  end
-  return {1, best, best_limit, best_left, best_reset}
 end
+if has_tokens then
+  local key, limit = KEYS[#KEYS], tonumber(ARGV[4 + n])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local used = 0
+  for _, m in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+    used = used + tonumber(string.match(m, ':(%d+)$') or '0')
+  end
+  if used >= limit then
+    local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+    return {0, #KEYS, limit, 0, tonumber(oldest[2]) + window - now}
+  end
+end
+for i = 1, n do
+  redis.call('ZADD', KEYS[i], now, member)
+  redis.call('PEXPIRE', KEYS[i], window)
+end
+return {1, best, best_limit, best_left, best_reset}
 """
-ADMIT = ADMIT_FN + "return admit(KEYS, ARGV)"
-
-# The same, then take the session's turn (TAKE_FN) in the same round trip when admitted.
-# KEYS: the limit keys, then next and serving of the session; ARGV: ADMIT's, then ttl_ms.
-# Returns ADMIT's answer, plus {ticket, serving} when admitted.
-ADMIT_AND_TAKE = (
-    ADMIT_FN
-    + TAKE_FN
-    + """
-local lkeys, largv = {}, {}
-for i = 1, #KEYS - 2 do lkeys[i] = KEYS[i] end
-for i = 1, #ARGV - 1 do largv[i] = ARGV[i] end
-local r = admit(lkeys, largv)
-if r[1] == 0 then return r end
-local t = take(KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[#ARGV])
-r[6], r[7] = t[1], t[2]
-return r
-"""
-)
 
 SPEND = """
 local t = redis.call('TIME')
@@ -122,59 +100,32 @@ class RateLimiter:
         self.prefix = f"{prefix}rl:"
         self._admit = redis.script(ADMIT)
         self._spend = redis.script(SPEND)
-        self._admit_and_take = redis.script(ADMIT_AND_TAKE)
 
     def limit(self, name: str, ident: str, per_minute: int) -> Limit:
         return Limit(name, f"{self.prefix}{name}:{ident}", per_minute)
 
-    async def admit(
-        self,
-        limits: list[Limit],
-        tokens: Limit | None = None,
-        turn: tuple[SessionOrder, str, str] | None = None,
-    ) -> tuple[Decision, Ticket | None]:
-        """Count one request against every limit, or refuse it (counting nothing).
-
-        With ``turn`` (order, tenant, session), an admitted request also takes its session's
-        turn in the same round trip; the caller must then ``order.hold`` the ticket.
-        """
+    async def admit(self, limits: list[Limit], tokens: Limit | None = None) -> Decision:
+        """Count one request against every limit, or refuse it (counting nothing)."""
         active = [lim for lim in limits if lim.per_minute > 0]
         if tokens is not None and tokens.per_minute <= 0:
             tokens = None
         if not active and tokens is None:
-            if turn is None:
-                return UNLIMITED, None
-            order, tenant, session = turn
-            return UNLIMITED, await order.take(tenant, session)
+            return UNLIMITED
         keys = [lim.key for lim in active]
-        args: list[str | int] = [0, WINDOW_MS, "1" if tokens else "0"]
-        args.append(uuid.uuid4().hex)
+        args: list[str | int] = [WINDOW_MS, "1" if tokens else "0", uuid.uuid4().hex]
         args += [lim.per_minute for lim in active]
         if tokens is not None:
             keys.append(tokens.key)
             args.append(tokens.per_minute)
-        if turn is None:
-            answer = await self._admit(keys=keys, args=args)
-        else:
-            order, tenant, session = turn
-            place, _ = order.place(tenant, session)
-            answer = await self._admit_and_take(
-                keys=[*keys, place[0], place[1]], args=[*args, order.ttl_ms]
-            )
-        allowed, index, limit, left, reset_ms = answer[:5]
+        allowed, index, limit, left, reset_ms = await self._admit(keys=keys, args=args)
         named = [*active, tokens] if tokens else active
-        name = named[int(index) - 1].name if int(index) >= 1 else ""
-        decision = Decision(
+        return Decision(
             bool(allowed),
             int(limit),
             int(left),
             min(max(math.ceil(int(reset_ms) / 1000), 0), WINDOW_MS // 1000),
-            name,
+            named[int(index) - 1].name if int(index) >= 1 else "",
         )
-        ticket = None
-        if turn is not None and len(answer) == 7:
-            ticket = turn[0].ticket(turn[1], turn[2], int(answer[5]), int(answer[6]))
-        return decision, ticket
 
     async def spend_tokens(self, tokens: Limit, count: int) -> None:
         """Log ``count`` tokens used by one answer against the per-minute token limit.

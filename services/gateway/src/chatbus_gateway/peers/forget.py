@@ -21,7 +21,7 @@ from chatbus.contracts.forget import (
     ForgetRequested,
 )
 from chatbus.redis_link import RedisLink
-from chatbus_gateway.flow.session_order import SessionOrder
+from chatbus_gateway.flow.order import SessionOrder
 
 M = TypeVar("M", bound=Message)
 
@@ -90,7 +90,7 @@ def gateway_forgetter(order: SessionOrder, redis: RedisLink) -> Any:
     async def forget(req: ForgetRequested) -> tuple[int, list[str]]:
         if req.session_id is None:
             return 0, []
-        keys, _ = order.place(req.tenant_id, req.session_id)
+        keys = order.keys(req.tenant_id, req.session_id)
         return int(await redis.call("DEL", *keys)), [req.session_id]
 
     return forget
