@@ -139,6 +139,21 @@ async def test_bus_down_is_503(
         assert r.status == 503
 
 
+async def test_every_route_served_is_in_openapi_json_and_every_operation_there_is_served(
+    gateway: RunningGateway, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{gateway.url}/openapi.json") as r:
+        spec = await r.json()
+    documented = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    served = {
+        (route.method, route.resource.canonical)
+        for route in gateway.rt.http.router.routes()
+        if route.resource is not None and route.method != "HEAD"  # HEAD: with every GET
+    }
+    assert served == documented
+    assert ("GET", "/api/users/{id}/profile") in served and ("GET", "/metrics") in served
+
+
 async def test_probes_metrics_and_openapi(
     gateway: RunningGateway, agent: StubAgent, http: aiohttp.ClientSession
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import cast
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -171,11 +172,20 @@ async def test_concurrent_edits_keep_every_fact(client: TestClient, user: str) -
 
 
 def test_the_openapi_document_describes_the_profile_routes() -> None:
-    from chatbus_gateway.api.openapi_store_paths import store_paths
+    from aiohttp import web
 
-    route = store_paths()["/api/users/{id}/profile"]
+    from chatbus.memory_client import BusMemory
+    from chatbus_gateway.api.openapi import build_spec
+    from chatbus_gateway.api.route_table import ROUTES
+    from chatbus_gateway.routes.profile import setup_profile_routes
+
+    app = web.Application()
+    setup_profile_routes(app, cast(BusMemory, None))  # documented, never called here
+    spec = build_spec(app[ROUTES])
+    route = spec["paths"]["/api/users/{id}/profile"]
     assert set(route) == {"get", "patch"}
-    schema = route["patch"]["requestBody"]["content"]["application/json"]["schema"]
+    ref = route["patch"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
     assert schema["type"] == "object" and schema["maxProperties"] == 50
     assert {"200", "413", "422"} <= set(route["patch"]["responses"])
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from chatbus_gateway.routes.memory import MAX_IMPORT_TURNS
+from chatbus_gateway.api.store_schemas import MAX_IMPORT_TURNS
 from tests.security.conftest import Stack
 
 

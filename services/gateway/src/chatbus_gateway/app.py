@@ -12,8 +12,7 @@ from chatbus.memory_client import BusMemory
 from chatbus.records_client import BusRecords
 from chatbus.runtime import Runtime
 from chatbus_gateway.api.middleware import drain_middleware, error_middleware
-from chatbus_gateway.api.openapi import OPENAPI_PATHS, setup_openapi
-from chatbus_gateway.api.openapi_store_paths import store_paths
+from chatbus_gateway.api.openapi import setup_openapi
 from chatbus_gateway.api.request_ids import echo_request_id
 from chatbus_gateway.auth.keys import KeyStore
 from chatbus_gateway.auth.middleware import auth_middleware
@@ -23,7 +22,7 @@ from chatbus_gateway.flow.limits_http import AuthFailures, HttpLimits, add_rate_
 from chatbus_gateway.flow.order import SessionOrder
 from chatbus_gateway.flow.pipeline import PIPELINE, ChatPipeline
 from chatbus_gateway.flow.ratelimit import RateLimiter
-from chatbus_gateway.flow.traffic import TRAFFIC, Traffic, stats
+from chatbus_gateway.flow.traffic import TRAFFIC, Traffic
 from chatbus_gateway.jobs.callbacks import CallbackPolicy, CallbackSender, callback_session
 from chatbus_gateway.jobs.store import JobStore
 from chatbus_gateway.jobs.submit import CALLBACKS, JOBS
@@ -39,6 +38,7 @@ from chatbus_gateway.routes.memory import Bounds, setup_memory_routes
 from chatbus_gateway.routes.openai import setup_openai_routes
 from chatbus_gateway.routes.profile import setup_profile_routes
 from chatbus_gateway.routes.records import setup_records_routes
+from chatbus_gateway.routes.stats import setup_stats_routes
 from chatbus_gateway.routes.usage import setup_usage_routes
 from chatbus_gateway.routes.web import setup_web_routes
 from chatbus_gateway.settings import GatewaySettings
@@ -73,7 +73,7 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     policy = CallbackPolicy(s.callback_allow_hosts, https_only=s.app_env == "production")
     setup_job_routes(app, JobStore(deps.bus, s.jobs_bucket, s.job_ttl_s), policy)
     setup_admin_routes(app)
-    app.router.add_get("/api/stats", stats)
+    setup_stats_routes(app)
     setup_openapi(app, s.max_message_chars, s.auth_on)
     return app
 
@@ -106,7 +106,6 @@ async def wire(rt: Runtime) -> None:
     serve_forget(rt.bus, "gateway", gateway_forgetter(app[PIPELINE].order, deps.link))
     setup_profile_routes(app, BusMemory(rt.bus))
     setup_records_routes(app, BusRecords(rt.bus))
-    app[OPENAPI_PATHS].update(store_paths())
     setup_web_routes(app)
     await app[JOBS].open()  # the jobs bucket exists before the first job is accepted
     worker = JobWorker(app[JOBS], app[PIPELINE], rt.bus, settings)

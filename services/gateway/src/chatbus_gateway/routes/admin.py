@@ -13,11 +13,11 @@ from chatbus.contracts.jobs import ChatJob, JobCallback
 from chatbus.dead_letters import get_dead_letter, page_dead_letters, redrive
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.params import path_int, query_int
+from chatbus_gateway.api.route_table import MAX_SEQ, Answer, Route, add_routes, int_query, path
+from chatbus_gateway.api.schemas import DeadLettersOut, RedriveOut
 from chatbus_gateway.auth.middleware import require_admin
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.jobs.submit import JOBS
-
-MAX_SEQ = 2**63 - 1
 
 
 def _job(data: bytes) -> ChatJob | None:
@@ -74,5 +74,27 @@ async def redrive_one(request: web.Request) -> web.Response:
 
 
 def setup_admin_routes(app: web.Application) -> None:
-    app.router.add_get("/api/admin/dead-letters", dead_letters)
-    app.router.add_post("/api/admin/dead-letters/{seq}/redrive", redrive_one)
+    after = int_query("after", 0, MAX_SEQ, "Entries after this seq (a page's next_after)")
+    add_routes(
+        app,
+        [
+            Route(
+                "GET",
+                "/api/admin/dead-letters",
+                dead_letters,
+                "Messages parked after their last delivery (admin)",
+                {200: Answer("Parked", DeadLettersOut)},
+                (403, 422),
+                params=(int_query("limit", 1, 1000), after),
+            ),
+            Route(
+                "POST",
+                "/api/admin/dead-letters/{seq}/redrive",
+                redrive_one,
+                "Send a parked message back to its queue (admin)",
+                {200: Answer("Re-driven", RedriveOut)},
+                (403, 404),
+                params=(path("seq", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}),),
+            ),
+        ],
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from chatbus_gateway.api.route_table import Answer, Route, add_routes
+from chatbus_gateway.api.schemas import AgentsOut
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.peers.agents import discover
 
@@ -14,4 +16,6 @@ async def list_agents(request: web.Request) -> web.Response:
 
 
 def setup_agent_routes(app: web.Application) -> None:
-    app.router.add_get("/api/agents", list_agents)
+    running = Answer("Agents", AgentsOut)
+    summary = "Agents running on the bus right now"
+    add_routes(app, [Route("GET", "/api/agents", list_agents, summary, {200: running})])

@@ -11,6 +11,8 @@ from aiohttp import web
 from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError
 from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.route_table import STORE_ERRORS, STORE_TEXT, Answer, Route, add_routes
+from chatbus_gateway.api.store_schemas import BudgetsOut
 from chatbus_gateway.auth.caller import is_admin, tenant_of
 
 
@@ -23,4 +25,18 @@ def setup_budget_routes(app: web.Application, costs: BusCosts) -> None:
             raise ApiError(503, "the cost service is unavailable", type="unavailable") from e
         return web.json_response({"budgets": [s.model_dump() for s in states]})
 
-    app.router.add_get("/api/budgets", budgets)
+    add_routes(
+        app,
+        [
+            Route(
+                "GET",
+                "/api/budgets",
+                budgets,
+                "Each budget's use in its current period (the caller's tenant; the admin key "
+                "sees every rule)",
+                {200: Answer("Budget states", BudgetsOut)},
+                STORE_ERRORS,
+                error_text=STORE_TEXT,
+            )
+        ],
+    )

@@ -8,7 +8,16 @@ from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus_gateway.api.body import json_response, read_model
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.request_ids import new_request_id
-from chatbus_gateway.api.schemas import ChatIn, ChatOut
+from chatbus_gateway.api.route_table import (
+    CHAT_ERRORS,
+    IDEMPOTENCY_KEY,
+    Answer,
+    Route,
+    add_routes,
+    path,
+    query,
+)
+from chatbus_gateway.api.schemas import ChatIn, ChatOut, JobAccepted
 from chatbus_gateway.api.sse import open_sse, send_error, send_event
 from chatbus_gateway.auth.caller import tenant_of
 from chatbus_gateway.deps import DEPS
@@ -84,5 +93,28 @@ async def _stream(request: web.Request, req: ChatRequest) -> web.StreamResponse:
         await items.aclose()
 
 
+AGENT_ID = path("agent_id", {"type": "string", "minLength": 1, "maxLength": 64})
+MODE = query("mode", {"type": "string", "enum": ["sync", "async"]})
+
+
 def setup_chat_routes(app: web.Application) -> None:
-    app.router.add_post("/api/chat/{agent_id}", chat)
+    reply = Answer(
+        "The agent's reply (JSON, or SSE when asked)",
+        ChatOut,
+        events="chunk events, then done (ChatOut) or error",
+    )
+    add_routes(
+        app,
+        [
+            Route(
+                "POST",
+                "/api/chat/{agent_id}",
+                chat,
+                "Send a message to an agent",
+                {200: reply, 202: Answer("Queued", JobAccepted)},
+                CHAT_ERRORS,
+                body=ChatIn,
+                params=(AGENT_ID, MODE, IDEMPOTENCY_KEY),
+            )
+        ],
+    )

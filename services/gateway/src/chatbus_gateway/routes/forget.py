@@ -20,6 +20,8 @@ from pydantic import ValidationError
 from chatbus.contracts.forget import ForgetRequested
 from chatbus.errors import BusUnavailable, RequestTimeout
 from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.route_table import STORE_ERRORS, STORE_TEXT, Answer, Route, add_routes
+from chatbus_gateway.api.store_schemas import ForgetOut
 from chatbus_gateway.auth.caller import tenant_of
 from chatbus_gateway.peers.forget import ForgetDesk
 
@@ -60,6 +62,39 @@ def setup_forget_routes(app: web.Application, desk: ForgetDesk) -> None:
             ).response()
         return web.json_response(body)
 
-    app.router.add_delete("/api/sessions/{id}", delete_session)
-    app.router.add_delete("/api/users/{id}", delete_user)
-    app.router.add_get("/api/forget/{id}", get_status)
+    forgotten = {
+        200: Answer("Forgotten by every owner", ForgetOut),
+        202: Answer("Not every owner confirmed yet: poll status_url", ForgetOut),
+    }
+    add_routes(
+        app,
+        [
+            Route(
+                "DELETE",
+                "/api/sessions/{id}",
+                delete_session,
+                "Forget a session: every owner deletes its state (a forget event)",
+                forgotten,
+                STORE_ERRORS,
+                error_text=STORE_TEXT,
+            ),
+            Route(
+                "DELETE",
+                "/api/users/{id}",
+                delete_user,
+                "Forget a user across all sessions (a forget event to every owner)",
+                forgotten,
+                STORE_ERRORS,
+                error_text=STORE_TEXT,
+            ),
+            Route(
+                "GET",
+                "/api/forget/{id}",
+                get_status,
+                "Status of a forget request: which owners confirmed, which are pending",
+                {200: Answer("The request's status", ForgetOut)},
+                STORE_ERRORS,
+                error_text=STORE_TEXT,
+            ),
+        ],
+    )

@@ -7,6 +7,8 @@ import time
 from aiohttp import web
 
 from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.route_table import Answer, Route, add_routes, path
+from chatbus_gateway.api.schemas import JobOut
 from chatbus_gateway.auth.caller import is_admin, tenant_of
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.jobs.callbacks import CallbackPolicy
@@ -34,4 +36,18 @@ async def get_job(request: web.Request) -> web.Response:
 def setup_job_routes(app: web.Application, store: JobStore, policy: CallbackPolicy) -> None:
     app[JOBS] = store
     app[CALLBACKS] = policy
-    app.router.add_get("/api/jobs/{job_id}", get_job)
+    job_id = path("job_id", {"type": "string", "maxLength": 100})
+    add_routes(
+        app,
+        [
+            Route(
+                "GET",
+                "/api/jobs/{job_id}",
+                get_job,
+                "An async job's status and reply",
+                {200: Answer("The job", JobOut)},
+                (404, 410),
+                params=(job_id,),
+            )
+        ],
+    )

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatbus.contracts.chat import Turn
 from chatbus.memory_client import BusMemory
@@ -27,60 +26,26 @@ from chatbus_gateway.api.body import read_json
 from chatbus_gateway.api.bus_errors import invalid_field, memory_guard
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.params import query_int
+from chatbus_gateway.api.route_table import (
+    BODY_ERRORS,
+    STORE_ERRORS,
+    STORE_TEXT,
+    Answer,
+    Route,
+    add_routes,
+    int_query,
+    path,
+    query,
+)
+from chatbus_gateway.api.store_schemas import (
+    MAX_UNIX_TIME,
+    HistoryOut,
+    ImportBody,
+    ImportedOut,
+    SearchBody,
+    SearchOut,
+)
 from chatbus_gateway.auth.caller import tenant_of
-
-# Turns per import request: a few seconds of embedding at most (send longer transcripts in parts).
-MAX_IMPORT_TURNS = 500
-# Unix time of 9999-12-31T23:59:59Z: later times are no calendar date (and overflow one).
-MAX_UNIX_TIME = 253_402_300_799
-
-
-class ImportedTurn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    role: Literal["user", "assistant", "system"]
-    content: str = Field(min_length=1, pattern=r"\S")
-    speaker: str | None = Field(default=None, max_length=200)
-    created_at: float | None = Field(
-        default=None, ge=0, le=MAX_UNIX_TIME, strict=True, allow_inf_nan=False
-    )
-    agent: str | None = Field(default=None, max_length=200)
-
-    @field_validator("content")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("content must not be empty")
-        return v
-
-
-class ImportBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    messages: list[ImportedTurn] = Field(min_length=1, max_length=MAX_IMPORT_TURNS)
-    user_id: str | None = Field(default=None, min_length=1, max_length=200)
-
-
-class SearchBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    session_id: str | None = Field(default=None, min_length=1, max_length=200)
-    query: str = Field(min_length=1, max_length=10_000, pattern=r"\S")
-    limit: int = Field(default=5, ge=1, le=100)
-    user_id: str | None = Field(default=None, min_length=1, max_length=200)
-    scope: Literal["session", "user"] = "session"
-    threshold: float | None = Field(default=None, ge=-1, le=1)
-
-    @field_validator("query")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("query must not be empty")
-        return v
-
-
-def _tenant(request: web.Request) -> str:
-    return tenant_of(request)
 
 
 @dataclass(frozen=True)
@@ -124,7 +89,7 @@ def setup_memory_routes(
     async def get_messages(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["id"]
         limit = query_int(request, "limit", 50, 1, 1000)
-        turns = await memory.history(_tenant(request), session_id, limit, _before(request))
+        turns = await memory.history(tenant_of(request), session_id, limit, _before(request))
         return web.json_response(
             {"session_id": session_id, "messages": [_turn_json(t) for t in turns]}
         )
@@ -148,7 +113,7 @@ def setup_memory_routes(
             for m in body.messages
         ]
         result = await memory.import_turns(
-            _tenant(request), session_id, turns, user_id=str(user_id) if user_id else None
+            tenant_of(request), session_id, turns, user_id=str(user_id) if user_id else None
         )
         return web.json_response(
             {"session_id": session_id, "imported": result.imported, "chunks": result.chunks},
@@ -165,7 +130,7 @@ def setup_memory_routes(
                 "session_id is required", [{"loc": ["session_id"], "msg": "field required"}]
             )
         result = await memory.search(
-            _tenant(request),
+            tenant_of(request),
             query=body.query,
             session_id=body.session_id,
             user_id=str(user_id) if user_id else None,
@@ -188,6 +153,40 @@ def setup_memory_routes(
             }
         )
 
-    app.router.add_get("/api/sessions/{id}/messages", get_messages)
-    app.router.add_post("/api/sessions/{id}/messages", post_messages)
-    app.router.add_post("/api/memory/search", search)
+    before = query("before", {"type": "number", "minimum": 0, "maximum": MAX_UNIX_TIME})
+    messages = "/api/sessions/{id}/messages"
+    add_routes(
+        app,
+        [
+            Route(
+                "GET",
+                messages,
+                get_messages,
+                "A session's history, oldest first",
+                {200: Answer("History", HistoryOut)},
+                STORE_ERRORS,
+                params=(path("id"), int_query("limit", 1, 1000), before),
+                error_text=STORE_TEXT,
+            ),
+            Route(
+                "POST",
+                messages,
+                post_messages,
+                "Import a past transcript into a session",
+                {201: Answer("Imported", ImportedOut)},
+                (*STORE_ERRORS, *BODY_ERRORS),
+                body=ImportBody,
+                error_text=STORE_TEXT,
+            ),
+            Route(
+                "POST",
+                "/api/memory/search",
+                search,
+                "Search a session's (or user's) memory",
+                {200: Answer("Scored earlier turns", SearchOut)},
+                (*STORE_ERRORS, *BODY_ERRORS),
+                body=SearchBody,
+                error_text=STORE_TEXT,
+            ),
+        ],
+    )

@@ -19,8 +19,22 @@ from aiohttp import web
 from chatbus.contracts.chat import ChatReply, ChatRequest
 from chatbus_gateway.api.body import json_response, read_model
 from chatbus_gateway.api.errors import ApiError
-from chatbus_gateway.api.openai_schemas import ChatCompletionsIn, InMessage, usage_of
+from chatbus_gateway.api.openai_schemas import (
+    ChatCompletion,
+    ChatCompletionsIn,
+    InMessage,
+    ModelList,
+    usage_of,
+)
 from chatbus_gateway.api.request_ids import new_request_id
+from chatbus_gateway.api.route_table import (
+    CHAT_ERRORS,
+    IDEMPOTENCY_KEY,
+    Answer,
+    Route,
+    add_routes,
+    header,
+)
 from chatbus_gateway.api.sse import open_sse, send_event
 from chatbus_gateway.auth.caller import tenant_of
 from chatbus_gateway.deps import DEPS
@@ -164,5 +178,31 @@ async def models(request: web.Request) -> web.Response:
 
 
 def setup_openai_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions)
-    app.router.add_get("/v1/models", models)
+    completed = Answer(
+        "A chat.completion, or chat.completion.chunk events",
+        ChatCompletion,
+        events="data: chat.completion.chunk ... data: [DONE]",
+    )
+    session = header("X-Session-Id", "The chatbus session of this conversation")
+    add_routes(
+        app,
+        [
+            Route(
+                "POST",
+                "/v1/chat/completions",
+                chat_completions,
+                "OpenAI-compatible chat completion (model = agent id)",
+                {200: completed},
+                CHAT_ERRORS,
+                body=ChatCompletionsIn,
+                params=(session, IDEMPOTENCY_KEY),
+            ),
+            Route(
+                "GET",
+                "/v1/models",
+                models,
+                "The agents, as OpenAI models",
+                {200: Answer("Models", ModelList)},
+            ),
+        ],
+    )

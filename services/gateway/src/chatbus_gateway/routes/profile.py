@@ -11,7 +11,6 @@ Bad input is a 400/413/422 in the gateway's error shape; the memory service down
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -23,24 +22,22 @@ from chatbus.contracts.memory import (
     UserProfile,
 )
 from chatbus.memory_client import BusMemory
-from chatbus_gateway.api.body import read_json
+from chatbus_gateway.api.body import read_json, validate
 from chatbus_gateway.api.bus_errors import memory_guard
 from chatbus_gateway.api.errors import ApiError
+from chatbus_gateway.api.route_table import (
+    BODY_ERRORS,
+    STORE_ERRORS,
+    STORE_TEXT,
+    Answer,
+    Route,
+    add_routes,
+)
+from chatbus_gateway.api.store_schemas import ProfileOut, ProfilePatch
 from chatbus_gateway.auth.caller import tenant_of
 
 MAX_PROFILE_BODY = 32 * 1024
 MAX_USER_ID = 200
-
-PATCH_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "minProperties": 1,
-    "maxProperties": MAX_PROFILE_FACTS,
-    "propertyNames": {"pattern": PROFILE_KEY},
-    "additionalProperties": {
-        "anyOf": [{"type": "string", "minLength": 1, "maxLength": MAX_FACT_CHARS}, {"type": "null"}]
-    },
-    "example": {"city": "Lisbon", "plan": "enterprise", "language": None},
-}
 
 
 def profile_json(p: UserProfile) -> dict[str, Any]:
@@ -74,10 +71,10 @@ def _facts(raw: Any) -> dict[str, str | None]:
             raise ApiError(422, f"fact name must match {PROFILE_KEY}", param=key[:60])
         if value is not None and not isinstance(value, str):
             raise ApiError(422, "a fact is a string, or null to remove it", param=key)
-        if isinstance(value, str) and not 0 < len(value.strip()) <= MAX_FACT_CHARS:
+        if isinstance(value, str) and (not value.strip() or len(value) > MAX_FACT_CHARS):
             raise ApiError(422, f"a fact is 1-{MAX_FACT_CHARS} characters", param=key)
         out[key] = value
-    return out
+    return validate(ProfilePatch, out).root  # what /openapi.json documents
 
 
 def setup_profile_routes(app: web.Application, memory: BusMemory) -> None:
@@ -95,29 +92,28 @@ def setup_profile_routes(app: web.Application, memory: BusMemory) -> None:
         profile = await memory.update_profile(tenant_of(request), user_id, facts)
         return web.json_response(profile_json(profile))
 
-    app.router.add_get("/api/users/{id}/profile", get_profile)
-    app.router.add_patch("/api/users/{id}/profile", patch_profile)
-
-
-def profile_paths(
-    path_param: dict[str, Any], answers: Any, errors: Sequence[str], body_errors: Sequence[str]
-) -> dict[str, Any]:
-    """The OpenAPI entries of these routes."""
-    return {
-        "/api/users/{id}/profile": {
-            "get": {
-                "summary": "A user's profile: current facts and the ones they replaced",
-                "parameters": [path_param],
-                "responses": answers("Profile", "200", *errors),
-            },
-            "patch": {
-                "summary": "Merge facts into a user's profile (null removes a fact)",
-                "parameters": [path_param],
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": PATCH_SCHEMA}},
-                },
-                "responses": answers("Profile", "200", *body_errors),
-            },
-        }
-    }
+    profile = {200: Answer("Profile", ProfileOut)}
+    add_routes(
+        app,
+        [
+            Route(
+                "GET",
+                "/api/users/{id}/profile",
+                get_profile,
+                "A user's profile: current facts and the ones they replaced",
+                profile,
+                STORE_ERRORS,
+                error_text=STORE_TEXT,
+            ),
+            Route(
+                "PATCH",
+                "/api/users/{id}/profile",
+                patch_profile,
+                "Merge facts into a user's profile (null removes a fact)",
+                profile,
+                (*STORE_ERRORS, *BODY_ERRORS),
+                body=ProfilePatch,
+                error_text=STORE_TEXT,
+            ),
+        ],
+    )

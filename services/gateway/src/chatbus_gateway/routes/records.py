@@ -14,12 +14,15 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field, create_model
 
 from chatbus.contracts.records import MAX_PAGE, QueryRecords
 from chatbus.records_client import BusRecords
 from chatbus_gateway.api.bus_errors import Handler, records_guard
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.params import query_int, query_text
+from chatbus_gateway.api.route_table import ID, Answer, Route, add_routes, int_query, path, query
+from chatbus_gateway.api.store_schemas import RecordOut
 from chatbus_gateway.auth.caller import tenant_of
 
 KINDS = {"tickets": "ticket", "leads": "lead", "invoices": "invoice", "orders": "order"}
@@ -69,6 +72,44 @@ def setup_records_routes(app: web.Application, records: BusRecords) -> None:
 
         return handler
 
+    routes: list[Route] = []
     for plural, kind in KINDS.items():
-        app.router.add_get(f"/api/{plural}", lister(plural, kind))
-        app.router.add_get(f"/api/{plural}/{{record_id}}", reader(kind))
+        routes.append(
+            Route(
+                "GET",
+                f"/api/{plural}",
+                lister(plural, kind),
+                f"The tenant's {plural}, newest first, a page at a time "
+                "(pass `next_cursor` as `cursor`)",
+                {200: Answer(plural.title(), page_model(plural))},
+                (404, 422),
+                params=(
+                    query("session_id", ID),
+                    query("user_id", ID),
+                    int_query("limit", 1, MAX_LIMIT),
+                    query("cursor", ID),
+                ),
+            )
+        )
+        routes.append(
+            Route(
+                "GET",
+                f"/api/{plural}/{{record_id}}",
+                reader(kind),
+                f"One of the tenant's {plural} (only the given user's or session's "
+                "when `user_id` / `session_id` is set)",
+                {200: Answer(kind.title(), RecordOut)},
+                (404, 422),
+                params=(path("record_id"), query("user_id", ID), query("session_id", ID)),
+            )
+        )
+    add_routes(app, routes)
+
+
+def page_model(plural: str) -> type[BaseModel]:
+    """The answer of ``GET /api/{plural}``: ``{<plural>: [...], next_cursor}``."""
+    fields: dict[str, Any] = {
+        plural: (list[dict[str, Any]], Field(description="Newest first")),
+        "next_cursor": (str | None, Field(description="The next page's cursor; null: the last")),
+    }
+    return create_model(f"{plural.title()}Page", **fields)

@@ -23,6 +23,17 @@ from chatbus.cost_client import BusCosts
 from chatbus.errors import BusError, RemoteError
 from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.params import query_date, query_tenant
+from chatbus_gateway.api.route_table import (
+    DATE,
+    STORE_ERRORS,
+    STORE_TEXT,
+    TENANT_OR_ALL,
+    Answer,
+    Route,
+    add_routes,
+    query,
+)
+from chatbus_gateway.api.store_schemas import UsageReportOut
 from chatbus_gateway.auth.caller import is_admin, tenant_of
 
 MAX_DAYS = 400
@@ -96,4 +107,23 @@ def setup_usage_routes(app: web.Application, costs: BusCosts) -> None:
             )
         return web.json_response(body)
 
-    app.router.add_get("/api/usage", usage)
+    add_routes(
+        app,
+        [
+            Route(
+                "GET",
+                "/api/usage",
+                usage,
+                "Tokens and cost, grouped",
+                {200: Answer("Usage rows and totals", UsageReportOut)},
+                (403, *STORE_ERRORS),
+                params=(
+                    query("from", DATE),
+                    query("to", DATE),
+                    query("group_by", {"type": "string", "enum": list(GROUP_BY)}),
+                    query("tenant", TENANT_OR_ALL),
+                ),
+                error_text=STORE_TEXT,
+            )
+        ],
+    )

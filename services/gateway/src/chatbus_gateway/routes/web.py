@@ -14,6 +14,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from chatbus_gateway.api.route_table import Answer, Route, add_routes
+
 WEB = resources.files("chatbus_gateway").joinpath("web")
 TYPES = {
     ".html": "text/html",
@@ -62,7 +64,24 @@ async def favicon(request: web.Request) -> web.Response:
 
 
 def setup_web_routes(app: web.Application) -> None:
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{name}", static)
-    app.router.add_get("/favicon.svg", favicon)
-    app.router.add_get("/favicon.ico", favicon)
+    page = Answer("The chat page and dashboard", media=("text/html",))
+    asset = Answer("A file of the page", media=tuple(sorted(set(TYPES.values()) - {"text/html"})))
+    icon = Answer("The icon", media=("image/svg+xml",))
+    add_routes(
+        app,
+        [
+            Route("GET", "/", index, "The web page (chat and dashboard)", {200: page}, auth=False),
+            Route(
+                "GET",
+                "/static/{name}",
+                static,
+                "A script, style sheet or image of the page",
+                {200: asset},
+                (404,),
+                auth=False,
+                error_text={404: "No such file"},
+            ),
+            Route("GET", "/favicon.svg", favicon, "The icon", {200: icon}, auth=False),
+            Route("GET", "/favicon.ico", favicon, "The icon", {200: icon}, auth=False),
+        ],
+    )
