@@ -145,6 +145,7 @@ class Bus:
 
         sub = await self._guard(self.nc.subscribe(subject, cb=on_msg))
         try:
+            await self._guard(self.nc.flush())  # the server knows it: nothing later is missed
             yield subject
         finally:
             with contextlib.suppress(Exception):
