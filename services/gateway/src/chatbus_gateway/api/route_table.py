@@ -16,6 +16,8 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel
 
+from chatbus_gateway.api import params
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # What each error status means, as /openapi.json says it (a route may say it more precisely).
@@ -76,6 +78,18 @@ class Param:
         if self.description:
             out["description"] = self.description
         return out
+
+    # Reading the value in a handler, with the bounds the document states (422 outside them
+    # for a query parameter, 404 for a path segment).
+
+    def integer(self, request: web.Request, default: int = 0) -> int:
+        lo, hi = int(self.schema["minimum"]), int(self.schema["maximum"])
+        if self.where == "path":
+            return params.path_int(request, self.name, lo, hi)
+        return params.query_int(request, self.name, default, lo, hi)
+
+    def text(self, request: web.Request) -> str | None:
+        return params.query_text(request, self.name, int(self.schema["maxLength"]))
 
 
 def path(name: str, schema: Mapping[str, Any] | None = None) -> Param:

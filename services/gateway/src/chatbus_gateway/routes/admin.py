@@ -12,12 +12,15 @@ from pydantic import ValidationError
 from chatbus.contracts.jobs import ChatJob, JobCallback
 from chatbus.dead_letters import get_dead_letter, page_dead_letters, redrive
 from chatbus_gateway.api.errors import ApiError
-from chatbus_gateway.api.params import path_int, query_int
 from chatbus_gateway.api.route_table import MAX_SEQ, Answer, Route, add_routes, int_query, path
 from chatbus_gateway.api.schemas import DeadLettersOut, RedriveOut
 from chatbus_gateway.auth.middleware import require_admin
 from chatbus_gateway.deps import DEPS
 from chatbus_gateway.jobs.submit import JOBS
+
+LIMIT = int_query("limit", 1, 1000)
+AFTER = int_query("after", 0, MAX_SEQ, "Entries after this seq (a page's next_after)")
+SEQ = path("seq", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ})
 
 
 def _job(data: bytes) -> ChatJob | None:
@@ -39,8 +42,8 @@ def _job_id(data: bytes) -> str | None:
 
 async def dead_letters(request: web.Request) -> web.Response:
     require_admin(request)
-    limit = query_int(request, "limit", 100, 1, 1000)
-    after = query_int(request, "after", 0, 0, MAX_SEQ)
+    limit = LIMIT.integer(request, 100)
+    after = AFTER.integer(request, 0)
     page = await page_dead_letters(request.app[DEPS].bus, after=after, limit=limit)
     out = []
     for p in page.items:
@@ -61,7 +64,7 @@ async def dead_letters(request: web.Request) -> web.Response:
 
 async def redrive_one(request: web.Request) -> web.Response:
     require_admin(request)
-    seq = path_int(request, "seq", 1, MAX_SEQ)
+    seq = SEQ.integer(request)
     bus = request.app[DEPS].bus
     parked = await get_dead_letter(bus, seq)
     if parked is None:
@@ -74,7 +77,6 @@ async def redrive_one(request: web.Request) -> web.Response:
 
 
 def setup_admin_routes(app: web.Application) -> None:
-    after = int_query("after", 0, MAX_SEQ, "Entries after this seq (a page's next_after)")
     add_routes(
         app,
         [
@@ -85,7 +87,7 @@ def setup_admin_routes(app: web.Application) -> None:
                 "Messages parked after their last delivery (admin)",
                 {200: Answer("Parked", DeadLettersOut)},
                 (403, 422),
-                params=(int_query("limit", 1, 1000), after),
+                params=(LIMIT, AFTER),
             ),
             Route(
                 "POST",
@@ -94,7 +96,7 @@ def setup_admin_routes(app: web.Application) -> None:
                 "Send a parked message back to its queue (admin)",
                 {200: Answer("Re-driven", RedriveOut)},
                 (403, 404),
-                params=(path("seq", {"type": "integer", "minimum": 1, "maximum": MAX_SEQ}),),
+                params=(SEQ,),
             ),
         ],
     )

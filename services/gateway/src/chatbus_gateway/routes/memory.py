@@ -25,7 +25,6 @@ from chatbus.memory_client import BusMemory
 from chatbus_gateway.api.body import read_json
 from chatbus_gateway.api.bus_errors import invalid_field, memory_guard
 from chatbus_gateway.api.errors import ApiError
-from chatbus_gateway.api.params import query_int
 from chatbus_gateway.api.route_table import (
     BODY_ERRORS,
     STORE_ERRORS,
@@ -46,6 +45,8 @@ from chatbus_gateway.api.store_schemas import (
     SearchOut,
 )
 from chatbus_gateway.auth.caller import tenant_of
+
+LIMIT = int_query("limit", 1, 1000)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def setup_memory_routes(
     @memory_guard
     async def get_messages(request: web.Request) -> web.StreamResponse:
         session_id = request.match_info["id"]
-        limit = query_int(request, "limit", 50, 1, 1000)
+        limit = LIMIT.integer(request, 50)
         turns = await memory.history(tenant_of(request), session_id, limit, _before(request))
         return web.json_response(
             {"session_id": session_id, "messages": [_turn_json(t) for t in turns]}
@@ -165,7 +166,7 @@ def setup_memory_routes(
                 "A session's history, oldest first",
                 {200: Answer("History", HistoryOut)},
                 STORE_ERRORS,
-                params=(path("id"), int_query("limit", 1, 1000), before),
+                params=(path("id"), LIMIT, before),
                 error_text=STORE_TEXT,
             ),
             Route(

@@ -20,7 +20,6 @@ from chatbus.contracts.records import MAX_PAGE, QueryRecords
 from chatbus.records_client import BusRecords
 from chatbus_gateway.api.bus_errors import Handler, records_guard
 from chatbus_gateway.api.errors import ApiError
-from chatbus_gateway.api.params import query_int, query_text
 from chatbus_gateway.api.route_table import ID, Answer, Route, add_routes, int_query, path, query
 from chatbus_gateway.api.store_schemas import RecordOut
 from chatbus_gateway.auth.caller import tenant_of
@@ -30,12 +29,8 @@ MAX_LIMIT = MAX_PAGE
 MAX_ID = 200
 
 
-def _limit(request: web.Request) -> int:
-    return query_int(request, "limit", 50, 1, MAX_LIMIT)
-
-
-def _param(request: web.Request, name: str, max_len: int = MAX_ID) -> str | None:
-    return query_text(request, name, max_len)
+LIMIT = int_query("limit", 1, MAX_LIMIT)
+SESSION_ID, USER_ID, CURSOR = query("session_id", ID), query("user_id", ID), query("cursor", ID)
 
 
 def setup_records_routes(app: web.Application, records: BusRecords) -> None:
@@ -47,10 +42,10 @@ def setup_records_routes(app: web.Application, records: BusRecords) -> None:
             query = QueryRecords(
                 tenant_id=tenant_of(request),
                 kind=kind,
-                session_id=_param(request, "session_id"),
-                user_id=_param(request, "user_id"),
-                limit=_limit(request),
-                cursor=_param(request, "cursor"),
+                session_id=SESSION_ID.text(request),
+                user_id=USER_ID.text(request),
+                limit=LIMIT.integer(request, 50),
+                cursor=CURSOR.text(request),
             )
             page = await records.page(query)
             body: dict[str, Any] = {plural: page.records, "next_cursor": page.next_cursor}
@@ -62,7 +57,7 @@ def setup_records_routes(app: web.Application, records: BusRecords) -> None:
         @records_guard
         async def handler(request: web.Request) -> web.StreamResponse:
             record_id = request.match_info["record_id"]
-            user_id, session_id = _param(request, "user_id"), _param(request, "session_id")
+            user_id, session_id = USER_ID.text(request), SESSION_ID.text(request)
             if len(record_id) > MAX_ID:
                 raise ApiError(404, f"no {kind} {record_id[:80]!r}", type="not_found")
             record = await records.get(
@@ -83,12 +78,7 @@ def setup_records_routes(app: web.Application, records: BusRecords) -> None:
                 "(pass `next_cursor` as `cursor`)",
                 {200: Answer(plural.title(), page_model(plural))},
                 (404, 422),
-                params=(
-                    query("session_id", ID),
-                    query("user_id", ID),
-                    int_query("limit", 1, MAX_LIMIT),
-                    query("cursor", ID),
-                ),
+                params=(SESSION_ID, USER_ID, LIMIT, CURSOR),
             )
         )
         routes.append(
@@ -100,7 +90,7 @@ def setup_records_routes(app: web.Application, records: BusRecords) -> None:
                 "when `user_id` / `session_id` is set)",
                 {200: Answer(kind.title(), RecordOut)},
                 (404, 422),
-                params=(path("record_id"), query("user_id", ID), query("session_id", ID)),
+                params=(path("record_id"), USER_ID, SESSION_ID),
             )
         )
     add_routes(app, routes)
