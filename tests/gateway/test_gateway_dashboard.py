@@ -115,7 +115,7 @@ async def test_the_page_and_its_files_are_served_and_nothing_else(
         async with http.get(url + name) as r:
             assert (r.status, r.content_type) == (200, kind), name
     assert "/static/chat.js" in page
-    for name in ("/static/nope.js", "/static/..%2Fweb_routes.py", "/static/index.html"):
+    for name in ("/static/nope.js", "/static/..%2Froutes%2Fweb.py", "/static/index.html"):
         async with http.get(url + name) as r:
             assert r.status == 404, name
 

@@ -1,6 +1,6 @@
 """Async jobs: the worker (in every gateway process) that answers them from JetStream.
 
-A job is accepted once its record is in the jobs KV bucket (:mod:`job_store`) and its message
+A job is accepted once its record is in the jobs KV bucket (:mod:`.store`) and its message
 on the jobs work queue (both JetStream: file storage, replicated on a cluster). Its deadline
 (``job_deadline_s`` after acceptance) travels in ``ChatRequest.deadline``; the worker asks the
 agent within it, each attempt with its own deadline of at most ``request_timeout_s`` (and no
