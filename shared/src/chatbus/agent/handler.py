@@ -140,9 +140,13 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         if followed.reply is not None:
             return followed.reply
         notice = followed.notice
-    (recalled, memory_skipped), profile = await asyncio.gather(
-        _recall(req, deps, state.older, state.user_older), _profile(req, deps)
-    )
+    recalled: list[Turn] = []
+    profile: dict[str, str] = {}
+    memory_skipped = False
+    if deps.memory is not None:  # no tasks to gather when there is nothing to ask
+        (recalled, memory_skipped), profile = await asyncio.gather(
+            _recall(req, deps, state.older, state.user_older), _profile(req, deps)
+        )
     degraded = "memory" if memory_skipped else None  # still answered, without long-term memory
     system, history, new = build_messages(
         spec.system_prompt, recalled, state.recent, req.message, profile
@@ -196,7 +200,7 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         # Only answers that needed no tool: a tool's result (or effect) must not be replayed.
         await deps.cache.put(spec.id, model, messages, outcome, tenant_id=req.tenant_id)
     return await _finish(req, deps, outcome, run.model, run.usage, auth, counted=run.counted,
-                         degraded=degraded)  # fmt: skip
+                         degraded=degraded, step=run.unsaved)  # fmt: skip
 
 
 async def _recall(
@@ -256,6 +260,8 @@ class _Run:
         # Step 0 of an earlier attempt, when the session read already looked it up.
         self.first_step: Completion | None = None
         self.first_step_known = False
+        # The final step's answer, kept with the reply's other writes (one Redis round trip)
+        self.unsaved: tuple[int, Completion] | None = None
 
     async def converse(self, messages: list[dict[str, Any]]) -> str | ChatReply | None:
         """The final text, the reply of the agent it handed off to, or None past the limit."""
@@ -302,7 +308,9 @@ class _Run:
                 await self.on_delta(completion.content)
         else:
             completion = await self._ask_model(convo)
-            if deps.steps is not None:
+            if deps.steps is not None and not completion.tool_calls:
+                self.unsaved = (step, completion)  # the answer: kept by _finish, with history
+            elif deps.steps is not None:
                 await deps.steps.put(self.req, spec.id, step, completion)
         log.debug("llm answered in %.1f ms", (time.perf_counter() - started) * 1000)
         self.calls += 1
@@ -368,8 +376,13 @@ async def _finish(
     cached: bool = False,
     counted: bool = False,
     on_delta: Publish | None = None,
+    step: tuple[int, Completion] | None = None,
 ) -> ChatReply:
+    """Write history, memory, usage (and the model's final ``step``, for a redelivery to
+    reuse) together, then the reply."""
     if remaining(req.deadline, 1.0) <= deps.config.write_margin_s:
+        if step is not None and deps.steps is not None:  # a retry with time left reuses it
+            await deps.steps.put(req, deps.spec.id, *step)
         # Nobody waits for this answer any more: it must leave no trace (no history copy).
         raise DeadlineExceeded(f"request {req.request_id} abandoned at its deadline")
     now = time.time()
@@ -386,6 +399,8 @@ async def _finish(
         writes.append(
             deps.costs.record(req, auth, model=model, usage=usage, cached=cached, counted=counted)
         )
+    if step is not None and deps.steps is not None:
+        writes.append(deps.steps.put(req, deps.spec.id, *step))
     # All or nothing: a deadline reached mid-way must not leave half the writes done.
     await asyncio.shield(asyncio.gather(*writes))
     if on_delta is not None and (cached or degraded not in (None, "memory")):

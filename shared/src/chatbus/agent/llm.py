@@ -121,23 +121,26 @@ class OpenAIChat:
         if on_delta is not None:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}
+        if not trace.get_current_span().is_recording():
+            # A message whose trace is not recorded (no exporter, or sampled out): a span here
+            # would record nothing either, and the trace context goes on as it came.
+            headers = trace_headers({**self.headers, AGENT_HEADER: agent})
+            return await self._post(body, headers, on_delta, limit)
         with tracer.start_as_current_span(f"chat {model}", kind=SpanKind.CLIENT) as span:
             headers = trace_headers({**self.headers, AGENT_HEADER: agent})
-            if span.is_recording():
-                span.set_attributes(
-                    {
-                        "gen_ai.system": "openai",
-                        "gen_ai.request.model": model,
-                        "chatbus.agent": agent,
-                        "chatbus.stream": on_delta is not None,
-                    }
-                )
+            span.set_attributes(
+                {
+                    "gen_ai.system": "openai",
+                    "gen_ai.request.model": model,
+                    "chatbus.agent": agent,
+                    "chatbus.stream": on_delta is not None,
+                }
+            )
             result = await self._post(body, headers, on_delta, limit)
-            if span.is_recording():
-                span.set_attribute("gen_ai.response.model", result.model)
-                if result.usage is not None:
-                    span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
-                    span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
+            span.set_attribute("gen_ai.response.model", result.model)
+            if result.usage is not None:
+                span.set_attribute("gen_ai.usage.input_tokens", result.usage.prompt_tokens)
+                span.set_attribute("gen_ai.usage.output_tokens", result.usage.completion_tokens)
             return result
 
     async def _post(
