@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatbus.agent.drafts import Drafts
@@ -106,9 +106,35 @@ class AgentDeps:
     session: SessionReader | None = None
     # Model answers of earlier attempts of the same request (retries pay once).
     steps: StepResults | None = None
+    _tooling: Tooling | None = field(default=None, init=False, repr=False)
 
     def reader(self) -> SessionReader:
         return self.session or PortsReader(self.history, self.router, self.notes)
+
+    def tooling(self) -> Tooling:
+        """The spec's tools and handoffs as the model sees them: built once, not per message."""
+        built = self._tooling
+        routed = self.router is not None
+        if built is None or built.spec is not self.spec or built.routed != routed:
+            built = Tooling.of(self.spec, routed=routed)
+            self._tooling = built
+        return built
+
+
+@dataclass(frozen=True)
+class Tooling:
+    spec: AgentSpec
+    routed: bool
+    tools: dict[str, Tool]
+    handoffs: tuple[str, ...]
+    definitions: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, spec: AgentSpec, *, routed: bool) -> Tooling:
+        handoffs = spec.handoffs if routed else ()
+        definitions = [t.definition() for t in spec.tools]
+        definitions += transfer_definitions(spec.id, handoffs)
+        return cls(spec, routed, {t.name: t for t in spec.tools}, handoffs, definitions)
 
 
 def fit(
@@ -248,10 +274,11 @@ class _Run:
         self.req, self.deps, self.on_delta = req, deps, on_delta
         self.requested = self.model = model  # the model asked for / the one that answered
         spec = deps.spec
-        self.tools: dict[str, Tool] = {t.name: t for t in spec.tools}
-        self.handoffs = spec.handoffs if deps.router is not None else ()
-        self.definitions = [t.definition() for t in spec.tools] + transfer_definitions(
-            spec.id, self.handoffs
+        tooling = deps.tooling()
+        self.tools, self.handoffs, self.definitions = (
+            tooling.tools,
+            tooling.handoffs,
+            tooling.definitions,
         )
         self.ctx = ToolContext(req, spec.id, deps.records, deps.publish_event, deps.drafts)
         self.usage = Usage()
