@@ -14,6 +14,7 @@ by a prompt injection. So, for every tool, the runtime (not each tool by hand):
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, get_args, get_origin
@@ -51,6 +52,7 @@ class RecordRef:
     kind: str
 
 
+@functools.cache  # per tool model, not per call (reading pydantic's fields is not free)
 def _names(model: type[BaseModel]) -> dict[str, str]:
     """Every accepted argument name (field names and aliases) -> field name."""
     out = {}
@@ -77,6 +79,7 @@ def _marks(annotation: Any) -> list[Any]:
     return found + [m for arg in get_args(annotation) for m in _marks(arg)]
 
 
+@functools.cache
 def record_refs(model: type[BaseModel]) -> dict[str, str]:
     """``{argument: record kind}`` for the arguments marked with :class:`RecordRef`."""
     return {
