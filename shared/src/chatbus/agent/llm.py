@@ -231,48 +231,78 @@ def _usage(raw: Any) -> Usage | None:
 
 
 async def _read_stream(resp: aiohttp.ClientResponse, model: str, on_delta: OnDelta) -> Completion:
-    parts: list[str] = []
-    calls: dict[int, dict[str, str]] = {}
-    usage: Usage | None = None
-    finish = "stop"
-    ended = False  # by [DONE] or a finish_reason: anything else is a broken-off answer
-    async for raw_line in resp.content:
-        line = raw_line.strip()
+    """Read SSE as it arrives, a network read at a time (not a line at a time: an answer is
+    hundreds of small events), passing each piece of text on."""
+    answer = _StreamedAnswer(model)
+    tail = b""
+    async for data in resp.content.iter_any():
+        *lines, tail = (tail + data).split(b"\n")
+        for line in lines:
+            for text in answer.add(line):
+                await on_delta(text)
+            if answer.done:
+                return answer.completion()
+    for text in answer.add(tail):  # a last line without its newline
+        await on_delta(text)
+    return answer.completion()
+
+
+class _StreamedAnswer:
+    """What the events of a streamed answer add up to."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.parts: list[str] = []
+        self.calls: dict[int, dict[str, str]] = {}
+        self.usage: Usage | None = None
+        self.finish = "stop"
+        self.ended = False  # by [DONE] or a finish_reason: anything else is a broken-off answer
+        self.done = False  # [DONE]: nothing follows
+
+    def add(self, line: bytes) -> list[str]:
+        """Take one SSE line; the text it adds to the answer (to show the user)."""
+        line = line.strip()
         if not line.startswith(b"data:"):
-            continue
+            return []
         payload = line[5:].strip()
         if payload == b"[DONE]":
-            ended = True
-            break
+            self.ended = self.done = True
+            return []
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
-            continue
-        usage = _usage(chunk.get("usage")) or usage
-        model = chunk.get("model") or model
+            return []
+        self.usage = _usage(chunk.get("usage")) or self.usage
+        self.model = chunk.get("model") or self.model
+        texts = []
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             if text := delta.get("content"):
-                parts.append(text)
-                await on_delta(text)
+                self.parts.append(text)
+                texts.append(text)
             for tc in delta.get("tool_calls") or []:
-                slot = calls.setdefault(int(tc.get("index", 0)), {"id": "", "name": "", "args": ""})
+                slot = self.calls.setdefault(
+                    int(tc.get("index", 0)), {"id": "", "name": "", "args": ""}
+                )
                 fn = tc.get("function") or {}
                 slot["id"] = tc.get("id") or slot["id"]
                 slot["name"] += fn.get("name") or ""
                 slot["args"] += fn.get("arguments") or ""
             if choice.get("finish_reason"):
-                finish, ended = choice["finish_reason"], True
-    if not ended:
-        raise LLMError("connection", "the model's answer broke off before its end")
-    tool_calls = [
-        ToolCall(id=c["id"], name=c["name"], arguments=c["args"] or "{}")
-        for _, c in sorted(calls.items())
-    ]
-    return Completion(
-        content="".join(parts),
-        model=model,
-        usage=usage,
-        tool_calls=tool_calls,
-        finish_reason=finish,
-    )
+                self.finish, self.ended = choice["finish_reason"], True
+        return texts
+
+    def completion(self) -> Completion:
+        if not self.ended:
+            raise LLMError("connection", "the model's answer broke off before its end")
+        tool_calls = [
+            ToolCall(id=c["id"], name=c["name"], arguments=c["args"] or "{}")
+            for _, c in sorted(self.calls.items())
+        ]
+        return Completion(
+            content="".join(self.parts),
+            model=self.model,
+            usage=self.usage,
+            tool_calls=tool_calls,
+            finish_reason=self.finish,
+        )
