@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Histogram
@@ -156,7 +157,7 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
     serve_forget(bus, "memory", handlers.forget_event)  # forget events: memory's own state
     await ensure_dlq(bus)
 
-    async def on_batch(events: list[TurnsStored] | list[TurnStored]) -> None:
+    async def on_batch(events: Sequence[TurnsStored | TurnStored]) -> None:
         items = await handlers.store_events(list(events))
         try:
             notice = TurnsIndexed(
@@ -168,11 +169,16 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
             log.warning("could not publish %s", TurnsIndexed.subject, exc_info=True)
 
     batch = settings.memory_consumer_batch
-    for durable, event in ((DURABLE, TurnsStored), (DURABLE_ONE_TURN, TurnStored)):
-        spec = ConsumerSpec(
-            stream=MEMORY_STREAM, durable=durable, subject=event.subject, batch=batch, ack_wait=60.0
+
+    def spec(durable: str, subject: str) -> ConsumerSpec:
+        return ConsumerSpec(
+            stream=MEMORY_STREAM, durable=durable, subject=subject, batch=batch, ack_wait=60.0
         )
-        bus.spawn(consume_batches(bus, spec, event, on_batch))
+
+    bus.spawn(consume_batches(bus, spec(DURABLE, TurnsStored.subject), TurnsStored, on_batch))
+    bus.spawn(  # the one-turn event of earlier agents, still stored
+        consume_batches(bus, spec(DURABLE_ONE_TURN, TurnStored.subject), TurnStored, on_batch)
+    )
     log.info(
         "memory: store %s, embedder %s (%d dims)",
         engine.store.name,
