@@ -3,7 +3,7 @@
 Every call — plain, streamed (SSE), with tools, through a proxy — goes over one aiohttp
 session: its connection pool, TLS, and proxy support. We speak the wire protocol ourselves
 rather than through the ``openai`` SDK because the SDK (httpx, pydantic) costs ~1.3 ms of
-CPU per call against aiohttp's ~0.2 ms (``bench/agent/llm_client.py``); the request and
+CPU per call against aiohttp's ~0.1 ms (``bench/agent/llm_client.py``); the request and
 response shapes are exactly the SDK's, so every OpenAI-compatible server works.
 """
 
