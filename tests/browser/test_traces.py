@@ -35,7 +35,7 @@ pytestmark = [
 WANTED = {
     "POST /api/chat/{agent_id}": "gateway",
     "handle chat.request.v1.support": "agent-support",
-    "consume memory.turn.v1": "memory",  # it stores the turn (it is searched only later on)
+    "consume memory.turns.v1": "memory",  # it stores the turn (it is searched only later on)
     "handle cost.authorize.v1": "cost",
     "consume cost.usage.recorded.v1": "cost",
 }

@@ -20,7 +20,7 @@ async def test_one_trace_follows_a_message_through_every_service(stack: Stack) -
         ("gateway", "POST /api/chat/{agent_id}"),
         ("agent-support", "handle chat.request.v1.support"),
         # a first message has no older turns to recall: memory is not searched, it stores the turn
-        ("memory", "consume memory.turn.v1"),
+        ("memory", "consume memory.turns.v1"),
         ("cost", "handle cost.authorize.v1"),
         ("cost", "consume cost.usage.recorded.v1"),
     }
