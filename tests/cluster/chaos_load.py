@@ -90,6 +90,11 @@ class Load:
             o.error = f"undocumented {r.status}"
         return o
 
+    def finished(self, token: str) -> bool:
+        """The request got its answer (a job: its record said so when last read)."""
+        o = self.outcomes.get(token)
+        return o is not None and o.done
+
     async def settle_jobs(self, timeout: float) -> None:
         """Poll every accepted job (through either gateway) until each is finished."""
         end = time.monotonic() + timeout

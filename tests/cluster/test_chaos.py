@@ -33,6 +33,8 @@ log = logging.getLogger("tests.chaos")
 
 SYNC, ASYNC = 6, 6  # requests per fault, sent together just before the kill
 MODEL_LATENCY_S = 0.5  # so requests are at the model when the fault hits
+# Every accepted job is done this long after the last fault (far more than it needs).
+JOBS_DONE_WITHIN_S = 60.0
 
 
 @dataclass
@@ -94,6 +96,7 @@ async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
         ("redis", lambda: (infra.redis.master.proc.kill(), infra.redis.master.proc.wait())[0]),
     ]
     rows: list[FaultRow] = []
+    at_model_then: set[str] = set()
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         load = Load([g.url for g in topology.gateways], "support", http)
@@ -104,6 +107,8 @@ async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
             ]
             tasks = [asyncio.ensure_future(b) for b in batch]
             await until_model_busy(llm, fault, 2)
+            if fault == "agent":  # these may be at the model inside the instance killed now
+                at_model_then = {t for t in model_calls(llm) if not load.finished(t)}
             killed = time.monotonic()
             kill()
             recovered = await recovery(load, fault, killed)
@@ -114,7 +119,7 @@ async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
                 recovered,
             )
             rows.append(FaultRow(fault, SYNC + ASYNC, 0, 0, 0, 0, recovered))
-        await load.settle_jobs(timeout=90)
+        await load.settle_jobs(timeout=JOBS_DONE_WITHIN_S)
 
         calls = model_calls(llm)
         answered = [o.token for o in load.outcomes.values() if o.done]
@@ -130,6 +135,9 @@ async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
         row.clear_errors = sum(o.clear for o in batch)
         row.lost = len(batch) - row.answered - row.clear_errors
         row.duplicated_calls = sum(max(0, calls[o.token] - 1) for o in mine)
+        twice = {o.token: calls[o.token] for o in mine if calls[o.token] > 1}
+        if twice:
+            log.warning("%s: model calls per request paid more than once: %s", row.fault, twice)
         kinds = Counter(f"{o.token.split('-')[2]} {o.status} {o.error}" for o in mine)
         log.warning("%s: outcomes %s", row.fault, dict(kinds))
     table = "\n".join(r.line() for r in rows)
@@ -147,14 +155,14 @@ async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
     assert all(n in (0, 2) for n in error_turns.values()), error_turns
     for row in rows:
         assert row.recovery_s < 30, table
-    # Every sync request was answered or refused with the documented error; every job accepted.
-    accepted = [o for o in load.outcomes.values() if o.job_id]
-    stuck = [o for o in accepted if not o.done]
+    # Every sync request was answered or refused with the documented error.
     assert all(o.done or o.clear for o in load.outcomes.values() if not o.job_id), table
-    # None failed, was dead-lettered or vanished: the late ones are still on their way.
-    assert all(o.job_status in ("queued", "running", "retrying", "waiting") for o in stuck), stuck
-    if stuck:
-        # Known defect (issue 12, README "Scaling out"): after a NATS node dies, a job whose
-        # answer was lost is run again only ~50 s later and may not be done yet here.
-        log.warning("jobs still running: %s", [(o.token, o.job_id) for o in stuck])
-        pytest.xfail(f"{len(stuck)} accepted job(s) not done yet after the NATS node kill")
+    # Every accepted job is done: none failed, was dead-lettered, or is still on its way.
+    unfinished = [
+        (o.token, o.job_id, o.job_status) for o in load.outcomes.values() if o.job_id and not o.done
+    ]
+    assert not unfinished, unfinished
+    # ... and done once: no request paid the model twice, except one whose instance was killed
+    # while the model answered it (that call never completed, so there was nothing to reuse).
+    paid_twice = {t: n for t, n in calls.items() if n > (2 if t in at_model_then else 1)}
+    assert not paid_twice, paid_twice

@@ -42,6 +42,13 @@ R = TypeVar("R", bound=Message)
 Handler = Callable[[M], Awaitable[Message | None]]
 
 ERROR_HEADER = "Chatbus-Error"
+# A JetStream publish that met a stream without a leader (a node died) or a lost connection.
+JS_NOT_NOW = (
+    nats.js.errors.NoStreamResponseError,
+    nats.js.errors.ServiceUnavailableError,
+    nats.errors.TimeoutError,
+    BusUnavailable,
+)
 
 
 def trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
@@ -305,6 +312,11 @@ class Bus:
             return await handler(msg)
         except RemoteError as e:
             return e.to_reply()
+        except ConnectionError as e:  # a store it needs is down (Redis failing over, say)
+            log.warning("handler for %s: %s: %s", subject, type(e).__name__, e)
+            return ErrorReply(
+                code="unavailable", message="a store it needs is unavailable, try again"
+            )
         except Exception as e:
             log.exception("handler for %s failed", subject)
             return ErrorReply(code="internal", message=f"{type(e).__name__} while handling")
@@ -319,17 +331,33 @@ class Bus:
         msg_id: str | None = None,
         headers: dict[str, str] | None = None,
         timeout: float = 5.0,
+        deadline: float | None = None,
     ) -> None:
-        """Publish durably to a JetStream stream; ``msg_id`` de-duplicates retries."""
+        """Publish durably to a JetStream stream; ``msg_id`` de-duplicates retries.
+
+        With a ``msg_id`` and a ``deadline`` (Unix seconds), a stream that cannot take the
+        message right now (it is electing a leader after a node died: no responders, or no
+        answer) is asked again until the deadline, each try within ``timeout``.
+        """
         subject = subject or msg.subject
         h = dict(headers or {})
         if msg_id:
             h["Nats-Msg-Id"] = msg_id
+        retry = msg_id is not None and deadline is not None
         with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.destination.name", subject)
-            await self._guard(
-                self.js.publish(subject, msg.to_bytes(), headers=trace_headers(h), timeout=timeout)
-            )
+            data, hdrs = msg.to_bytes(), trace_headers(h)
+            pause = 0.1
+            while True:
+                wait = max(0.1, min(timeout, remaining(deadline))) if retry else timeout
+                try:
+                    await self._guard(self.js.publish(subject, data, headers=hdrs, timeout=wait))
+                    return
+                except JS_NOT_NOW:
+                    if not retry or remaining(deadline) <= pause:
+                        raise
+                await asyncio.sleep(pause)  # allowed: pacing while the stream elects a leader
+                pause = min(pause * 2, 1.0)
 
     async def js_last(self, stream: str, subject: str) -> bytes | None:
         """The payload of the last message on ``subject`` in ``stream``; None when it has none."""

@@ -142,13 +142,14 @@ class BusCosts:
             reservation_id=auth.reservation_id,
             ts=time.time(),
         )
-        await self.publish_usage(event)
+        await self.publish_usage(event, deadline=req.deadline)
 
-    async def publish_usage(self, event: UsageRecorded) -> None:
-        """Publish one usage event durably (creating the stream when it does not exist yet)."""
+    async def publish_usage(self, event: UsageRecorded, deadline: float | None = None) -> None:
+        """Publish one usage event durably (creating the stream when it does not exist yet);
+        a stream electing a leader is asked again until ``deadline``."""
         for attempt in (1, 2):
             try:
-                await self.bus.js_publish(event, msg_id=event.event_id)
+                await self.bus.js_publish(event, msg_id=event.event_id, deadline=deadline)
                 return
             except Exception as e:
                 if attempt == 1 and not self._stream_ready:

@@ -11,8 +11,16 @@ as they do in any cluster; a relative budget would lose the time a job waited in
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 DEADLINE_HEADER = "Chatbus-Deadline"
+
+# The deadline of the message being handled in this task (None: no message, or none given):
+# what a client deep below (the Redis link waiting out a failover) may spend without being
+# handed the deadline explicitly.
+_current: ContextVar[float | None] = ContextVar("chatbus_deadline", default=None)
 
 
 def after(seconds: float) -> float:
@@ -50,6 +58,21 @@ def parse_header(value: str | None) -> float | None:
 
 def header_value(deadline: float) -> str:
     return f"{deadline:.3f}"
+
+
+def current() -> float | None:
+    """The deadline of the message this task works on (see :func:`bound`), if any."""
+    return _current.get()
+
+
+@contextmanager
+def bound(deadline: float | None) -> Iterator[None]:
+    """Within the ``with``, :func:`current` is ``deadline`` (or an earlier outer one)."""
+    token = _current.set(earliest(deadline, _current.get()))
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 class DeadlineExceeded(Exception):

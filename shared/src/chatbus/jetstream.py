@@ -128,27 +128,50 @@ async def consume(
     model: type[M],
     handler: Callable[[M], Awaitable[None]],
 ) -> None:
-    """Run ``handler`` for each message of a durable pull consumer until the bus closes."""
+    """Run ``handler`` for each message of a durable pull consumer until the bus closes.
+
+    Up to ``spec.concurrency`` messages are handled at once, and a free slot is filled at once:
+    a slow message (one waiting out a leader election, say) never holds back the ones behind it.
+    """
+    running: set[asyncio.Task[None]] = set()
+    slot_free = asyncio.Event()
+
+    def room() -> int:
+        return spec.concurrency - len(running)
+
+    async def wait_for_room() -> int:
+        while room() <= 0:
+            slot_free.clear()
+            await slot_free.wait()
+        return room()
+
+    def finished(task: asyncio.Task[None]) -> None:
+        running.discard(task)
+        slot_free.set()
 
     async def on_batch(items: list[tuple[Msg, M]]) -> None:
-        await asyncio.gather(*(_one(raw, msg) for raw, msg in items))
-
-    sem = asyncio.Semaphore(spec.concurrency)
+        for raw, msg in items:
+            task = asyncio.create_task(_one(raw, msg))
+            running.add(task)
+            task.add_done_callback(finished)
 
     async def _one(raw: Msg, msg: M) -> None:
-        async with sem:
-            ctx = propagate.extract(raw.headers or {})
-            with tracer.start_as_current_span(
-                f"consume {raw.subject}", context=ctx, kind=SpanKind.CONSUMER
-            ) as span:
-                span.set_attribute("messaging.destination.name", raw.subject)
-                span.set_attribute("messaging.consumer.group.name", spec.durable)
-                work = handler(msg)
-                if spec.keepalive:
-                    work = _kept_alive(raw, work, spec.ack_wait / 3)
-                await _settle(bus, spec, raw, work)
+        ctx = propagate.extract(raw.headers or {})
+        with tracer.start_as_current_span(
+            f"consume {raw.subject}", context=ctx, kind=SpanKind.CONSUMER
+        ) as span:
+            span.set_attribute("messaging.destination.name", raw.subject)
+            span.set_attribute("messaging.consumer.group.name", spec.durable)
+            work = handler(msg)
+            if spec.keepalive:
+                work = _kept_alive(raw, work, spec.ack_wait / 3)
+            await _settle(bus, spec, raw, work)
 
-    await _loop(bus, spec, model, on_batch)
+    try:
+        await _loop(bus, spec, model, on_batch, wait_for_room)
+    finally:
+        if running:  # let the messages in hand finish (drain), so they are acked
+            await asyncio.wait(set(running))
 
 
 async def _kept_alive(raw: Msg, work: Awaitable[None], every: float) -> None:
@@ -208,6 +231,15 @@ async def consume_batches(
 
 async def _settle(bus: Bus, spec: ConsumerSpec, raw: Msg, work: Awaitable[None]) -> None:
     try:
+        await _outcome(bus, spec, raw, work)
+    except Exception:
+        # The ack, nak or dead-lettering itself failed (the connection or the consumer's leader
+        # is gone): the message is delivered again after ack_wait.
+        log.warning("could not settle a message of %s", spec.durable, exc_info=True)
+
+
+async def _outcome(bus: Bus, spec: ConsumerSpec, raw: Msg, work: Awaitable[None]) -> None:
+    try:
         await work
     except Defer as e:
         delivered = raw.metadata.num_delivered
@@ -231,6 +263,10 @@ async def _settle(bus: Bus, spec: ConsumerSpec, raw: Msg, work: Awaitable[None])
     await raw.ack()
 
 
+async def _park(reason: str) -> None:
+    raise Park(reason)
+
+
 async def _retry_or_park(bus: Bus, spec: ConsumerSpec, raw: Msg, reason: str) -> None:
     delivered = raw.metadata.num_delivered
     if spec.max_deliver is not None and delivered >= spec.max_deliver:
@@ -244,6 +280,7 @@ async def _loop(
     spec: ConsumerSpec,
     model: type[M],
     on_batch: Callable[[list[tuple[Msg, M]]], Awaitable[None]],
+    room: Callable[[], Awaitable[int]] | None = None,
 ) -> None:
     config = api.ConsumerConfig(
         durable_name=spec.durable,
@@ -255,14 +292,28 @@ async def _loop(
         filter_subject=spec.subject,
         **spec.extra,
     )
-    psub = await _pull_subscribe(bus, spec, config)
-    try:
-        await _fetch_until_closing(bus, spec, model, on_batch, psub)
-    finally:
+    pause = 0.25
+    while not bus.closing.is_set():
+        # A consumer that cannot be set up or read now (its stream or the meta group is
+        # electing a leader after a node died) is set up again: it must never stop for good.
         try:
-            await psub.unsubscribe()
+            psub = await _pull_subscribe(bus, spec, config)
+        except Exception as e:
+            log.warning("consumer %s not available yet (%s): retrying", spec.durable, e)
+            await asyncio.sleep(pause)  # allowed: pacing while JetStream elects a leader
+            pause = min(pause * 2, 5.0)
+            continue
+        pause = 0.25
+        try:
+            await _fetch_until_closing(bus, spec, model, on_batch, psub, room)
         except Exception:
-            log.debug("unsubscribe of %s failed", spec.durable, exc_info=True)
+            log.exception("consumer %s failed: setting it up again", spec.durable)
+            await asyncio.sleep(pause)  # allowed: pacing before setting the consumer up again
+        finally:
+            try:
+                await psub.unsubscribe()
+            except Exception:
+                log.debug("unsubscribe of %s failed", spec.durable, exc_info=True)
 
 
 async def _fetch_until_closing(
@@ -271,18 +322,27 @@ async def _fetch_until_closing(
     model: type[M],
     on_batch: Callable[[list[tuple[Msg, M]]], Awaitable[None]],
     psub: Any,
+    room: Callable[[], Awaitable[int]] | None = None,
 ) -> None:
     while not bus.closing.is_set():
+        # Only as many messages as there are free slots: one fetched but waiting for a slot
+        # would get no in-progress beats and be delivered twice.
+        batch = spec.batch if room is None else min(spec.batch, await room())
         try:
             # Bounded here too: after a cluster node dies, a fetch can hang past its own
             # timeout (seen with nats-py 2.x), which would stall this consumer for good.
-            raws = await asyncio.wait_for(psub.fetch(spec.batch, timeout=1.0), 5.0)
+            raws = await asyncio.wait_for(psub.fetch(batch, timeout=1.0), 5.0)
         except (TimeoutError, nats.errors.TimeoutError):
             continue
         except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
             if bus.closing.is_set():
                 return
             await asyncio.sleep(0.5)  # allowed: waiting for the connection to come back
+            continue
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
+            # The consumer has no leader right now (a node died): ask again soon.
+            log.info("consumer %s has no leader yet", spec.durable)
+            await asyncio.sleep(0.25)  # allowed: pacing while the consumer elects a leader
             continue
         except Exception:
             log.exception("fetch from %s failed", spec.durable)
@@ -298,7 +358,8 @@ async def _fetch_until_closing(
             try:
                 items.append((raw, model.model_validate_json(raw.data)))
             except ValidationError as e:
-                await dead_letter(bus, raw, spec, f"malformed: {describe_validation_error(e)}")
+                reason = f"malformed: {describe_validation_error(e)}"
+                await _settle(bus, spec, raw, _park(reason))
         if items:
             await on_batch(items)
 

@@ -49,6 +49,10 @@ from chatbus.jetstream import ensure_stream
 
 log = logging.getLogger("chatbus.memory")
 
+# A turn's publish stops retrying this long before the request's deadline, so the reply
+# still reaches its caller.
+WRITE_MARGIN_S = 1.0
+
 
 async def ensure_memory_stream(bus: Bus, *, max_age_s: float = 7 * 86400) -> None:
     """Create the ``MEMORY`` stream (work-queue: an event is removed once its consumer acked).
@@ -103,6 +107,7 @@ class BusMemory:
         # recall_budget_s: a hung memory service costs each chat that much, not seconds.
         self.recall_budget_s = recall_budget_s
         self.recall_share = recall_share
+        self._stream_seen = False
 
     # -- the agent's port -------------------------------------------------------------------
 
@@ -167,12 +172,21 @@ class BusMemory:
             user_id=req.user_id,
             turns=kept,
         )
+        # A stream electing a leader (a NATS node died) is asked again within the request's
+        # deadline, once this process has seen the stream exist.
+        deadline = req.deadline - WRITE_MARGIN_S if req.deadline else None
+        seen = deadline if self._stream_seen else None
         try:
-            await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
+            await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout, deadline=seen)
         except nats.js.errors.NoStreamResponseError:
+            if self._stream_seen:
+                raise
             # nobody created the stream yet (memory service never started): do it, retry
             await ensure_memory_stream(self.bus)
-            await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout)
+            await self.bus.js_publish(
+                event, msg_id=event_id, timeout=self.timeout, deadline=deadline
+            )
+        self._stream_seen = True
 
     # -- what the gateway uses --------------------------------------------------------------
 

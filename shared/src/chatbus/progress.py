@@ -31,7 +31,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from chatbus.contracts.base import ErrorReply, Message
-from chatbus.deadline import DEADLINE_HEADER, parse_header, remaining
+from chatbus.deadline import DEADLINE_HEADER, bound, parse_header, remaining
 from chatbus.errors import InstanceLost
 
 log = logging.getLogger("chatbus.progress")
@@ -179,8 +179,9 @@ async def run_in_time(
         loop = asyncio.get_running_loop()
         starter = loop.call_soon(start) if waited > BEAT_S / 2 else loop.call_later(BEAT_S, start)
     try:
-        async with asyncio.timeout(None if deadline is None else remaining(deadline)):
-            return await work
+        with bound(deadline):  # what the work's Redis calls may wait for a failover
+            async with asyncio.timeout(None if deadline is None else remaining(deadline)):
+                return await work
     except TimeoutError:
         log.info("stopped a request on %s at its deadline", subject)
         return ErrorReply(code="timeout", message="the request's deadline passed")

@@ -36,7 +36,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
+from chatbus.deadline import current, remaining
+
 Arg = str | bytes | int | float
+# A command waiting out a failover gives up this long before its message's deadline, so the
+# caller still gets a clear error in time.
+ANSWER_MARGIN_S = 0.5
 Reply = Any
 
 
@@ -224,10 +229,13 @@ class _Protocol(asyncio.Protocol):
 
 class RedisLink:
     """A shared, pipelined connection to the Redis at ``url`` (``redis://``, ``rediss://``,
-    ``unix://``). A refused connection is tried again for ``connect_retry_s`` (a restarting
-    Redis), each try bounded by ``connect_timeout_s``. ``reply_timeout_s`` bounds how long a
-    command waits for its reply; past it the connection is dropped (failing what is in
-    flight) and the next command reconnects."""
+    ``unix://``). A refused connection is tried again for ``connect_retry_s``, each try
+    bounded by ``connect_timeout_s``. Once the link has reached Redis, losing it (a restart,
+    a Sentinel failover) is waited out for up to ``outage_wait_s``: commands sent meanwhile
+    wait for the new connection, each no longer than the deadline of the message being
+    handled (:func:`chatbus.deadline.current`), then fail with :class:`RedisConnectionError`.
+    ``reply_timeout_s`` bounds how long a command waits for its reply; past it the connection
+    is dropped (failing what is in flight) and the next command reconnects."""
 
     def __init__(
         self,
@@ -236,12 +244,15 @@ class RedisLink:
         connect_timeout_s: float = 5.0,
         connect_retry_s: float = 1.0,
         reply_timeout_s: float = 10.0,
+        outage_wait_s: float = 10.0,
     ) -> None:
         self.url = url
         self.options: dict[str, Any] = parse_url(url)
         self.connect_timeout_s = connect_timeout_s
         self.connect_retry_s = connect_retry_s
         self.reply_timeout_s = reply_timeout_s
+        self.outage_wait_s = max(outage_wait_s, connect_retry_s)
+        self._reached = False  # connected once: a lost Redis is then waited for
         self._proto: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
@@ -359,12 +370,23 @@ class RedisLink:
             raise RedisConnectionError("Redis link closed")
         if self._connecting is None or self._connecting.done():
             self._connecting = asyncio.create_task(self._open())
-        # Shielded: one caller giving up must not cancel the connection the others wait for.
-        return await asyncio.shield(self._connecting)
+        # What this caller may wait: its message's deadline, less a moment to answer.
+        deadline = current()
+        budget = None if deadline is None else max(0.0, remaining(deadline) - ANSWER_MARGIN_S)
+        try:
+            # Shielded: one caller giving up must not cancel the connection others wait for.
+            async with asyncio.timeout(budget):
+                return await asyncio.shield(self._connecting)
+        except TimeoutError as e:
+            if self._connecting.done():
+                raise  # the connection's own timeout, already a RedisConnectionError's cause
+            raise RedisConnectionError(
+                "Redis is unavailable (restarting or failing over) until the deadline"
+            ) from e
 
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.connect_retry_s
+        give_up = loop.time() + (self.outage_wait_s if self._reached else self.connect_retry_s)
         delay = 0.05
         while True:
             try:
@@ -385,6 +407,7 @@ class RedisLink:
             proto.abort(RedisConnectionError("Redis did not answer AUTH/SELECT"))
             raise RedisConnectionError("Redis did not answer AUTH/SELECT in time") from e
         self._proto = proto
+        self._reached = True
         return proto
 
     async def _dial(self, loop: asyncio.AbstractEventLoop) -> _Protocol:

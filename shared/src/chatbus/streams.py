@@ -39,12 +39,27 @@ DLQ_PREFIX = "dlq."
 
 def replicas(bus: Bus) -> int:
     """Copies of each stream and bucket: ``bus.replicas`` when set (``NATS_REPLICAS``), else 3
-    when the server we are connected to is one of a cluster of 3 or more nodes, else 1."""
+    when the servers this client knows (its ``NATS_URL`` list and those the cluster announced)
+    number 3 or more, else 1.
+
+    Not from the current server's INFO alone: a node that has just restarted announces only
+    part of its cluster, and would make a stream created or updated then a single copy.
+    """
     if bus.replicas:
         return bus.replicas
     info: dict[str, Any] = getattr(bus.nc, "_server_info", None) or {}
-    nodes = len(info.get("connect_urls") or []) if info.get("cluster") else 1
-    return 3 if nodes >= 3 else 1
+    announced = len(info.get("connect_urls") or []) if info.get("cluster") else 1
+    known = len(getattr(bus.nc, "servers", None) or [])
+    return 3 if max(announced, known) >= 3 else 1
+
+
+async def _kept_replicas(bus: Bus, stream: str, wanted: int) -> int:
+    """``wanted``, or more when ``stream`` already has more copies: an update never drops a
+    replica (only an explicit ``NATS_REPLICAS`` may)."""
+    if bus.replicas:
+        return wanted
+    info = await bus.js.stream_info(stream)
+    return max(wanted, info.config.num_replicas or 1)
 
 
 async def _retry_while_electing(make: Callable[[], Awaitable[T]], wait_s: float = 15.0) -> T:
@@ -78,6 +93,7 @@ async def ensure_stream(bus: Bus, name: str, subjects: list[str], **config: Any)
         except nats.js.errors.BadRequestError as e:
             if e.err_code == NO_PEERS:
                 raise NotReady(str(e)) from e
+            cfg.num_replicas = await _kept_replicas(bus, name, cfg.num_replicas or 1)
             await bus.js.update_stream(cfg)
 
     await _retry_while_electing(make)
@@ -96,24 +112,31 @@ async def ensure_consumer(bus: Bus, stream: str, config: api.ConsumerConfig) -> 
     await _retry_while_electing(make)
 
 
-async def ensure_kv(bus: Bus, bucket: str, *, ttl_s: float, history: int = 1) -> KeyValue:
-    """KV bucket ``bucket`` (file storage, :func:`replicas` copies), created or updated."""
+async def ensure_kv(
+    bus: Bus, bucket: str, *, ttl_s: float, history: int = 1, timeout: float | None = None
+) -> KeyValue:
+    """KV bucket ``bucket`` (file storage, :func:`replicas` copies), created or updated.
+
+    ``timeout``: how long each operation of the returned handle waits for JetStream (default
+    the connection's 5 s); a caller that retries while a node dies wants short tries.
+    """
     n = replicas(bus)
     cfg = api.KeyValueConfig(
         bucket=bucket, history=history, ttl=ttl_s, storage=api.StorageType.FILE, replicas=n
     )
+    js = bus.js if timeout is None else bus.nc.jetstream(timeout=timeout)
 
     async def make() -> KeyValue:
         try:
-            return await bus.js.create_key_value(cfg)
+            return await js.create_key_value(cfg)
         except nats.js.errors.BadRequestError as e:  # exists with another configuration
             if e.err_code == NO_PEERS:
                 raise NotReady(str(e)) from e
-            info = await bus.js.stream_info(f"KV_{bucket}")
+            info = await js.stream_info(f"KV_{bucket}")
             info.config.max_age = ttl_s
-            info.config.num_replicas = n
-            await bus.js.update_stream(info.config)
-            return await bus.js.key_value(bucket)
+            info.config.num_replicas = n if bus.replicas else max(n, info.config.num_replicas or 1)
+            await js.update_stream(info.config)
+            return await js.key_value(bucket)
 
     return await _retry_while_electing(make)
 

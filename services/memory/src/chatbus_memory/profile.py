@@ -31,6 +31,7 @@ from chatbus.contracts.memory import (
     UpdateProfile,
     UserProfile,
 )
+from chatbus.streams import ensure_kv
 from chatbus_memory.engine import Incoming
 from chatbus_memory.profile_extract import FactExtractor, Facts
 
@@ -111,10 +112,9 @@ class Profiles:
     _kv: KeyValue | None = None
 
     async def open(self) -> None:
-        try:
-            self._kv = await self.bus.js.key_value(BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            self._kv = await self.bus.js.create_key_value(bucket=BUCKET, history=1)
+        # Replicated like every other bucket: with one copy, a dead NATS node would take
+        # every profile with it until it came back.
+        self._kv = await ensure_kv(self.bus, BUCKET, ttl_s=0)
 
     @property
     def kv(self) -> KeyValue:

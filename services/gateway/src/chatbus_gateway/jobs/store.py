@@ -30,15 +30,20 @@ from chatbus.errors import BusUnavailable
 from chatbus.jetstream import ensure_kv
 from chatbus_gateway.api.errors import ApiError
 
-# How long a write to a record keeps being tried while JetStream cannot take it: a cluster
-# electing a new stream leader after a node died answers nothing (or "no leader") for 4-9 s.
+# How long a read or write of a record keeps being tried while JetStream cannot take it: a
+# cluster electing a new stream leader after a node died answers nothing (or "no leader")
+# for 4-9 s.
 STORE_RETRY_S = 20.0
+# Each try waits at most this long: a request that went to the dead node is not waited for
+# the connection's whole 5 s.
+STORE_TRY_S = 2.0
 # Errors that mean "not now" rather than "no": tried again within STORE_RETRY_S.
 TRANSIENT = (
     BusUnavailable,
     nats.errors.TimeoutError,
     nats.errors.NoRespondersError,
     nats.errors.ConnectionClosedError,
+    nats.js.errors.NoStreamResponseError,  # the bucket's stream has no leader right now
     nats.js.errors.ServiceUnavailableError,
     nats.js.errors.ServerError,
 )
@@ -46,9 +51,9 @@ TRANSIENT = (
 T = TypeVar("T")
 
 
-async def patiently(op: Callable[[], Awaitable[T]]) -> T:
-    """``op()``, tried again on a transient JetStream error for up to STORE_RETRY_S."""
-    give_up = time.monotonic() + STORE_RETRY_S
+async def patiently(op: Callable[[], Awaitable[T]], wait_s: float = STORE_RETRY_S) -> T:
+    """``op()``, tried again on a transient JetStream error for up to ``wait_s``."""
+    give_up = time.monotonic() + wait_s
     pause = 0.1
     while True:
         try:
@@ -57,7 +62,7 @@ async def patiently(op: Callable[[], Awaitable[T]]) -> T:
             if time.monotonic() + pause > give_up:
                 raise
             await asyncio.sleep(pause)  # retry pacing while the stream elects a leader
-            pause = min(pause * 2, 2.0)
+            pause = min(pause * 2, 1.0)
 
 
 JOB_ID = re.compile(r"^job-([0-9a-f]{1,16})-[0-9a-f]{16}$")
@@ -101,7 +106,9 @@ class JobStore:
     async def open(self) -> KeyValue:
         """The bucket, created (or updated to this TTL and replica count) on first use."""
         if self._kv is None:
-            self._kv = await ensure_kv(self.bus, self.bucket, ttl_s=float(self.ttl_s))
+            self._kv = await ensure_kv(
+                self.bus, self.bucket, ttl_s=float(self.ttl_s), timeout=STORE_TRY_S
+            )
         return self._kv
 
     async def create(self, job: ChatJob) -> None:
@@ -121,12 +128,14 @@ class JobStore:
         }
         await (await self.open()).create(job.job_id, json.dumps(record).encode())
 
-    async def get(self, job_id: str) -> dict[str, Any] | None:
-        """The full record (``tenant`` and internal fields included), None when there is none."""
+    async def get(self, job_id: str, wait_s: float = STORE_RETRY_S) -> dict[str, Any] | None:
+        """The full record (``tenant`` and internal fields included), None when there is none;
+        tried again for up to ``wait_s`` while the bucket cannot answer."""
         if created_ms(job_id) is None:
             return None
+        kv = await self.open()
         try:
-            entry = await (await self.open()).get(job_id)
+            entry = await patiently(lambda: kv.get(job_id), wait_s)
         except nats.js.errors.KeyNotFoundError:
             return None
         return dict(json.loads(entry.value or b"{}")) if entry.value else None
@@ -163,7 +172,7 @@ class JobStore:
                 if time.monotonic() + pause > give_up:
                     raise
                 await asyncio.sleep(pause)  # retry pacing while the stream elects a leader
-                pause = min(pause * 2, 2.0)
+                pause = min(pause * 2, 1.0)
 
     async def set(self, job_id: str, **fields: Any) -> dict[str, Any] | None:
         return await self.update(job_id, lambda r: r.update(fields))

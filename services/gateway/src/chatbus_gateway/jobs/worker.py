@@ -31,7 +31,7 @@ from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.schemas import ChatOut
 from chatbus_gateway.flow.pipeline import ChatPipeline
 from chatbus_gateway.jobs.callbacks import CallbackSender
-from chatbus_gateway.jobs.store import JobStore, patiently
+from chatbus_gateway.jobs.store import TRANSIENT, JobStore, patiently
 from chatbus_gateway.settings import GatewaySettings
 
 log = logging.getLogger("chatbus.gateway.jobs")
@@ -56,6 +56,15 @@ class JobWorker:
         self.subject = settings.callbacks_subject
 
     async def handle(self, job: ChatJob) -> None:
+        try:
+            await self._run(job)
+        except TRANSIENT as e:
+            # The job store could not be read or written even after STORE_RETRY_S (a cluster
+            # without a leader for longer): soon again, not counted as a failed attempt. A
+            # reply already received is not paid again: its model calls are reused.
+            raise Defer(f"job {job.job_id}: job store unavailable ({type(e).__name__})", 1.0) from e
+
+    async def _run(self, job: ChatJob) -> None:
         rec = await self.store.get(job.job_id)
         if rec is None:
             log.warning("job %s has no record (removed or expired): not run", job.job_id)

@@ -15,12 +15,15 @@ from chatbus_gateway.jobs.callbacks import CallbackPolicy
 from chatbus_gateway.jobs.store import JobStore, created_ms, public
 from chatbus_gateway.jobs.submit import CALLBACKS, JOBS, unavailable
 
+# Waits this long for a job bucket electing a leader (a NATS node died), then answers 503.
+READ_WAIT_S = 3.0
+
 
 async def get_job(request: web.Request) -> web.Response:
     deps = request.app[DEPS]
     job_id = request.match_info["job_id"]
     try:
-        record = await request.app[JOBS].get(job_id)
+        record = await request.app[JOBS].get(job_id, wait_s=READ_WAIT_S)
     except Exception as e:
         raise unavailable(e) from e
     if record is None:
