@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
 
+from chatbus import deadline
 from chatbus.redis_link import (
     NoScriptError,
     RedisConnectionError,
@@ -166,6 +167,32 @@ async def test_a_restarting_redis_is_waited_for() -> None:
         waiting = asyncio.ensure_future(link.call("PING"))  # refused: retried meanwhile
         second = await asyncio.to_thread(start_redis, port)
         assert await asyncio.wait_for(waiting, 10) == b"PONG"
+    finally:
+        await link.close()
+        if second is not None:
+            await asyncio.to_thread(second.stop)
+
+
+async def test_a_lost_redis_is_waited_for_within_the_messages_deadline() -> None:
+    """Once connected, a lost Redis is waited for (a restart, a failover) by default; a
+    command of a message whose deadline comes first gives up then, with a clear error."""
+    first = await asyncio.to_thread(start_redis)
+    port = int(first.url.rsplit(":", 1)[1].split("/")[0])
+    link = RedisLink(first.url)  # the defaults: outage_wait_s covers a failover
+    second = None
+    try:
+        assert await link.call("PING") == b"PONG"
+        await asyncio.to_thread(first.stop)
+        assert link._proto is not None
+        await asyncio.wait_for(link._proto.closed.wait(), 5)
+        with deadline.bound(deadline.after(1.0)):
+            hurried = asyncio.ensure_future(link.call("PING"))
+            # Given up before the deadline (its margin left to answer), with the link's error.
+            with pytest.raises(RedisConnectionError, match="deadline"):
+                await asyncio.wait_for(hurried, 2)
+        patient = asyncio.ensure_future(link.call("PING"))  # no deadline: outage_wait_s
+        second = await asyncio.to_thread(start_redis, port)
+        assert await asyncio.wait_for(patient, 10) == b"PONG"
     finally:
         await link.close()
         if second is not None:

@@ -35,6 +35,10 @@ SYNC, ASYNC = 6, 6  # requests per fault, sent together just before the kill
 MODEL_LATENCY_S = 0.5  # so requests are at the model when the fault hits
 # Every accepted job is done this long after the last fault (far more than it needs).
 JOBS_DONE_WITHIN_S = 60.0
+# Recovery bounds, kill to a chat answered and a job accepted through both gateways.
+AGENT_RECOVERY_S = 5.0
+NATS_RECOVERY_S = 15.0
+REDIS_RECOVERY_S = 10.0
 
 
 @dataclass
@@ -107,10 +111,12 @@ async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
             ]
             tasks = [asyncio.ensure_future(b) for b in batch]
             await until_model_busy(llm, fault, 2)
-            if fault == "agent":  # these may be at the model inside the instance killed now
-                at_model_then = {t for t in model_calls(llm) if not load.finished(t)}
             killed = time.monotonic()
             kill()
+            if fault == "agent":  # these may have been at the model inside the killed instance
+                # (a call it sent just before it died may still be in this process's buffers)
+                await asyncio.sleep(0.1)  # allowed: the fake model reads what reached it
+                at_model_then = {t for t in model_calls(llm) if not load.finished(t)}
             recovered = await recovery(load, fault, killed)
             await asyncio.gather(*tasks)
             log.warning(
@@ -153,8 +159,17 @@ async def test_chaos_kills_lose_no_accepted_job(topology: Topology) -> None:
         assert turns[token] == 2, (token, turns[token])
     # A request that failed clearly stored at most its one pair of turns, never a copy.
     assert all(n in (0, 2) for n in error_turns.values()), error_turns
+    # Recovery (see the module doc): an agent instance's death is noticed by its beats; a NATS
+    # node's by its streams' followers, which wait nats-server's Raft election timeout (4-9 s,
+    # not configurable) before they elect a leader, so that bound is looser.
+    bounds = {"agent": AGENT_RECOVERY_S, "nats": NATS_RECOVERY_S, "redis": REDIS_RECOVERY_S}
     for row in rows:
-        assert row.recovery_s < 30, table
+        assert row.recovery_s < bounds[row.fault], table
+    # A fault is never a server error: every refusal is a clear 503 (try again), not 500/502.
+    server_errors = [
+        (o.token, o.status, o.error) for o in load.outcomes.values() if o.status in (500, 502)
+    ]
+    assert not server_errors, server_errors
     # Every sync request was answered or refused with the documented error.
     assert all(o.done or o.clear for o in load.outcomes.values() if not o.job_id), table
     # Every accepted job is done: none failed, was dead-lettered, or is still on its way.

@@ -74,6 +74,11 @@ async def test_streams_and_buckets_get_three_replicas_on_a_three_node_cluster(
         for info in (stream, bucket):
             assert info.config.num_replicas == 3
             assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+        # A client asking for fewer copies (one that sees part of a restarting cluster) never
+        # takes a replica away from a stream that has them.
+        await ensure_stream(bus, f"R3_{uid}", [f"r3.{uid}"], num_replicas=1, max_age=3600.0)
+        kept = await bus.js.stream_info(f"R3_{uid}")
+        assert kept.config.num_replicas == 3 and kept.config.max_age == 3600.0
         await bus.js.publish(f"r3.{uid}", b"kept")
         await kv.put("k", b"v")
         # The stream's leader dies (kill -9): the survivors elect another and serve every write.

@@ -38,7 +38,7 @@ log = logging.getLogger("chatbus.gateway.jobs")
 
 # Failures worth another attempt: the agent is busy, slow, or its model failed.
 RETRYABLE = {404, 429, 502, 503, 504}
-JOB_ACK_WAIT_S = 15.0
+JOB_ACK_WAIT_S = 6.0
 
 
 class JobWorker:
@@ -158,7 +158,8 @@ async def start_worker(
         max_deliver=None,  # the worker counts attempts (waiting for an agent is not one)
         backoff=s.job_backoff_s,
         # Short, with in-progress beats while an attempt runs: a job whose worker or consumer
-        # leader died (a gateway or NATS node killed) is delivered again within ack_wait.
+        # leader died (a gateway or NATS node killed) is delivered again within ack_wait
+        # (beats every 2 s: three missed ones, a busy event loop misses one at most).
         ack_wait=JOB_ACK_WAIT_S,
         keepalive=True,
         concurrency=s.job_concurrency,
