@@ -43,11 +43,13 @@ class FaultRow:
     lost: int
     duplicated_calls: int
     recovery_s: float
+    jobs_done_s: float = 0.0  # from the kill until every job accepted so far was done
 
     def line(self) -> str:
         return (
             f"| {self.fault} | {self.in_flight} | {self.answered} | {self.clear_errors} | "
-            f"{self.lost} | {self.duplicated_calls} | {self.recovery_s:.1f} s |"
+            f"{self.lost} | {self.duplicated_calls} | {self.recovery_s:.1f} s | "
+            f"{self.jobs_done_s:.1f} s |"
         )
 
 

@@ -111,7 +111,9 @@ class JobStore:
             )
         return self._kv
 
-    async def create(self, job: ChatJob) -> None:
+    async def create(self, job: ChatJob, wait_s: float = 0.0) -> None:
+        """Write a new job's record, tried again for up to ``wait_s`` while the bucket cannot
+        take it (a leader election)."""
         now = time.time()
         req = job.request
         record = {
@@ -126,7 +128,18 @@ class JobStore:
             "queued_at": now,
             "deadline": req.deadline,
         }
-        await (await self.open()).create(job.job_id, json.dumps(record).encode())
+        kv, value, tries = await self.open(), json.dumps(record).encode(), 0
+
+        async def write() -> None:
+            nonlocal tries
+            tries += 1
+            try:
+                await kv.create(job.job_id, value)
+            except nats.js.errors.KeyWrongLastSequenceError:
+                if tries == 1:  # job ids are unique: only a try of ours can have written it
+                    raise
+
+        await patiently(write, wait_s)
 
     async def get(self, job_id: str, wait_s: float = STORE_RETRY_S) -> dict[str, Any] | None:
         """The full record (``tenant`` and internal fields included), None when there is none;

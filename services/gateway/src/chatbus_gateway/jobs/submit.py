@@ -27,6 +27,9 @@ log = logging.getLogger("chatbus.gateway.jobs")
 
 JOBS = web.AppKey("chatbus_gateway_jobs", JobStore)
 CALLBACKS = web.AppKey("chatbus_gateway_callback_policy", CallbackPolicy)
+# How long a submit waits for the job store and queue to take the job (a stream's leader
+# election after a NATS node died takes 4-9 s) before it answers 503.
+SUBMIT_WAIT_S = 10.0
 
 
 def unavailable(e: Exception) -> ApiError:
@@ -65,8 +68,11 @@ async def submit_job(
     job = ChatJob(job_id=job_id, request=req, callback_url=callback_url, created_at=now)
     subject = ChatJob.subject_for(req.agent, deps.settings.jobs_subject)
     try:
-        await store.create(job)
-        await deps.bus.js_publish(job, subject, msg_id=job.job_id)
+        # A job queue electing a leader (a NATS node died) is waited for, a few seconds.
+        await store.create(job, wait_s=SUBMIT_WAIT_S)
+        await deps.bus.js_publish(
+            job, subject, msg_id=job.job_id, deadline=time.time() + SUBMIT_WAIT_S
+        )
     except Exception as e:
         with contextlib.suppress(Exception):
             await store.delete(job.job_id)
