@@ -1,0 +1,111 @@
+"""CPU the embedded store spends per stored point: the upsert, and the segment optimiser.
+
+    ./dev run python bench/memory/bench_optimize.py                      # 1536 dims, 100k points
+    ./dev run python bench/memory/bench_optimize.py --every 20000        # optimise less often
+    ./dev run python bench/memory/bench_optimize.py --dims 64 --segments 0
+
+Writes points the way the memory service does (the service's shard layout and payload indexes,
+batches of 512, real BM25 vectors and payloads, random unit vectors) and, every ``--every``
+points, runs what its background optimiser runs (``optimize()`` then ``flush()``). Prints the
+CPU of this process (the engine's threads included) per point for each part, the time of each
+optimiser run with ``--trace``, and a filtered search's CPU at the end. ``--segments`` sets the
+engine's target segment count (default: the service's, ``edge_layout.SEGMENTS``; 0: the
+engine's own choice, one per core).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as qe
+
+from chatbus_memory import edge_layout
+from chatbus_memory.store import DENSE, SPARSE
+from chatbus_memory.text import SparseEncoder
+
+
+def shard_at(path: Path, dims: int, segments: int) -> qe.EdgeShard:
+    config = edge_layout.edge_config(dims)
+    if segments != edge_layout.SEGMENTS:
+        config = qe.EdgeConfig(
+            vectors=config.vectors,
+            sparse_vectors=config.sparse_vectors,
+            hnsw_config=config.hnsw_config,
+            payload_memory=qe.Memory.Cold,
+            optimizers=qe.EdgeOptimizersConfig(default_segment_number=segments or None),
+        )
+    shard = qe.EdgeShard.create(str(path), config)
+    for name, schema in edge_layout.payload_indexes().items():
+        shard.update(qe.UpdateOperation.create_field_index(name, schema))
+    return shard
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--dims", type=int, default=1536)
+    ap.add_argument("--points", type=int, default=100_000)
+    ap.add_argument("--every", type=int, default=5000, help="points between optimiser runs")
+    ap.add_argument("--segments", type=int, default=edge_layout.SEGMENTS)
+    ap.add_argument("--trace", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="chatbus-optimize-"))
+    shard = shard_at(tmp / "shard", args.dims, args.segments)
+    sparse, rng = SparseEncoder(), np.random.default_rng(1)
+    batches, since = args.points // 512, 0
+    upsert_cpu = optimise_cpu = 0.0
+    for b in range(batches):
+        vectors = rng.random((512, args.dims), dtype=np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        points = []
+        for i, v in enumerate(vectors.tolist()):
+            text = f"Hello, this is message {b * 512 + i} of this chat"
+            sv = sparse.document(text)
+            payload = {
+                "tenant_id": "default", "session_id": f"s-{b}-{i // 2}",
+                "turn_id": f"{uuid.uuid4().hex}:{i % 2}", "chunk": 0, "chunks": 1, "text": text,
+                "role": "user", "created_at": 1e9 + b * 512 + i,
+            }  # fmt: skip
+            vector = {DENSE: v, SPARSE: qe.SparseVector(sv.indices, sv.values)}
+            points.append(qe.Point(str(uuid.uuid4()), vector, payload))
+        started = time.process_time()
+        shard.update(qe.UpdateOperation.upsert_points(points))
+        upsert_cpu += time.process_time() - started
+        since += 512
+        if since >= args.every:
+            started = time.process_time()
+            shard.optimize()
+            shard.flush()
+            took = time.process_time() - started
+            optimise_cpu += took
+            since = 0
+            if args.trace:
+                print(f"  {(b + 1) * 512:>7} points: optimiser {took:.2f} s CPU", flush=True)
+    n = batches * 512
+    query = rng.random(args.dims, dtype=np.float32).tolist()
+    only = qe.Filter(must=[qe.FieldCondition(key="session_id", match=qe.MatchValue("s-3-7"))])
+    started = time.process_time()
+    for _ in range(200):
+        shard.query(
+            qe.QueryRequest(
+                limit=50, query=qe.Query.Nearest(query, using=DENSE), filter=only,
+                with_payload=True,
+            )
+        )  # fmt: skip
+    search_ms = (time.process_time() - started) / 200 * 1000
+    print(
+        f"{n:,} points of {args.dims} dims, optimiser every {args.every:,}, target segments "
+        f"{args.segments or 'engine default'}: upsert {upsert_cpu / n * 1e6:.0f} µs/point, "
+        f"optimiser {optimise_cpu / n * 1e6:.0f} µs/point; filtered search {search_ms:.2f} ms"
+    )
+    shard.close()
+    shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()
