@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -68,6 +69,9 @@ class SessionOrder:
         self.lease_ms = max(int(lease_s * 1000), 1)
         self._step = redis.script(STEP)
         self._renewing: dict[str, asyncio.Task[None]] = {}  # turns held longer than lease/3
+        # A message's id in a queue: this process's random name and a count (no syscall).
+        name = secrets.token_hex(6)
+        self._ids = (f"{name}.{n:x}" for n in itertools.count())
 
     def keys(self, tenant: str, session: str) -> list[str]:
         """The session's queue and lease keys."""
@@ -77,7 +81,7 @@ class SessionOrder:
     async def turn(self, tenant: str, session: str, deadline: float | None) -> AsyncIterator[None]:
         """Hold the session's turn for the body of the ``async with``; waits for the earlier
         messages at most until ``deadline`` (then 503)."""
-        tag, me = self._tag(tenant, session), uuid.uuid4().hex
+        tag, me = self._tag(tenant, session), next(self._ids)
         renew: asyncio.TimerHandle | None = None
         try:
             if await self._run(tag, "join", me) != MINE:

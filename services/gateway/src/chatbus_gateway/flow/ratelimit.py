@@ -7,8 +7,9 @@ hold exactly however many gateway replicas share the Redis. A refused request is
 
 from __future__ import annotations
 
+import itertools
 import math
-import uuid
+import secrets
 from dataclasses import dataclass
 
 from chatbus.redis_link import RedisLink
@@ -99,6 +100,9 @@ class RateLimiter:
         self.redis = redis
         self.prefix = f"{prefix}rl:"
         self._admit = redis.script(ADMIT)
+        # Each counted request's own member in the windows: unique across replicas.
+        name = secrets.token_hex(6)
+        self._ids = (f"{name}.{n:x}" for n in itertools.count())
         self._spend = redis.script(SPEND)
 
     def limit(self, name: str, ident: str, per_minute: int) -> Limit:
@@ -112,7 +116,7 @@ class RateLimiter:
         if not active and tokens is None:
             return UNLIMITED
         keys = [lim.key for lim in active]
-        args: list[str | int] = [WINDOW_MS, "1" if tokens else "0", uuid.uuid4().hex]
+        args: list[str | int] = [WINDOW_MS, "1" if tokens else "0", next(self._ids)]
         args += [lim.per_minute for lim in active]
         if tokens is not None:
             keys.append(tokens.key)
@@ -135,4 +139,4 @@ class RateLimiter:
         """
         if tokens.per_minute <= 0 or count <= 0:
             return
-        await self._spend(keys=[tokens.key], args=[f"{uuid.uuid4().hex}:{count}", WINDOW_MS])
+        await self._spend(keys=[tokens.key], args=[f"{next(self._ids)}:{count}", WINDOW_MS])
