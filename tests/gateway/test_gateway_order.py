@@ -138,6 +138,27 @@ async def test_messages_sent_at_once_through_two_replicas_are_answered_one_after
         assert all(reply_to[earlier] in prompts[text] for earlier in handled[:i])
 
 
+async def test_an_answer_longer_than_the_lease_keeps_its_turn(
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    fake_llm: tuple[OfflineLLM, str],
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    llm, _ = fake_llm
+    llm.push(Scripted(content="a slow first answer", delay_s=2.0))  # over three leases
+    one = await start_gateway(session_turn_timeout_s=0.6)
+    two = await start_gateway(session_turn_timeout_s=0.6)
+    url = f"/api/chat/{agent.agent}"
+    session = f"slow-{uid}"
+    first = asyncio.create_task(post(http, one.url + url, {"message": "1", "session_id": session}))
+    await asyncio.wait_for(llm.on_request.wait(), 5)
+    status, _, _ = await post(http, two.url + url, {"message": "2", "session_id": session})
+    assert status == 200 and (await first)[0] == 200
+    second = next(r for r in llm.requests_for(agent.agent) if r.messages[-1]["content"] == "2")
+    assert "a slow first answer" in second.prompt_text  # it waited for the first to finish
+
+
 async def test_a_crashed_turn_holder_never_wedges_the_session(
     start_gateway: StartGateway,
     agent: StubAgent,

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 
 from chatbus.bus import Bus
 from chatbus.deadline import remaining
+from chatbus.errors import BusUnavailable
 from chatbus.redis_link import RedisLink
 from chatbus_gateway.api.errors import ApiError
 
@@ -107,23 +108,28 @@ class SessionOrder:
 
     async def _wait(self, tag: str, me: str, deadline: float | None) -> None:
         woken = asyncio.Event()
-        async with self.bus.listen(lambda _: woken.set(), f"{WAKE_SUBJECT}.{tag}"):
-            await self.bus.nc.flush()  # subscribed before we look: no wake-up is missed
-            while True:
-                woken.clear()
-                if await self._run(tag, "check", me) == MINE:
-                    return
-                left = remaining(deadline)
-                if left <= 0:
-                    raise ApiError(
-                        503,
-                        "an earlier message of this session is still being answered; try again",
-                        type="unavailable",
-                        headers={"Retry-After": "1"},
-                    )
-                # Looked at again when woken, or after a third of a lease (the head died?).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(woken.wait(), min(left, self.lease_s / 3))
+        try:
+            async with self.bus.listen(lambda _: woken.set(), f"{WAKE_SUBJECT}.{tag}"):
+                with contextlib.suppress(Exception):  # else it looks every third of a lease
+                    await self.bus.nc.flush(timeout=1)  # subscribed before it looks
+                while True:
+                    woken.clear()
+                    if await self._run(tag, "check", me) == MINE:
+                        return
+                    if (left := remaining(deadline)) <= 0:
+                        raise ApiError(
+                            503,
+                            "an earlier message of this session is still being answered; try again",
+                            type="unavailable",
+                            headers={"Retry-After": "1"},
+                        )
+                    # Looked at again when woken, or after a third of a lease (a dead head).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), min(left, self.lease_s / 3))
+        except BusUnavailable as e:
+            raise ApiError(
+                503, "the message bus is unavailable, try again", type="unavailable"
+            ) from e
 
     def _renew(self, tag: str, me: str) -> None:
         self._renewing[me] = asyncio.ensure_future(self._keep(tag, me))
