@@ -9,8 +9,9 @@ import chatbus_gateway
 
 SRC = Path(chatbus_gateway.__file__).parent
 RAW_NATS = re.compile(r"\bbus\.(nc|js)\b")  # the wrapper's nats-py connection and JetStream
-# Still on the raw connection (Bus.listen does what they need; it flushes on entry).
-NOT_YET = {"flow/dispatch.py", "flow/order.py"}
+# Still on the raw connection: streaming subscribes its chunk inbox without Bus.listen's flush
+# (the request follows the subscription on the same connection, so no chunk can come first).
+NOT_YET = {"flow/dispatch.py"}
 
 
 def test_no_gateway_module_uses_the_raw_nats_connection() -> None:

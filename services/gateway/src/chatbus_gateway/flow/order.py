@@ -109,9 +109,8 @@ class SessionOrder:
     async def _wait(self, tag: str, me: str, deadline: float | None) -> None:
         woken = asyncio.Event()
         try:
+            # Subscribed (and flushed) before it looks: no wake-up is missed.
             async with self.bus.listen(lambda _: woken.set(), f"{WAKE_SUBJECT}.{tag}"):
-                with contextlib.suppress(Exception):  # else it looks every third of a lease
-                    await self.bus.nc.flush(timeout=1)  # subscribed before it looks
                 while True:
                     woken.clear()
                     if await self._run(tag, "check", me) == MINE:
