@@ -159,6 +159,29 @@ async def test_an_answer_longer_than_the_lease_keeps_its_turn(
     assert "a slow first answer" in second.prompt_text  # it waited for the first to finish
 
 
+async def test_a_refused_message_neither_waits_for_the_turn_nor_keeps_a_place(
+    start_gateway: StartGateway,
+    agent: StubAgent,
+    fake_llm: tuple[OfflineLLM, str],
+    redis_link: Any,
+    http: aiohttp.ClientSession,
+    uid: str,
+) -> None:
+    llm, _ = fake_llm
+    llm.push(Scripted(content="the only answer", delay_s=1.5))
+    gw = await start_gateway(rate_session_per_min=1)
+    url, session = f"{gw.url}/api/chat/{agent.agent}", f"limited-{uid}"
+    first = asyncio.create_task(post(http, url, {"message": "1", "session_id": session}))
+    await asyncio.wait_for(llm.on_request.wait(), 5)
+    started = time.monotonic()
+    status, body, _ = await post(http, url, {"message": "2", "session_id": session})
+    assert status == 429 and body["error"]["type"] == "rate_limited"
+    assert time.monotonic() - started < 1.0  # refused at once, not after the first's answer
+    assert (await first)[0] == 200
+    order = SessionOrder(redis_link, gw.rt.bus, f"gwtest:{uid}:", lease_s=1.0)
+    assert await redis_link.call("EXISTS", *order.keys("default", session)) == 0
+
+
 async def test_a_crashed_turn_holder_never_wedges_the_session(
     start_gateway: StartGateway,
     agent: StubAgent,
