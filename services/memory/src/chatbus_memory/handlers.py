@@ -7,15 +7,20 @@ profile and the cached embeddings of the texts. The agents' history is theirs to
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
+import nats.js.errors
+
 from chatbus.bus import Bus
 from chatbus.contracts.forget import ForgetRequested
 from chatbus.contracts.memory import (
+    IMPORTS_DURABLE,
+    MEMORY_STREAM,
     GetHistory,
     GetStats,
     History,
@@ -56,6 +61,7 @@ class Handlers:
     profiles: Profiles | None = None
     search_seconds: Any = None  # a prometheus Histogram, when the service has a registry
     bus: Bus | None = None  # to tell the agent runtime of imports (TurnsImported)
+    note_wait_s: float = 2.0  # an import waits this long at most for the agents to note it
 
     async def _note_users(self, items: list[Incoming]) -> None:
         pairs = {(i.tenant_id, i.user_id, i.session_id) for i in items if i.user_id}
@@ -132,6 +138,26 @@ class Handlers:
             turns=len(items),
         )
         await self.bus.js_publish(event, msg_id=event_id)
+        await self._agents_caught_up()
+
+    async def _agents_caught_up(self) -> None:
+        """Until the agents' import consumer has nothing outstanding (at most ``note_wait_s``).
+
+        So a chat sent right after the import is answered finds the session's past noted. Not
+        waited for when no agent pulls from it (none runs, or none ever did): the event is
+        durable and is noted when one comes.
+        """
+        assert self.bus is not None
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.note_wait_s
+        while loop.time() < until:
+            try:
+                info = await self.bus.js.consumer_info(MEMORY_STREAM, IMPORTS_DURABLE)
+            except nats.js.errors.NotFoundError:
+                return
+            if info.num_waiting == 0 or info.num_pending + info.num_ack_pending == 0:
+                return
+            await asyncio.sleep(0.005)  # allowed: a short, bounded poll of the consumer's state
 
     async def forget_event(self, req: ForgetRequested) -> tuple[int, list[str]]:
         """A forget event: delete memory's state of the session or user; (points, sessions)."""

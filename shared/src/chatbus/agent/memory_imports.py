@@ -14,11 +14,11 @@ import nats.js.errors
 
 from chatbus.agent.history import RedisHistory
 from chatbus.bus import Bus
-from chatbus.contracts.memory import MEMORY_STREAM, TurnsImported
+from chatbus.contracts.memory import IMPORTS_DURABLE, MEMORY_STREAM, TurnsImported
 from chatbus.jetstream import ConsumerSpec, consume
 from chatbus.memory_client import ensure_memory_stream
 
-DURABLE = "memory-imports-agent"
+DURABLE = IMPORTS_DURABLE
 
 
 def serve_imports(bus: Bus, history: RedisHistory) -> None:

@@ -199,10 +199,14 @@ class Imported(Message):
     chunks: int = 0
 
 
+IMPORTS_DURABLE = "memory-imports-agent"
+"""The agent runtime's durable consumer of :class:`TurnsImported` (every agent service's)."""
+
+
 class TurnsImported(Message):
     """Event (JetStream, stream ``MEMORY``): ``turns`` turns of a session were imported.
 
-    The agent runtime consumes it (durable consumer ``memory-imports-agent``, shared by every
+    The agent runtime consumes it (durable consumer :data:`IMPORTS_DURABLE`, shared by every
     agent service) and counts them as the session's (and user's) past, so it searches memory
     for them; a session it knows nothing of is never searched. ``event_id`` is the
     ``Nats-Msg-Id``: the same transcript imported twice within the stream's duplicate window
