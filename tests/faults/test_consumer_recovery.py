@@ -1,5 +1,5 @@
 """A JetStream consumer keeps going through what a node death does to it: no stream (or no
-leader) when it starts, and one slow message among quick ones."""
+leader) when it starts, one slow message among quick ones, a handler that hangs."""
 
 from __future__ import annotations
 
@@ -47,3 +47,33 @@ async def test_a_slow_message_does_not_hold_back_the_ones_after_it(bus: Bus, uid
         await asyncio.wait_for(started["quick"].wait(), 10)
     finally:
         release.set()
+
+
+async def test_a_hung_handler_is_stopped_and_its_message_delivered_again(
+    bus: Bus, uid: str
+) -> None:
+    stream, subject = f"HUNG_{uid}", f"hung.{uid}"
+    await ensure_stream(bus, stream, [subject])
+    deliveries: list[str] = []
+    second: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def handle(msg: JobCallback) -> None:
+        deliveries.append(msg.job_id)
+        if len(deliveries) == 1:
+            await asyncio.Event().wait()  # hangs (and keeps beating in progress)
+        elif not second.done():
+            second.set_result(None)
+
+    spec = ConsumerSpec(
+        stream=stream,
+        durable=f"hung_{uid}",
+        subject=subject,
+        keepalive=True,
+        ack_wait=3.0,
+        max_run_s=0.5,
+        backoff=(0.1,),
+    )
+    bus.spawn(consume(bus, spec, JobCallback, handle))
+    await bus.js_publish(JobCallback(job_id="j", url="https://example.com/"), subject)
+    await asyncio.wait_for(second, 10)
+    assert deliveries == ["j", "j"]

@@ -83,6 +83,9 @@ class ConsumerSpec:
     # ack_wait can then be short, so a message whose consumer leader or worker died (a NATS
     # node killed) is delivered again within ack_wait, whatever the handler's longest run.
     keepalive: bool = False
+    # A handler still running after this long is cancelled and its message delivered again
+    # (with keepalive, a hung handler would otherwise hold its message forever).
+    max_run_s: float | None = None
     batch: int = 32
     concurrency: int = 16
     # Extra delay before the first retry; jitter-free so tests can reason about it.
@@ -162,7 +165,9 @@ async def consume(
         ) as span:
             span.set_attribute("messaging.destination.name", raw.subject)
             span.set_attribute("messaging.consumer.group.name", spec.durable)
-            work = handler(msg)
+            work: Awaitable[None] = handler(msg)
+            if spec.max_run_s is not None:
+                work = _bounded(work, spec.max_run_s, spec.durable)
             if spec.keepalive:
                 work = _kept_alive(raw, work, spec.ack_wait / 3)
             await _settle(bus, spec, raw, work)
@@ -172,6 +177,13 @@ async def consume(
     finally:
         if running:  # let the messages in hand finish (drain), so they are acked
             await asyncio.wait(set(running))
+
+
+async def _bounded(work: Awaitable[None], max_run_s: float, durable: str) -> None:
+    try:
+        await asyncio.wait_for(work, max_run_s)
+    except TimeoutError:
+        raise TimeoutError(f"handler of {durable} ran over {max_run_s:g} s: stopped") from None
 
 
 async def _kept_alive(raw: Msg, work: Awaitable[None], every: float) -> None:

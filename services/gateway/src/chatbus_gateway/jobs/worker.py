@@ -31,7 +31,7 @@ from chatbus_gateway.api.errors import ApiError
 from chatbus_gateway.api.schemas import ChatOut
 from chatbus_gateway.flow.pipeline import ChatPipeline
 from chatbus_gateway.jobs.callbacks import CallbackSender
-from chatbus_gateway.jobs.store import TRANSIENT, JobStore, patiently
+from chatbus_gateway.jobs.store import STORE_RETRY_S, TRANSIENT, JobStore, patiently
 from chatbus_gateway.settings import GatewaySettings
 
 log = logging.getLogger("chatbus.gateway.jobs")
@@ -162,6 +162,9 @@ async def start_worker(
         # (beats every 2 s: three missed ones, a busy event loop misses one at most).
         ack_wait=JOB_ACK_WAIT_S,
         keepalive=True,
+        # An attempt ends by its deadline and each store call within STORE_RETRY_S: a handler
+        # still running long after that is stuck, and its job is run again.
+        max_run_s=2 * s.request_timeout_s + 3 * STORE_RETRY_S,
         concurrency=s.job_concurrency,
     )
     bus.spawn(consume(bus, spec, ChatJob, worker.handle))
