@@ -38,6 +38,7 @@ from chatbus.contracts.cost import (
 from chatbus.deadline import budget
 from chatbus.errors import BusError, BusUnavailable, NoResponders, RemoteError, RequestTimeout
 from chatbus.jetstream import ensure_stream
+from chatbus.streams import stream_exists
 
 log = logging.getLogger("chatbus.cost_client")
 
@@ -147,20 +148,23 @@ class BusCosts:
     async def publish_usage(self, event: UsageRecorded, deadline: float | None = None) -> None:
         """Publish one usage event durably (creating the stream when it does not exist yet);
         a stream electing a leader is asked again until ``deadline``."""
-        for attempt in (1, 2):
+        try:
+            wait = deadline if self._stream_ready else None
+            await self.bus.js_publish(event, msg_id=event.event_id, deadline=wait)
+            self._stream_ready = True
+            return
+        except Exception as e:
+            failure: Exception = e
+        if not self._stream_ready:
             try:
+                if not await stream_exists(self.bus, COST_STREAM):
+                    await ensure_cost_stream(self.bus)
+                self._stream_ready = True
                 await self.bus.js_publish(event, msg_id=event.event_id, deadline=deadline)
                 return
             except Exception as e:
-                if attempt == 1 and not self._stream_ready:
-                    try:
-                        await ensure_cost_stream(self.bus)
-                        self._stream_ready = True
-                        continue
-                    except Exception:
-                        log.debug("cannot create the COST stream", exc_info=True)
-                log.error("usage event %s not recorded: %s", event.event_id, e)
-                return
+                failure = e
+        log.error("usage event %s not recorded: %s", event.event_id, failure)
 
     async def count(
         self,

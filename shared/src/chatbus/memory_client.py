@@ -46,6 +46,7 @@ from chatbus.errors import (
     RequestTimeout,
 )
 from chatbus.jetstream import ensure_stream
+from chatbus.streams import stream_exists
 
 log = logging.getLogger("chatbus.memory")
 
@@ -181,8 +182,9 @@ class BusMemory:
         except nats.js.errors.NoStreamResponseError:
             if self._stream_seen:
                 raise
-            # nobody created the stream yet (memory service never started): do it, retry
-            await ensure_memory_stream(self.bus)
+            if not await stream_exists(self.bus, MEMORY_STREAM):
+                # nobody created the stream yet (memory service never started): do it, retry
+                await ensure_memory_stream(self.bus)
             await self.bus.js_publish(
                 event, msg_id=event_id, timeout=self.timeout, deadline=deadline
             )

@@ -141,5 +141,18 @@ async def ensure_kv(
     return await _retry_while_electing(make)
 
 
+async def stream_exists(bus: Bus, name: str, timeout: float = 1.0) -> bool:
+    """False only when JetStream says there is no stream ``name``; one electing a leader, or
+    a JetStream that does not answer in ``timeout``, counts as there (a publish that met
+    "no responders" is then tried again, not answered by creating the stream)."""
+    try:
+        await bus.nc.jetstream(timeout=timeout).stream_info(name)
+    except nats.js.errors.NotFoundError:
+        return False
+    except Exception:
+        return True
+    return True
+
+
 async def ensure_dlq(bus: Bus, max_age_s: float = 14 * 86400) -> None:
     await ensure_stream(bus, DLQ_STREAM, [f"{DLQ_PREFIX}>"], max_age=max_age_s)
