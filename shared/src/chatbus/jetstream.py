@@ -53,6 +53,8 @@ H_SUBJECT = "Chatbus-Dlq-Subject"
 H_STREAM = "Chatbus-Dlq-Stream"
 H_CONSUMER = "Chatbus-Dlq-Consumer"
 H_DELIVERIES = "Chatbus-Dlq-Deliveries"
+# Each try to set a consumer up waits this long for JetStream.
+SETUP_TRY_S = 1.5
 
 
 class Defer(Exception):
@@ -313,7 +315,7 @@ async def _loop(
         except Exception as e:
             log.warning("consumer %s not available yet (%s): retrying", spec.durable, e)
             await asyncio.sleep(pause)  # allowed: pacing while JetStream elects a leader
-            pause = min(pause * 2, 5.0)
+            pause = min(pause * 2, 2.0)
             continue
         pause = 0.25
         try:
@@ -377,10 +379,13 @@ async def _fetch_until_closing(
 
 
 async def _pull_subscribe(bus: Bus, spec: ConsumerSpec, config: api.ConsumerConfig) -> Any:
+    # Short tries: while the consumer elects a leader nobody answers, and the loop above asks
+    # again; one long wait would add up to its whole length to the recovery.
+    js = bus.nc.jetstream(timeout=SETUP_TRY_S)
     try:
-        info = await bus.js.consumer_info(spec.stream, spec.durable)
+        info = await js.consumer_info(spec.stream, spec.durable)
         if info.config.max_deliver != config.max_deliver or info.config.ack_wait != config.ack_wait:
-            await bus.js.add_consumer(spec.stream, config=config)
+            await js.add_consumer(spec.stream, config=config)
     except nats.js.errors.NotFoundError:
-        await bus.js.add_consumer(spec.stream, config=config)
+        await js.add_consumer(spec.stream, config=config)
     return await bus.js.pull_subscribe_bind(durable=spec.durable, stream=spec.stream)
