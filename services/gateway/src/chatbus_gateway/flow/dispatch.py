@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -25,6 +26,14 @@ from chatbus.errors import BusUnavailable, InstanceLost, NoResponders, RequestTi
 from chatbus_gateway.api.errors import ApiError, from_bus_error
 
 log = logging.getLogger("chatbus.gateway.dispatch")
+
+# When each agent last answered this gateway. "No responders" for an agent that answered in
+# the last ANSWERED_LATELY_S means its instances are gone for a moment (their NATS node died
+# and they are reconnecting, or they restart): asked again for up to RECONNECT_WAIT_S, then
+# 503. Only for an agent never seen (or long gone) is it a 404 (unknown agent).
+_answered: dict[str, float] = {}
+ANSWERED_LATELY_S = 600.0
+RECONNECT_WAIT_S = 1.5
 
 # Agent ids become NATS subject tokens: no dots, wildcards or spaces.
 AGENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -59,9 +68,12 @@ async def ask(bus: Bus, req: ChatRequest, timeout: float) -> ChatReply:
     assert req.deadline is not None
     subject = ChatRequest.subject_for(req.agent)
     lost = 0
+    pause, waited = 0.1, 0.0
     while True:
         try:
-            return await bus.request_watched(req, ChatReply, subject, deadline=req.deadline)
+            reply = await bus.request_watched(req, ChatReply, subject, deadline=req.deadline)
+            _answered[req.agent] = time.monotonic()
+            return reply
         except InstanceLost as e:
             lost += 1
             log.warning(
@@ -73,13 +85,24 @@ async def ask(bus: Bus, req: ChatRequest, timeout: float) -> ChatReply:
             if remaining(req.deadline) <= 0:
                 raise from_bus_error(RequestTimeout(subject), req.agent) from e
         except NoResponders as e:
-            if lost:
+            known = _answered_lately(req.agent)
+            if known and not lost and waited < RECONNECT_WAIT_S < remaining(req.deadline):
+                # Its instances are reconnecting (a NATS node died) or restarting: ask again.
+                await asyncio.sleep(pause)  # allowed: pacing while instances come back
+                waited, pause = waited + pause, pause * 2
+                continue
+            if lost or known:
                 raise ApiError(
                     503, f"no instance of agent {req.agent!r} is running", type="unavailable"
                 ) from e
             raise from_bus_error(e, req.agent) from e
         except Exception as e:
             raise from_bus_error(e, req.agent) from e
+
+
+def _answered_lately(agent: str) -> bool:
+    at = _answered.get(agent)
+    return at is not None and time.monotonic() - at < ANSWERED_LATELY_S
 
 
 async def ask_stream(
