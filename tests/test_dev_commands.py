@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from chatbus_dev.cli import build_parser
-from chatbus_dev.local import READY_COMMANDS
+from chatbus_dev.local import ready_commands
 from chatbus_dev.usage_cli import parser as usage_parser
 from chatbus_gateway.keys_cli import parser as keys_parser
 
@@ -35,7 +35,7 @@ def printed_commands() -> list[str]:
         for block in re.findall(r"```(?:bash|sh|console|shell)\n(.*?)```", text, flags=re.S):
             found += block.replace("\\\n", " ").splitlines()
         found += re.findall(r"`([^`\n]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
-    found += [c.format(port=8080) for c in READY_COMMANDS]
+    found += ready_commands(8080) + ready_commands(9180)
     out = []
     for line in found:
         for part in re.split(r"&&|;|\|", line.split(" #", 1)[0]):
@@ -51,10 +51,21 @@ def dev_invocations() -> list[list[str]]:
             words = shlex.split(command)
         except ValueError:
             continue
+        while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # VAR=value ./dev ...
+            words = words[1:]
         if words and Path(words[0]).name == "dev" and words[0].startswith((".", "/")):
             if words[1:]:  # a bare `./dev` names the tool (and prints its usage)
                 calls.append(words[1:])
     return calls
+
+
+def test_a_stack_on_another_port_prints_commands_that_reach_its_gateway() -> None:
+    printed = ready_commands(9180)
+    assert not [c for c in printed if "8080" in c]
+    to_gateway = [c for c in printed if re.search(r"\./dev (chat|agents)\b", c)]
+    assert to_gateway
+    assert all(c.startswith("CHATBUS_URL=http://127.0.0.1:9180 ./dev ") for c in to_gateway)
+    assert all("CHATBUS_URL" not in c for c in ready_commands(8080))
 
 
 def test_no_printed_command_needs_uv_or_the_venv_on_the_path() -> None:

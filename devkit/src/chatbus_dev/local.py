@@ -47,10 +47,17 @@ DEMO_DATA = "default/demo-user"
 READY_COMMANDS = (
     "curl -s -X POST localhost:{port}/api/chat/support -H 'content-type: application/json'"
     ' -d \'{{"message":"Hello!","session_id":"u1"}}\'',
-    "./dev chat support      # chat in the terminal",
-    "./dev agents            # the agents running now",
+    "{url}./dev chat support      # chat in the terminal",
+    "{url}./dev agents            # the agents running now",
     "./dev usage             # tokens and cost per day",
 )
+
+
+def ready_commands(port: int) -> list[str]:
+    """The banner's commands for a gateway on ``port``: away from 8080 the ones that talk to the
+    gateway name it (``CHATBUS_URL``), so they work as printed in a new shell."""
+    url = "" if port == GATEWAY_PORT else f"CHATBUS_URL=http://127.0.0.1:{port} "
+    return [c.format(port=port, url=url) for c in READY_COMMANDS]
 
 
 def services(root: Path, base_port: int = GATEWAY_PORT) -> list[LocalService]:
@@ -323,7 +330,7 @@ def up(
             if traces:
                 stack.start_trace_viewer()
             stack.start_services(wanted)
-            commands = "\n".join(f"  {c.format(port=base_port)}" for c in READY_COMMANDS)
+            commands = "\n".join(f"  {c}" for c in ready_commands(base_port))
             if cluster:
                 out.say(
                     f"\nCluster: gateways on :{base_port} and :{base_port + 10} share rate"
