@@ -9,11 +9,8 @@ import chatbus_gateway
 
 SRC = Path(chatbus_gateway.__file__).parent
 RAW_NATS = re.compile(r"\bbus\.(nc|js)\b")  # the wrapper's nats-py connection and JetStream
-# Still on the raw connection: streaming subscribes its chunk inbox without Bus.listen's flush
-# (the request follows the subscription on the same connection, so no chunk can come first).
-NOT_YET = {"flow/dispatch.py"}
 
 
 def test_no_gateway_module_uses_the_raw_nats_connection() -> None:
     raw = {str(p.relative_to(SRC)) for p in SRC.rglob("*.py") if RAW_NATS.search(p.read_text())}
-    assert raw <= NOT_YET, f"use the Bus wrapper's methods instead: {sorted(raw - NOT_YET)}"
+    assert not raw, f"use the Bus wrapper's methods instead: {sorted(raw)}"

@@ -148,11 +148,14 @@ class Bus:
 
     @contextlib.asynccontextmanager
     async def listen(
-        self, on_data: Callable[[bytes], None], subject: str | None = None
+        self, on_data: Callable[[bytes], None], subject: str | None = None, *, flush: bool = True
     ) -> AsyncIterator[str]:
         """Call ``on_data`` with the payload of each message on ``subject`` (a fresh inbox when
         None) while inside; yields the subject. Subscribed on entry: nothing sent after it is
-        missed. For answers collected by the caller itself (several replies, progress)."""
+        missed. For answers collected by the caller itself (several replies, progress).
+        ``flush=False`` skips the round trip that makes the server know the subscription first:
+        enough when every message can only come after something this connection sends next
+        (the server reads one connection in order)."""
         subject = subject or self.nc.new_inbox()
 
         async def on_msg(raw: Msg) -> None:
@@ -160,7 +163,8 @@ class Bus:
 
         sub = await self._guard(self.nc.subscribe(subject, cb=on_msg))
         try:
-            await self._guard(self.nc.flush())  # the server knows it: nothing later is missed
+            if flush:  # the server knows it: nothing another connection sends later is missed
+                await self._guard(self.nc.flush())
             yield subject
         finally:
             with contextlib.suppress(Exception):

@@ -17,8 +17,6 @@ from collections import deque
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from nats.aio.msg import Msg
-
 from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatChunk, ChatReply, ChatRequest
 from chatbus.deadline import after, remaining
@@ -116,18 +114,32 @@ async def ask_stream(
     behind when the reply comes (no consuming waiter is ever cancelled holding a chunk).
     """
     _check_bus(bus)
-    chunks: deque[Msg] = deque()
+    chunks: deque[bytes] = deque()
     arrived = asyncio.Event()
 
-    async def on_chunk(msg: Msg) -> None:
-        chunks.append(msg)
+    def on_chunk(data: bytes) -> None:
+        chunks.append(data)
         arrived.set()
 
-    try:
-        inbox = bus.nc.new_inbox()
-        sub = await bus.nc.subscribe(inbox, cb=on_chunk)
-    except Exception as e:
-        raise from_bus_error(BusUnavailable(str(e)), req.agent) from e
+    async with contextlib.AsyncExitStack() as listening:
+        try:  # chunks can only follow the request this connection sends next: no flush
+            inbox = await listening.enter_async_context(bus.listen(on_chunk, flush=False))
+        except Exception as e:
+            raise from_bus_error(BusUnavailable(str(e)), req.agent) from e
+        streamed = _stream(bus, req, timeout, inbox, chunks, arrived)
+        async with contextlib.aclosing(streamed):  # a client gone: its request stops now
+            async for item in streamed:
+                yield item
+
+
+async def _stream(
+    bus: Bus,
+    req: ChatRequest,
+    timeout: float,
+    inbox: str,
+    chunks: deque[bytes],
+    arrived: asyncio.Event,
+) -> AsyncGenerator[ChatChunk | ChatReply, None]:
     req = with_deadline(req, timeout).model_copy(update={"stream_inbox": inbox})
     assert req.deadline is not None
     deadline = req.deadline
@@ -171,16 +183,14 @@ async def ask_stream(
             waiter.cancel()
         if not reply_task.done():
             reply_task.cancel()
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
 
 
 def _lost(task: asyncio.Future[ChatReply]) -> bool:
     return not task.cancelled() and isinstance(task.exception(), InstanceLost)
 
 
-def _chunk(msg: Msg) -> ChatChunk | None:
+def _chunk(data: bytes) -> ChatChunk | None:
     try:
-        return ChatChunk.from_bytes(msg.data)
+        return ChatChunk.from_bytes(data)
     except ValueError:
         return None
