@@ -13,6 +13,12 @@ import qdrant_edge as qe
 from chatbus_memory.store import DENSE, KEYWORD_FIELDS, SPARSE
 
 SEGMENTS = 8  # the optimiser's target number of segments (see edge_config)
+SEGMENT_POINTS = 100_000  # the most points the optimiser merges into one segment (see edge_config)
+
+
+def max_segment_kb(dims: int, points: int = SEGMENT_POINTS) -> int:
+    """The engine's segment size cap (KB of dense vectors) that holds ``points`` points."""
+    return max(1, points * dims * 4 // 1024)
 
 
 def edge_config(dims: int) -> qe.EdgeConfig:
@@ -30,6 +36,16 @@ def edge_config(dims: int) -> qe.EdgeConfig:
     rewriting all of it — ~330 µs of CPU per stored 1536-dim point at 100k points, growing with
     the store; with eight, ~100 µs, for ~0.03 ms more per filtered search
     (``bench/memory/bench_optimize.py``).
+
+    And no segment larger than :data:`SEGMENT_POINTS` points: without a cap (the engine's
+    default is sized for HNSW-indexed collections, millions of small vectors), once there are
+    eight segments every merge rewrites one of them, and they grow with the store — at 64 dims
+    a merge every ~41k points cost 0.8 s of CPU up to 290k points, 1.5 s from 330k, 3-4 s
+    from 610k to 1M, so the cost per stored point grew without bound (the 30-minute
+    soak in README "Performance"). With the cap, the optimiser merges only segments that
+    together stay under it, each point is rewritten a bounded number of times, and past
+    ``8 * SEGMENT_POINTS`` points the segment count grows instead (a filtered search costs a
+    few µs more per segment).
     """
     return qe.EdgeConfig(
         vectors={
@@ -44,7 +60,9 @@ def edge_config(dims: int) -> qe.EdgeConfig:
             m=0, ef_construct=100, full_scan_threshold=10_000, payload_m=0
         ),
         payload_memory=qe.Memory.Cold,
-        optimizers=qe.EdgeOptimizersConfig(default_segment_number=SEGMENTS),
+        optimizers=qe.EdgeOptimizersConfig(
+            default_segment_number=SEGMENTS, max_segment_size=max_segment_kb(dims)
+        ),
     )
 
 
