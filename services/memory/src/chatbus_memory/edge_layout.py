@@ -44,8 +44,8 @@ def edge_config(dims: int) -> qe.EdgeConfig:
     from 610k to 1M, so the cost per stored point grew without bound (the 30-minute
     soak in README "Performance"). With the cap, the optimiser merges only segments that
     together stay under it, each point is rewritten a bounded number of times, and past
-    ``8 * SEGMENT_POINTS`` points the segment count grows instead (a filtered search costs a
-    few µs more per segment).
+    ``8 * SEGMENT_POINTS`` points the segment count grows instead (a filtered search looks
+    each segment's payload index up: 13 segments at 1M points, no cost measurable above noise).
     """
     return qe.EdgeConfig(
         vectors={
