@@ -108,15 +108,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def run_usage(argv: list[str]) -> int:
-    from chatbus_dev import usage_cli
+    from chatbus_dev.usage_cli import main
 
-    return int(usage_cli.main(argv) or 0)
+    return int(main(argv) or 0)
 
 
 def run_keys(argv: list[str]) -> int:
-    from chatbus_gateway import keys_cli  # API keys are the gateway's: its own command
+    from chatbus_gateway.keys_cli import main  # API keys are the gateway's: its own command
 
-    return int(keys_cli.main(argv) or 0)
+    return int(main(argv) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
