@@ -96,6 +96,17 @@ async def test_jobs_for_a_missing_agent_wait_then_run_without_burning_attempts(
     assert len(llm.requests_for(name)) == len(waiting)
 
 
+async def parked_job(bus: Bus, job_id: str, timeout: float = 10.0) -> list[Any]:
+    """The dead letters holding ``job_id``, once the listing shows it (bounded poll)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        page = await page_dead_letters(bus, limit=1000)
+        parked = [p for p in page.items if ChatJob.from_bytes(p.data).job_id == job_id]
+        if parked or asyncio.get_running_loop().time() > deadline:
+            return parked
+        await asyncio.sleep(0.05)  # allowed: the job is parked right after its callback
+
+
 async def test_a_job_waits_at_most_the_documented_bound_then_is_parked_and_redrivable(
     start_gateway: StartGateway,
     bus: Bus,
@@ -110,8 +121,10 @@ async def test_a_job_waits_at_most_the_documented_bound_then_is_parked_and_redri
     hook = await callbacks.next(10)
     assert (hook["job_id"], hook["status"], hook["attempts"]) == (job_id, "dead_lettered", 0)
     assert "no instance" in hook["error"]["message"]
-    page = await page_dead_letters(bus, limit=1000)
-    parked = [p for p in page.items if ChatJob.from_bytes(p.data).job_id == job_id]
+    # The callback is queued just before the job's message is parked: the admin listing may
+    # show it a moment later, as an operator refreshing it would see.
+    parked = await parked_job(bus, job_id)
+    assert parked, "the job never reached the dead-letter listing"
     _, llm_url = fake_llm
     stub = await StubAgent(bus, name, llm_url).start()
     try:
