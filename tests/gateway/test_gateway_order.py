@@ -265,7 +265,7 @@ async def test_when_the_replica_holding_the_turn_is_killed_the_next_message_goes
     for _ in range(250):  # bounded: until the second message waits in the session's queue
         if await redis_link.call("LLEN", queue) == 2:
             break
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # allowed: bounded poll of the queue length
     assert await redis_link.call("LLEN", queue) == 2
     doomed.kill()  # SIGKILL: no goodbye, the lease is simply not renewed any more
     killed = time.monotonic()
