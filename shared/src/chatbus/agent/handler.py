@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from chatbus.agent.drafts import Drafts
@@ -226,7 +226,7 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
         # Only answers that needed no tool: a tool's result (or effect) must not be replayed.
         await deps.cache.put(spec.id, model, messages, outcome, tenant_id=req.tenant_id)
     return await _finish(req, deps, outcome, run.model, run.usage, auth, counted=run.counted,
-                         degraded=degraded, step=run.unsaved)  # fmt: skip
+                         degraded=degraded, step=run.unsaved, replayed=run.replayed)  # fmt: skip
 
 
 async def _recall(
@@ -289,6 +289,8 @@ class _Run:
         self.first_step_known = False
         # The final step's answer, kept with the reply's other writes (one Redis round trip)
         self.unsaved: tuple[int, Completion] | None = None
+        # The final answer came from an earlier attempt that also wrote its turns.
+        self.replayed = False
 
     async def converse(self, messages: list[dict[str, Any]]) -> str | ChatReply | None:
         """The final text, the reply of the agent it handed off to, or None past the limit."""
@@ -331,6 +333,7 @@ class _Run:
         reused = await self._earlier(step)
         if reused is not None:
             completion = reused
+            self.replayed = reused.answered and not reused.tool_calls
             if self.on_delta is not None and completion.content:
                 await self.on_delta(completion.content)
         else:
@@ -404,6 +407,7 @@ async def _finish(
     counted: bool = False,
     on_delta: Publish | None = None,
     step: tuple[int, Completion] | None = None,
+    replayed: bool = False,
 ) -> ChatReply:
     """Write history, memory, usage (and the model's final ``step``, for a redelivery to
     reuse) together, then the reply."""
@@ -412,6 +416,8 @@ async def _finish(
             await deps.steps.put(req, deps.spec.id, *step)
         # Nobody waits for this answer any more: it must leave no trace (no history copy).
         raise DeadlineExceeded(f"request {req.request_id} abandoned at its deadline")
+    if replayed:  # delivered again after it was answered: its turns and usage are written
+        return _reply(req, deps, text, model, usage, degraded, cached)
     now = time.time()
     turns = [
         Turn(role="user", content=req.message, created_at=now, speaker=req.user_id),
@@ -427,11 +433,23 @@ async def _finish(
             deps.costs.record(req, auth, model=model, usage=usage, cached=cached, counted=counted)
         )
     if step is not None and deps.steps is not None:
-        writes.append(deps.steps.put(req, deps.spec.id, *step))
+        writes.append(deps.steps.put(req, deps.spec.id, step[0], replace(step[1], answered=True)))
     # All or nothing: a deadline reached mid-way must not leave half the writes done.
     await asyncio.shield(asyncio.gather(*writes))
     if on_delta is not None and (cached or degraded not in (None, "memory")):
         await on_delta(text)  # nothing was streamed: send the whole reply as one chunk
+    return _reply(req, deps, text, model, usage, degraded, cached)
+
+
+def _reply(
+    req: ChatRequest,
+    deps: AgentDeps,
+    text: str,
+    model: str,
+    usage: Usage,
+    degraded: str | None,
+    cached: bool,
+) -> ChatReply:
     return ChatReply(
         request_id=req.request_id,
         agent=deps.spec.id,

@@ -27,6 +27,9 @@ class Completion:
     usage: Usage | None = None  # None when the provider did not report usage
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
+    # Kept (step results) together with the turns of its reply: a request delivered again
+    # after it was answered gives the same answer and writes nothing a second time.
+    answered: bool = False
 
 
 class LLM(Protocol):

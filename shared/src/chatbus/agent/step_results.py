@@ -41,6 +41,7 @@ def encode(done: Completion) -> bytes:
             "usage": [usage.prompt_tokens, usage.completion_tokens] if usage else None,
             "tool_calls": [[c.id, c.name, c.arguments] for c in done.tool_calls],
             "finish_reason": done.finish_reason,
+            "answered": done.answered,
         }
     )
 
@@ -55,6 +56,7 @@ def decode(raw: bytes) -> Completion:
         else None,
         tool_calls=[ToolCall(id=c[0], name=c[1], arguments=c[2]) for c in data["tool_calls"]],
         finish_reason=data.get("finish_reason") or "stop",
+        answered=bool(data.get("answered")),
     )
 
 
