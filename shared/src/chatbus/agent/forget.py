@@ -10,6 +10,7 @@ finds nothing left.
 from __future__ import annotations
 
 import json
+import re
 
 from chatbus.agent.events import CustomerNotes
 from chatbus.agent.handoff import route_key
@@ -50,8 +51,10 @@ class AgentForgetter:
         deleted = 0
         for owner in owners:
             deleted += await self._records(t, owner)
-            async for key in self.redis.scan(f"{REDIS_PREFIX}{t}:draft:{owner}:*"):
-                keys.append(key.decode())
+            drafts = f"{REDIS_PREFIX}{t}:draft:{owner}:"
+            async for key in self.redis.scan(f"{literal(drafts)}*"):
+                if b":" not in key[len(drafts.encode()) :]:  # not session "<id>:<more>"'s
+                    keys.append(key.decode())
         for i in range(0, len(keys), 500):
             deleted += int(await self.redis.call("DEL", *keys[i : i + 500]))
         return deleted, sessions
@@ -60,9 +63,11 @@ class AgentForgetter:
         """Delete the records indexed under ``owner`` ("session:<id>" or "user:<id>")."""
         deleted = 0
         base = RecordStore.index(tenant_id, "")  # agent:{t}:records:
-        async for index in self.redis.scan(f"{base}*:{owner}"):
+        async for index in self.redis.scan(f"{literal(base)}*:{literal(owner)}"):
             name = index.decode()
             kind = name[len(base) :].split(":", 1)[0]
+            if name != f"{base}{kind}:{owner}":  # another owner's id ending in ":<owner>"
+                continue
             ids = [i.decode() for i in await self.redis.call("ZRANGE", name, 0, -1)]
             keys = [RecordStore.key(tenant_id, kind, i) for i in ids]
             found = await self.redis.call("MGET", *keys) if keys else []
@@ -79,3 +84,8 @@ class AgentForgetter:
             replies = await self.redis.transaction(block)
             deleted += int(replies[-1]) if keys else 0
         return deleted
+
+
+def literal(text: str) -> str:
+    """``text`` as a SCAN pattern that matches only itself: ids may hold ``*``, ``?``, ``[``."""
+    return re.sub(r"([\\*?\[\]])", r"\\\1", text)
