@@ -145,7 +145,10 @@ class BusMemory:
         return [hit.turn for hit in result.hits]
 
     async def profile(self, req: ChatRequest) -> dict[str, str]:
-        """The current facts of the requester's profile; ``{}`` without a user or memory."""
+        """The current facts of the requester's profile; ``{}`` without a user.
+
+        Raises :class:`RecallSkipped` when memory is down or does not answer within its budget.
+        """
         if req.user_id is None:
             return {}
         wait = self.timeout
@@ -158,7 +161,7 @@ class BusMemory:
             return found.values()
         except (NoResponders, RequestTimeout, BusUnavailable, RemoteError) as e:
             log.warning("profile skipped: %s: %s", type(e).__name__, e)
-            return {}
+            raise RecallSkipped(type(e).__name__) from e
 
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
         """Publish the turns (one event) to the memory stream; retries store nothing twice."""

@@ -170,9 +170,10 @@ async def answer(req: ChatRequest, deps: AgentDeps, on_delta: Publish | None = N
     profile: dict[str, str] = {}
     memory_skipped = False
     if deps.memory is not None:  # no tasks to gather when there is nothing to ask
-        (recalled, memory_skipped), profile = await asyncio.gather(
+        (recalled, recall_skipped), (profile, profile_skipped) = await asyncio.gather(
             _recall(req, deps, state.older, state.user_older), _profile(req, deps)
         )
+        memory_skipped = recall_skipped or profile_skipped
     degraded = "memory" if memory_skipped else None  # still answered, without long-term memory
     system, history, new = build_messages(
         spec.system_prompt, recalled, state.recent, req.message, profile
@@ -251,10 +252,14 @@ async def _recall(
     return found, False
 
 
-async def _profile(req: ChatRequest, deps: AgentDeps) -> dict[str, str]:
+async def _profile(req: ChatRequest, deps: AgentDeps) -> tuple[dict[str, str], bool]:
+    """The user's profile, and whether memory was skipped (it did not answer in its budget)."""
     if deps.memory is None or req.user_id is None:
-        return {}
-    return await deps.memory.profile(req)
+        return {}, False
+    try:
+        return await deps.memory.profile(req), False
+    except RecallSkipped:
+        return {}, True
 
 
 def _context(notes: list[str], notice: str | None) -> list[dict[str, Any]]:

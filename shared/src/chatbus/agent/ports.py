@@ -62,7 +62,8 @@ class Memory(Protocol):
     async def recall(self, req: ChatRequest, *, k: int, scope: str) -> list[Turn]: ...
 
     async def profile(self, req: ChatRequest) -> dict[str, str]:
-        """Stable facts about the requesting user (name, city, plan ...), ``{}`` if none."""
+        """Stable facts about the requesting user (name, city, plan ...), ``{}`` if none;
+        raises :class:`~chatbus.errors.RecallSkipped` when memory did not answer in time."""
         ...
 
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None: ...
