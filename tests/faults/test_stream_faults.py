@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest_asyncio
@@ -65,18 +66,27 @@ def _completion(body: dict[str, object], text: str) -> dict[str, object]:
     }
 
 
-@pytest_asyncio.fixture
-async def slow_model() -> AsyncIterator[tuple[SlowModel, str]]:
-    model = SlowModel()
+@asynccontextmanager
+async def serve_model(model: SlowModel) -> AsyncIterator[str]:
+    """``model`` over real HTTP for the block: its base URL."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", model.chat)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    yield model, f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
-    model.release.set()
-    await runner.cleanup()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1"
+    finally:
+        model.release.set()
+        await runner.cleanup()
+
+
+@pytest_asyncio.fixture
+async def slow_model() -> AsyncIterator[tuple[SlowModel, str]]:
+    model = SlowModel()
+    async with serve_model(model) as url:
+        yield model, url
 
 
 def history_roles(model: SlowModel) -> list[str]:

@@ -153,12 +153,22 @@ async def _stream(
     reply_task = send()
     waiter: asyncio.Future[Any] | None = None
     started = False  # once text is out, a lost instance ends the stream: no second start
+    # Chunks are numbered: one lost on the way (NATS restarted mid-answer) holds back the
+    # rest, and the reply fills in what the user has not seen, so no words go missing.
+    next_index, held, shown = 0, False, []
     try:
         while True:
             while chunks:
-                if (chunk := _chunk(chunks.popleft())) is not None:
-                    started = True
-                    yield chunk
+                if (chunk := _chunk(chunks.popleft())) is None:
+                    continue
+                if chunk.index >= 0:
+                    held = held or chunk.index != next_index
+                    if held:
+                        continue
+                    next_index += 1
+                    shown.append(chunk.delta)
+                started = True
+                yield chunk
             if reply_task.done():
                 if _lost(reply_task) and not started and remaining(deadline) > 0:
                     log.warning("agent instance lost before streaming %s: resent", req.request_id)
@@ -177,12 +187,22 @@ async def _stream(
             ) from e
         except Exception as e:
             raise from_bus_error(e, req.agent) from e
+        if held and (rest := _rest(reply.reply, "".join(shown))):
+            yield ChatChunk(request_id=reply.request_id, index=next_index, delta=rest)
         yield reply
     finally:
         if waiter is not None:
             waiter.cancel()
         if not reply_task.done():
             reply_task.cancel()
+
+
+def _rest(reply: str, shown: str) -> str:
+    """What of ``reply`` follows what was streamed (all of it streamed, or it differs: "")."""
+    if not reply.startswith(shown):
+        log.warning("a streamed answer lost chunks on the way; the reply carries all of it")
+        return ""
+    return reply[len(shown) :]
 
 
 def _lost(task: asyncio.Future[ChatReply]) -> bool:
