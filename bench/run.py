@@ -163,7 +163,9 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each run")
     ap.add_argument("--quick", action="store_true", help="10 s runs")
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--embeddings", choices=["openai", "local"], default="openai")
+    ap.add_argument(
+        "--embeddings", choices=["openai", "local", "static", "minilm"], default="openai"
+    )
     ap.add_argument(
         "--embedding-dims",
         type=int,

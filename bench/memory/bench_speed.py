@@ -2,6 +2,7 @@
 
     ./dev run python bench/memory/bench_speed.py            # 100k stored turns
     ./dev run python bench/memory/bench_speed.py --quick    # 20k
+    ./dev run python bench/memory/bench_speed.py --embedders   # CPU per text of each embedder
 
 Store: turns go through the service's engine exactly as the JetStream consumer hands them over
 (batches of 64: chunk, embed with all-MiniLM-L6-v2 on onnxruntime, BM25, upsert into the
@@ -9,6 +10,11 @@ embedded store), with an empty embedding cache. Search: the store is filled with
 many sessions (random unit vectors stand in for embeddings, real BM25 vectors from generated
 text), optimised as the service does in the background, then hybrid searches (dense + BM25,
 fused) are timed, excluding the query's embedding, as p50/p99 over many queries.
+
+Embedders (``--embedders``): CPU ms per text (this process's CPU time, which a busy machine
+inflates less than wall time) of each offline embedder configuration, on the generated
+conversations' turns in batches of 64 as the service's consumer hands them over, and on
+1-text batches (a search's query). Also the static embedder's table build (or load) time.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +37,9 @@ from conversations import generate
 
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import SearchMemory
-from chatbus_memory.embedder import LocalEmbedder
+from chatbus_memory.embedder import LocalEmbedder, Vectors
 from chatbus_memory.engine import Caps, Engine, Incoming
+from chatbus_memory.static_embedder import StaticEmbedder
 from chatbus_memory.store_edge import EdgeStore
 from chatbus_memory.summarize import ExtractiveSummarizer
 from chatbus_memory.text import Chunker, SparseEncoder
@@ -137,11 +145,50 @@ async def bench_search(n: int, queries: int) -> None:
     await store.close()
 
 
+def cpu_per_text(embed: Callable[[list[str]], Vectors], texts: list[str], batch: int) -> float:
+    """CPU ms per text of embedding ``texts`` in batches of ``batch``."""
+    embed(texts[:batch])  # warm up
+    t0 = time.process_time()
+    for i in range(0, len(texts), batch):
+        embed(texts[i : i + batch])
+    return 1000 * (time.process_time() - t0) / len(texts)
+
+
+def bench_embedders(n: int) -> None:
+    texts = [t for _, t in corpus_texts(n)]
+    words = np.mean([len(t.split()) for t in texts])
+    print(f"embedders: {len(texts)} turns (mean {words:.0f} words), CPU ms per text")
+    cache = Path(os.environ.get("EMBED_CACHE_DIR") or tempfile.mkdtemp(prefix="embcache-"))
+    t0, c0 = time.perf_counter(), time.process_time()
+    static = StaticEmbedder.open(cache)
+    print(
+        f"  static table ready in {time.perf_counter() - t0:.1f}s "
+        f"({time.process_time() - c0:.1f}s CPU; built unless cached in {cache})"
+    )
+    configs: list[tuple[str, Callable[[list[str]], Vectors]]] = [
+        ("static, 256 dims", static.embed_sync),
+        ("MiniLM, defaults (all cores, 256 tokens)", LocalEmbedder().embed_sync),
+        ("MiniLM, 1 thread", LocalEmbedder(threads=1).embed_sync),
+        ("MiniLM, 128 tokens", LocalEmbedder(max_tokens=128).embed_sync),
+        ("MiniLM, 64 tokens", LocalEmbedder(max_tokens=64).embed_sync),
+        ("MiniLM, memory arena on", LocalEmbedder(mem_arena=True).embed_sync),
+    ]
+    for label, embed in configs:
+        few = texts[: max(64, len(texts) // 8)] if label.startswith("MiniLM") else texts
+        b64 = cpu_per_text(embed, few, 64)
+        one = cpu_per_text(embed, few[:200], 1)
+        print(f"  {label:42s} batches of 64: {b64:6.3f}   one text: {one:6.3f}")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--turns", type=int, default=0)
+    ap.add_argument("--embedders", action="store_true", help="only CPU per text of embedders")
     args = ap.parse_args()
+    if args.embedders:
+        bench_embedders(1000 if args.quick else 4000)
+        return
     n = args.turns or (20_000 if args.quick else 100_000)
     print(f"cores: {os.cpu_count()}")
     await bench_store(500 if args.quick else 2000)

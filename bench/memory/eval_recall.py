@@ -3,11 +3,17 @@
     ./dev run python bench/memory/eval_recall.py            # 40 conversations x 300 turns
     ./dev run python bench/memory/eval_recall.py --quick    # 8 conversations
     ./dev run python bench/memory/eval_recall.py --grid     # also tune the fusion
+    ./dev run python bench/memory/eval_recall.py --embedder static   # or minilm (default)
+    ./dev run python bench/memory/eval_recall.py --no-dense-second   # lever: 2nd speaker unembedded
 
 Each conversation (see ``conversations.py``) is stored as one session, with speaker names, in the
 embedded store through the service's own engine (same chunking, BM25 and fusion code). Every
 question has exactly one evidence turn; recall@k is the share of questions whose evidence turn is
 among the first k results of a search scoped to that session (threshold 0).
+
+``--no-dense-second`` stores the second speaker's turns (standing for an assistant's) with a
+random unit vector instead of their embedding, as if only user turns were embedded: BM25 still
+indexes them; recall is then also reported for the questions whose evidence they hold.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -28,11 +35,12 @@ from conversations import Conversation, generate
 
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import SearchMemory
-from chatbus_memory.embedder import LocalEmbedder
+from chatbus_memory.embedder import LocalEmbedder, Vectors
 from chatbus_memory.engine import Caps, Engine, Incoming
 from chatbus_memory.fusion import FusionParams
 from chatbus_memory.rerank import Reranker
 from chatbus_memory.settings import MemorySettings
+from chatbus_memory.static_embedder import StaticEmbedder
 from chatbus_memory.store_edge import EdgeStore
 from chatbus_memory.summarize import ExtractiveSummarizer
 from chatbus_memory.text import Chunker, SparseEncoder
@@ -40,15 +48,33 @@ from chatbus_memory.text import Chunker, SparseEncoder
 KS = (1, 5, 10)
 
 
+class SyncEmbedder(Protocol):
+    model: str
+    dims: int
+
+    def embed_sync(self, texts: list[str]) -> Vectors: ...
+
+
+def offline(name: str, cache: Path) -> SyncEmbedder:
+    """The offline embedder of that name (the static one's table cached in ``cache``)."""
+    if name == "static":
+        return StaticEmbedder.open(cache)
+    return LocalEmbedder()
+
+
 class Precomputed:
-    """An embedder that serves vectors computed once for the whole run."""
+    """An embedder that serves vectors computed once for the whole run.
 
-    model = "all-MiniLM-L6-v2-int8"
-    dims = 384
+    Texts in ``unembedded`` get a random unit vector instead (no dense signal).
+    """
 
-    def __init__(self, inner: LocalEmbedder) -> None:
+    def __init__(self, inner: SyncEmbedder) -> None:
         self.inner = inner
+        self.model = inner.model
+        self.dims = inner.dims
         self.known: dict[str, np.ndarray] = {}
+        self.unembedded: set[str] = set()
+        self.rng = np.random.default_rng(5)
 
     def warm(self, texts: list[str]) -> None:
         todo = sorted({t for t in texts if t not in self.known})
@@ -57,7 +83,11 @@ class Precomputed:
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         self.warm(texts)
-        return np.stack([self.known[t] for t in texts])
+        return np.stack([self.noise() if t in self.unembedded else self.known[t] for t in texts])
+
+    def noise(self) -> np.ndarray:
+        v = self.rng.standard_normal(self.dims).astype(np.float32)
+        return v / np.linalg.norm(v)
 
 
 async def build(
@@ -72,7 +102,7 @@ async def build(
         settings.memory_speaker_in_sparse,
     )
     store = EdgeStore(path)
-    await store.open(384)
+    await store.open(emb.dims)
     engine = Engine(
         store,
         emb,
@@ -106,12 +136,19 @@ async def build(
 
 
 async def evaluate(
-    engine: Engine, convs: list[Conversation], emb: Precomputed, mode: str
+    engine: Engine,
+    convs: list[Conversation],
+    emb: Precomputed,
+    mode: str,
+    only: set[str] | None = None,
 ) -> dict[int, float]:
+    """Recall at each k (of the questions whose evidence turn is in ``only``, if given)."""
     found = dict.fromkeys(KS, 0)
     total = 0
     for conv in convs:
         for q in conv.questions:
+            if only is not None and q.evidence not in only:
+                continue
             msg = SearchMemory(
                 tenant_id="eval",
                 session_id=conv.id,
@@ -139,6 +176,12 @@ async def main() -> None:
     ap.add_argument("--conversations", type=int, default=0)
     ap.add_argument("--grid", action="store_true", help="try fusion and BM25 settings")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--embedder", choices=["minilm", "static"], default="minilm")
+    ap.add_argument(
+        "--no-dense-second",
+        action="store_true",
+        help="the second speaker's turns get no embedding (stand-ins for assistant turns)",
+    )
     args = ap.parse_args()
     n = args.conversations or (8 if args.quick else 40)
     convs = generate(n, seed=args.seed)
@@ -147,14 +190,23 @@ async def main() -> None:
     print(f"{n} conversations, {turns} turns, {questions} questions")
 
     settings = MemorySettings(_env_file=None)  # type: ignore[call-arg]
-    emb = Precomputed(LocalEmbedder())
+    tmp = Path(tempfile.mkdtemp(prefix="memeval-"))
+    t0 = time.perf_counter()
+    emb = Precomputed(offline(args.embedder, tmp / "embedder"))
+    print(f"embedder {emb.model} ({emb.dims} dims), ready in {time.perf_counter() - t0:.1f}s")
     t0 = time.perf_counter()
     texts = [f"{who}: {text}" for c in convs for _, who, text in c.turns]
     texts += [text for c in convs for _, _, text in c.turns]
     emb.warm(texts + [q.text for c in convs for q in c.questions])
     print(f"embedded {len(emb.known)} texts in {time.perf_counter() - t0:.1f}s")
+    second: set[str] | None = None
+    if args.no_dense_second:
+        second = {tid for c in convs for tid, who, _ in c.turns if who == c.speakers[1]}
+        # the texts the service embeds (speaker and date left out by default); a text both
+        # speakers said keeps its vector
+        firsts = {text for c in convs for tid, _, text in c.turns if tid not in second}
+        emb.unembedded = {t for c in convs for tid, _, t in c.turns if tid in second} - firsts
 
-    tmp = Path(tempfile.mkdtemp(prefix="memeval-"))
     engine = await build(convs, emb, settings, tmp / "default")
     default = settings.fusion()
     print(
@@ -163,6 +215,9 @@ async def main() -> None:
     )
     for mode in ("dense", "bm25", "hybrid"):
         print(f"  {mode:7s} {fmt(await evaluate(engine, convs, emb, mode))}")
+    if second is not None:
+        hybrid = await evaluate(engine, convs, emb, "hybrid", only=second)
+        print(f"  hybrid, evidence in an unembedded turn: {fmt(hybrid)}")
     engine.fusion = replace(default, idf_scoped=not default.idf_scoped)
     print(
         f"  bm25 with idf_scoped={not default.idf_scoped}: "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
@@ -27,13 +28,14 @@ from chatbus.memory_client import ensure_memory_stream
 from chatbus.redis_link import RedisLink
 from chatbus.runtime import Runtime
 from chatbus_memory.embed_queue import BatchingEmbedder
-from chatbus_memory.embedder import CachedEmbedder, Embedder, LocalEmbedder, OpenAIEmbedder
+from chatbus_memory.embedder import CachedEmbedder, Embedder, OpenAIEmbedder
 from chatbus_memory.engine import Caps, Engine
 from chatbus_memory.handlers import Handlers
 from chatbus_memory.profile import Profiles
 from chatbus_memory.profile_extract import make_extractor
 from chatbus_memory.rerank import Reranker
 from chatbus_memory.settings import MemorySettings
+from chatbus_memory.static_embedder import offline_embedder
 from chatbus_memory.store import VectorStore
 from chatbus_memory.summarize import ExtractiveSummarizer, LLMSummarizer, Summarizer
 from chatbus_memory.text import Chunker, SparseEncoder
@@ -66,11 +68,7 @@ async def make_embedder(settings: MemorySettings) -> Embedder:
         )
         await emb.probe()
         return emb
-    return LocalEmbedder(
-        batch_size=settings.embed_batch,
-        threads=settings.embed_threads,
-        mem_arena=settings.embed_mem_arena,
-    )
+    return await asyncio.to_thread(offline_embedder, settings)
 
 
 def make_store(settings: MemorySettings, model: str, dims: int) -> VectorStore:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -20,8 +21,14 @@ class MemorySettings(ServiceSettings):
     qdrant_api_key: SecretStr | None = None
     qdrant_collection: str = "chatbus_memory"
 
-    # Embeddings: all-MiniLM-L6-v2 on onnxruntime (offline), or an OpenAI-compatible API.
-    embeddings: Literal["local", "openai"] = "local"
+    # Embeddings, offline: "static" (token vectors distilled from all-MiniLM-L6-v2, ~0.03 ms
+    # of CPU per text) or "minilm" (the model itself on onnxruntime, ~2 ms per text); "local" is
+    # the default offline one (see ``local_embedder``). Or an OpenAI-compatible API ("openai").
+    embeddings: Literal["local", "static", "minilm", "openai"] = "local"
+    # the static table: built from the installed MiniLM at first use, cached in this folder
+    # (default: ``<data_dir>/memory/embedder``); dimensions after PCA
+    embed_cache_dir: Path | None = None
+    embed_static_dims: int = Field(default=256, ge=16, le=384)
     embedding_model: str = "text-embedding-3-small"
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
