@@ -23,6 +23,7 @@ from nats.js.kv import KeyValue
 
 from chatbus.bus import Bus
 from chatbus.contracts.memory import (
+    MAX_PROFILE_FACTS,
     FactSource,
     GetProfile,
     ProfileChange,
@@ -31,6 +32,7 @@ from chatbus.contracts.memory import (
     UpdateProfile,
     UserProfile,
 )
+from chatbus.errors import RemoteError
 from chatbus.streams import ensure_kv
 from chatbus_memory.engine import Incoming
 from chatbus_memory.profile_extract import FactExtractor, Facts
@@ -41,6 +43,18 @@ H = TypeVar("H", bound=ScoredTurn)
 
 BUCKET = "MEMORY_PROFILES"
 MAX_HISTORY = 50
+
+
+class ProfileFull(ValueError):
+    """A new fact for a profile that holds :data:`MAX_PROFILE_FACTS` already.
+
+    Without this bound a profile grew with every new fact name until it no longer fitted in
+    one NATS message, and from then on could be neither written nor shown in a prompt.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the profile is full; cannot add {key!r}")
+        self.key = key
 
 
 def profile_key(tenant_id: str, user_id: str) -> str:
@@ -82,6 +96,8 @@ def merge(
             )
             del profile.facts[key]
         if value is not None:
+            if current is None and len(profile.facts) >= MAX_PROFILE_FACTS:
+                raise ProfileFull(key)
             profile.facts[key] = ProfileFact(
                 value=value, updated_at=at, source=source, session_id=session_id
             )
@@ -194,7 +210,13 @@ class Profiles:
         return await self.get(q.tenant_id, q.user_id)
 
     async def handle_update(self, q: UpdateProfile) -> UserProfile:
-        return await self.change(q.tenant_id, q.user_id, q.facts, at=time.time(), source="edited")
+        try:
+            return await self.change(
+                q.tenant_id, q.user_id, q.facts, at=time.time(), source="edited"
+            )
+        except ProfileFull as e:
+            full = f"a profile holds at most {MAX_PROFILE_FACTS} facts; remove one first"
+            raise RemoteError("invalid", full, {"loc": [e.key], "msg": full}) from e
 
 
 def demote_superseded(hits: list[H], profile: UserProfile, factor: float = 0.5) -> list[H]:

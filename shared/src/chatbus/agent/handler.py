@@ -57,6 +57,15 @@ Publish = Callable[[str], Awaitable[None]]
 REPLY_AFTER_S = 1e-6
 
 
+# Tool calls run per model step; the model is untrusted input, and one message must not
+# become hundreds of tickets or drafts. Calls past it get TOO_MANY as their result.
+MAX_TOOL_CALLS_PER_STEP = 8
+TOO_MANY = (
+    f"Error: too many tool calls in one step (at most {MAX_TOOL_CALLS_PER_STEP}); "
+    "this one was not run."
+)
+
+
 @dataclass
 class AgentConfig:
     """Per-deployment knobs (from the agent service's settings)."""
@@ -307,8 +316,8 @@ class _Run:
             for i, call in enumerate(completion.tool_calls):
                 call.id = call.id or f"call_{step}_{i}"
             convo.append(assistant_tool_calls(completion))
-            for call in completion.tool_calls:
-                result = await self._call(call)
+            for n, call in enumerate(completion.tool_calls):
+                result = await self._call(call) if n < MAX_TOOL_CALLS_PER_STEP else TOO_MANY
                 if isinstance(result, ChatReply):
                     return result
                 convo.append({"role": "tool", "tool_call_id": call.id, "content": result})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -53,12 +54,21 @@ class LLMError(Exception):
         return self.kind in {"rate_limited", "server", "timeout", "connection"}
 
 
+# A provider's error text may quote the credential ("Incorrect API key provided:
+# sk-proj-****abcd"), and it travels into logs and to the caller: key-like tokens are
+# dropped, and an authentication refusal keeps none of the provider's words.
+_KEYLIKE = re.compile(r"(?i)\b(?:sk|rk|pk|key|proj|org)[-_][A-Za-z0-9*._-]{4,}")
+
+
 def _error_for(status: int, text: str) -> LLMError:
     try:
         detail = json.loads(text).get("error", {})
         message = detail.get("message") if isinstance(detail, dict) else str(detail)
     except (ValueError, AttributeError):
-        message = text[:200]
+        message = text
+    message = _KEYLIKE.sub("[redacted]", str(message)[:200])
+    if status in (401, 403):
+        message = "the model provider refused the credentials (check OPENAI_API_KEY)"
     if status == 429:
         return LLMError("rate_limited", f"LLM rate limited: {message}", status)
     if status >= 500:

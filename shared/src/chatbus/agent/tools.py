@@ -217,7 +217,7 @@ async def run_tool_call(tools: Mapping[str, Tool], call: ToolCall, ctx: ToolCont
         return f"Error: there is no tool named {call.name!r}. Available tools: {names}."
     try:
         raw = json.loads(call.arguments or "{}")
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # nested past the parser's stack, too
         return (
             f"Error: the arguments for {call.name} are not valid JSON ({e}). "
             "Call it again with a JSON object matching its parameters."

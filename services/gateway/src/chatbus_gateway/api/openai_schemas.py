@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from chatbus_gateway.api.params import BodyId, UserId
+
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -63,9 +65,9 @@ class ChatCompletionsIn(BaseModel):
     )
     stream: bool = False
     stream_options: StreamOptions | None = None
-    user: Annotated[str, StringConstraints(max_length=200)] | None = None
+    user: UserId | None = None
     # chatbus extension (``extra_body={"session_id": ...}``); X-Session-Id wins over it.
-    session_id: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    session_id: BodyId | None = None
 
 
 class OutMessage(BaseModel):

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import re
 from datetime import date
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import AfterValidator, Field, StringConstraints
 
 from chatbus_gateway.api.errors import ApiError
 
@@ -85,3 +87,40 @@ def check_path_ids(request: web.Request) -> None:
     for name, value in request.match_info.items():
         if len(value) > MAX_ID or _CONTROL.search(value):
             raise ApiError(404, f"no such {name}", type="not_found", param=name)
+
+
+def _addressable(value: str) -> str:
+    if value in (".", ".."):  # a URL path cannot carry these as a segment
+        raise ValueError("an id cannot be '.' or '..'")
+    return value
+
+
+# Printable, and no braces (the router matches a path parameter only without them).
+_PRINTABLE = "^[^\\u0000-\\u001f\\u007f\\ufffd{}]*$"
+_UNADDRESSABLE = re.compile(r"[\x00-\x1f\x7f\ufffd{}]")
+_NOT_DOTS = Field(json_schema_extra={"not": {"enum": [".", ".."]}})
+
+# A session or user id sent in a body or header. It is stored, and later read and forgotten
+# through a path (``DELETE /api/sessions/{id}``), so a path must be able to name it: 1 to
+# ``MAX_ID`` printable characters, no braces, not ``.`` or ``..``. (Such ids were stored,
+# then could be neither read nor forgotten; one in ``X-Session-Id`` broke the answer.)
+BodyId = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=MAX_ID, pattern=_PRINTABLE),
+    AfterValidator(_addressable),
+    _NOT_DOTS,
+]
+# The same, where an empty string means "no user" (an anonymous caller).
+UserId = Annotated[
+    str,
+    StringConstraints(strict=True, max_length=MAX_ID, pattern=_PRINTABLE),
+    AfterValidator(_addressable),
+    _NOT_DOTS,
+]
+
+
+def check_id(value: str, name: str) -> str:
+    """``value`` when it is a usable id (as :data:`BodyId`), else a 422 naming ``name``."""
+    if not 0 < len(value) <= MAX_ID or _UNADDRESSABLE.search(value) or value in (".", ".."):
+        raise ApiError(422, f"{name}: 1 to {MAX_ID} printable characters, no braces", param=name)
+    return value

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from chatbus.contracts.chat import ChatReply
+from chatbus_gateway.api.params import BodyId, UserId
 
 NonBlank = Annotated[str, StringConstraints(strict=True, min_length=1, pattern=r"\S")]
 
@@ -17,8 +18,8 @@ class ChatIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     message: NonBlank = Field(description="The user's new message (length limit configurable)")
-    session_id: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
-    user_id: Annotated[str, StringConstraints(strict=True, max_length=200)] | None = None
+    session_id: BodyId
+    user_id: UserId | None = None
     # With ?mode=async: POSTed the job's final state when it is done (ignored otherwise).
     callback_url: (
         Annotated[str, StringConstraints(strict=True, max_length=2000, pattern=r"^https?://")]

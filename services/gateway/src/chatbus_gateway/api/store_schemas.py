@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints, field_validator
 
 from chatbus.contracts.memory import MAX_FACT_CHARS, MAX_PROFILE_FACTS, PROFILE_KEY
+from chatbus_gateway.api.params import BodyId
 from chatbus_gateway.api.route_table import ID
 
 # -- memory -------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ class ImportBody(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     messages: list[ImportedTurn] = Field(min_length=1, max_length=MAX_IMPORT_TURNS)
-    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    user_id: BodyId | None = None
 
 
 class SearchBody(BaseModel):
@@ -64,10 +65,10 @@ class SearchBody(BaseModel):
         },
     )
 
-    session_id: str | None = Field(default=None, min_length=1, max_length=200)
+    session_id: BodyId | None = None
     query: str = Field(min_length=1, max_length=10_000, pattern=r"\S")
     limit: int = Field(default=5, ge=1, le=100)
-    user_id: str | None = Field(default=None, min_length=1, max_length=200)
+    user_id: BodyId | None = None
     scope: Literal["session", "user"] = "session"
     threshold: float | None = Field(default=None, ge=-1, le=1)
 

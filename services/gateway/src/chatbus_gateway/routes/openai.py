@@ -26,6 +26,7 @@ from chatbus_gateway.api.openai_schemas import (
     ModelList,
     usage_of,
 )
+from chatbus_gateway.api.params import check_id
 from chatbus_gateway.api.request_ids import new_request_id
 from chatbus_gateway.api.route_table import (
     CHAT_ERRORS,
@@ -47,9 +48,7 @@ from chatbus_gateway.peers.agents import discover
 def session_for(request: web.Request, body: ChatCompletionsIn, tenant: str) -> str:
     given = request.headers.get("X-Session-Id") or body.session_id
     if given:
-        if len(given) > 200:
-            raise ApiError(422, "X-Session-Id: at most 200 characters", param="X-Session-Id")
-        return given
+        return check_id(given, "X-Session-Id")
     first = next((m.text() for m in body.messages if m.role == "user"), "")
     seed = "\0".join((tenant, body.user or "", first))
     return "oa-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
