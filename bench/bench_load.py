@@ -44,7 +44,7 @@ request = function()
     session = string.format("new-%d-%d-%d", RUN, tid, counter)
   end
   local body = string.format(
-    '{"message":"Hello, this is message %d of this chat","session_id":"%s"}', counter, session)
+    '{"message":"Hello, this is message %d of chat %d","session_id":"%s"}', counter, tid, session)
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)
 end
 done = function(summary, latency, requests)
@@ -102,7 +102,8 @@ async def drive_wrk(url: str, kind: str, concurrency: int, seconds: float) -> Lo
 
 def body(kind: str, w: int, i: int, run: int) -> dict[str, str]:
     session = f"deep-{(w + i) % DEEP_SESSIONS}" if kind == "deep" else f"new-{run}-{w}-{i}"
-    return {"message": f"Hello, this is message {i} of this chat", "session_id": session}
+    # each text once: the same text in many chats would be embedded once (memory's cache)
+    return {"message": f"Hello, this is message {i} of chat {w}", "session_id": session}
 
 
 async def drive_python(url: str, kind: str, concurrency: int, seconds: float) -> LoadResult:

@@ -2,6 +2,7 @@
 
     ./dev run python bench/memory/eval_public.py             # all 10 conversations, 1,536 questions
     ./dev run python bench/memory/eval_public.py --quick     # the first 2 conversations
+    ./dev run python bench/memory/eval_public.py --embeddings static   # another offline embedder
 
 Starts its own nats-server, redis-server, the memory service (offline embedder, the shipped
 defaults unless the environment sets ``MEMORY_*``) and the gateway, then per conversation:
@@ -41,8 +42,9 @@ BATCH = 100  # turns per import request (the gateway caps a body's size)
 
 
 class Services:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, embeddings: str | None = None) -> None:
         self.tmp = tmp
+        self.embeddings = embeddings
         self.servers: list[ServerProcess] = []
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -68,7 +70,9 @@ class Services:
             "LOG_LEVEL": "WARNING",
             "DATA_DIR": str(self.tmp / "data"),
         }
-        memory = self.spawn("chatbus_memory", base)
+        memory = self.spawn(
+            "chatbus_memory", {**base, "EMBEDDINGS": self.embeddings} if self.embeddings else base
+        )
         await self._ready(memory, "chatbus_memory")
         limits = ("IP", "KEY", "USER", "SESSION")
         gateway = self.spawn(
@@ -141,13 +145,18 @@ def row(label: str, results: list[tuple[int, dict[int, bool]]]) -> str:
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="the first 2 conversations only")
+    ap.add_argument(
+        "--embeddings",
+        choices=["local", "static", "minilm"],
+        help="the memory service's offline embedder (default: EMBEDDINGS, else local)",
+    )
     args = ap.parse_args()
     convs = load()
     tune_ids = {c.id for c in split(convs)[0]}
     if args.quick:
         convs = convs[:2]
     tmp = Path(tempfile.mkdtemp(prefix="eval-public-"))
-    services = Services(tmp)
+    services = Services(tmp, args.embeddings)
     try:
         gw = await services.start()
         timeout = aiohttp.ClientTimeout(total=600)
@@ -165,8 +174,10 @@ async def main() -> None:
             cpu2 = services.memory_cpu()
     finally:
         services.stop()
+    embedder = args.embeddings or os.environ.get("EMBEDDINGS") or "local"
     print(
         f"LoCoMo via the gateway: {len(convs)} conversations, {turns} turns, {len(took)} questions"
+        f" (EMBEDDINGS={embedder})"
     )
     print(row("tune (conv. 1-4)", tune))
     print(row("test (conv. 5-10, held out)", test))

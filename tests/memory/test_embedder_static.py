@@ -168,3 +168,11 @@ async def test_the_service_recalls_with_the_static_embedder(
             assert hits[0].turn_id == expected
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize("name", ["local", "minilm"])
+def test_local_and_minilm_run_the_model_itself(name: str, tmp_path: Path) -> None:
+    settings = MemorySettings(data_dir=tmp_path, embeddings=name, _env_file=None)  # type: ignore[call-arg]
+    emb = offline_embedder(settings)
+    assert (emb.model, emb.dims) == ("all-MiniLM-L6-v2-int8", 384)
+    assert not (tmp_path / "memory" / "embedder").exists()  # no static table built for it

@@ -34,8 +34,9 @@ class MemorySettings(ServiceSettings):
     openai_api_key: SecretStr | None = None
     embed_batch: int = Field(default=32, ge=1, le=2048)
     # Threads for one local embedding batch (0: every core). 1 spends the least CPU per text
-    # (for a machine shared with many services); more gives a batch back sooner.
-    embed_threads: int = Field(default=0, ge=0, le=256)
+    # (MiniLM: ~20% less than 2 threads on 2 cores shared with the other services, which is
+    # what the default stack is); more gives one large batch (an import) back sooner.
+    embed_threads: int = Field(default=1, ge=0, le=256)
     # onnxruntime's memory arena: ~10% less CPU per text, but it keeps ~500 MiB after long texts
     embed_mem_arena: bool = False
     # Ask the API for shorter vectors (text-embedding-3 models take ``dimensions``); 0: native.
