@@ -38,6 +38,7 @@ async def start_gateway(nats_url: str, redis_url: str, uid: str) -> AsyncIterato
             "callbacks_stream": f"CALLBACKS_{uid}",
             "callbacks_subject": f"test.{uid}.callbacks",
             "jobs_bucket": f"jobs_{uid}",
+            "idempotency_bucket": f"idem_{uid}",
             # The tests' callback receivers listen on loopback: allowed explicitly.
             "callback_allow_hosts": "127.0.0.1",
             "auth": "off",

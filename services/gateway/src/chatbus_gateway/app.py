@@ -51,9 +51,7 @@ def setup_gateway(app: web.Application, deps: GatewayDeps) -> web.Application:
     s = deps.settings
     limits = HttpLimits(RateLimiter(deps.link, s.redis_prefix), s, deps.metrics)
     order = SessionOrder(deps.link, deps.bus, s.redis_prefix, s.session_turn_timeout_s)
-    # A claim is pending while its run answers: within the message's deadline.
-    pending_s = s.request_timeout_s + 5
-    idem = Idempotency(deps.link, s.redis_prefix, s.idempotency_ttl_s, pending_s)
+    idem = Idempotency(deps.bus, s.idempotency_bucket, s.idempotency_ttl_s)
     keys = KeyStore(deps.link, s.redis_prefix, s.key_cache_s)
     app[DEPS] = deps
     app[PIPELINE] = ChatPipeline(deps, limits, order, idem)

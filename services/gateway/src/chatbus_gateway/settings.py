@@ -54,6 +54,8 @@ class GatewaySettings(ServiceSettings):
     # this long after its gateway died (a waiting message looks every third of it).
     session_turn_timeout_s: float = Field(default=10.0, gt=0)
     idempotency_ttl_s: int = Field(default=86400, ge=1)
+    # Idempotency-Key claims and replies of chats (NATS KV: a Redis restart loses none).
+    idempotency_bucket: str = Field(default="gateway_idempotency", pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     # -- async jobs -------------------------------------------------------------------------
     jobs_stream: str = "GATEWAY_JOBS"

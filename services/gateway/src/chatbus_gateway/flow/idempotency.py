@@ -5,30 +5,37 @@ same session's queue behind it, so when the repeat's turn comes the first run ha
 (its reply is stored for ``ttl_s``: replayed) or failed (its claim removed: this one runs).
 A claim still pending then belongs to a run whose gateway lost the turn (it died): this run
 takes it over. Reusing a key with a different request is a 409.
+
+Claims and replies live in the gateway's NATS KV bucket ``IDEMPOTENCY_BUCKET`` (file storage,
+replicated, the bucket's TTL ``ttl_s``), as async jobs do: a Redis restart that loses its data
+does not make a repeat pay for the answer again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
+import nats.errors
+import nats.js.errors
+from nats.js.kv import KeyValue
+
+from chatbus.bus import Bus
 from chatbus.contracts.chat import ChatReply
-from chatbus.redis_link import RedisLink
+from chatbus.errors import BusUnavailable
+from chatbus.jetstream import ensure_kv
 from chatbus_gateway.api.errors import ApiError
+
+log = logging.getLogger("chatbus.gateway.idempotency")
 
 # One rule for every path (sync, stream, OpenAI, async): 1 to MAX_KEY characters.
 MAX_KEY = 200
-
-# KEYS: record. ARGV: fingerprint, pending_ttl_ms.
-# Returns {"new"} (claimed) or {"done", fingerprint, reply} or {"other", fingerprint}.
-BEGIN = """
-local got = redis.call('HMGET', KEYS[1], 'state', 'fp', 'reply')
-if got[2] and got[2] ~= ARGV[1] then return {'other', got[2]} end
-if got[1] == 'done' and got[3] then return {'done', got[2], got[3]} end
-redis.call('HSET', KEYS[1], 'state', 'pending', 'fp', ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {'new'}
-"""
+# Each bucket operation waits at most this long (a stream electing a leader answers nothing).
+KV_TRY_S = 2.0
 
 
 def fingerprint(*parts: str) -> str:
@@ -42,13 +49,20 @@ def check_key(key: str) -> str:
     return key
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A key claimed for one run: its bucket entry and the request's fingerprint."""
+
+    slot: str
+    fp: str
+
+
 class Idempotency:
-    def __init__(self, redis: RedisLink, prefix: str, ttl_s: int, pending_ttl_s: float) -> None:
-        self.redis = redis
-        self.prefix = f"{prefix}idem:"
+    def __init__(self, bus: Bus, bucket: str, ttl_s: int) -> None:
+        self.bus = bus
+        self.bucket = bucket
         self.ttl_s = ttl_s
-        self.pending_ttl_ms = max(int(pending_ttl_s * 1000), 1)
-        self._begin = redis.script(BEGIN)
+        self._kv: KeyValue | None = None
 
     async def run(
         self, tenant: str, key: str, fp: str, work: Callable[[], Awaitable[ChatReply]]
@@ -65,32 +79,68 @@ class Idempotency:
         await self.finish(claim, reply)
         return reply, False
 
-    async def begin(self, tenant: str, key: str, fp: str) -> str | ChatReply:
-        """Claim ``key`` for a run (its record's Redis key), or the stored reply of an earlier
-        identical request."""
-        named = f"{self.prefix}{tenant}\0{check_key(key)}"
-        record = self.prefix + hashlib.sha1(named.encode()).hexdigest()
-        got = await self._begin([record], [fp, self.pending_ttl_ms])
-        if got[0] == b"other":
-            raise ApiError(
-                409,
-                "this Idempotency-Key was used for a different request",
-                type="conflict",
-                param="Idempotency-Key",
+    async def begin(self, tenant: str, key: str, fp: str) -> Claim | ChatReply:
+        """Claim ``key`` for a run, or the stored reply of an earlier identical request."""
+        named = f"{tenant}\0{check_key(key)}"
+        claim = Claim("reply." + hashlib.sha256(named.encode()).hexdigest(), fp)
+        pending = _encode(state="pending", fp=fp)
+        try:
+            kv = await self._open()
+            while True:
+                try:
+                    entry = await kv.get(claim.slot)
+                except nats.js.errors.KeyNotFoundError:
+                    try:
+                        await kv.create(claim.slot, pending)
+                        return claim
+                    except nats.js.errors.KeyWrongLastSequenceError:
+                        continue  # created meanwhile: read it
+                first = json.loads(entry.value or b"{}")
+                if first.get("fp") != fp:
+                    raise ApiError(
+                        409,
+                        "this Idempotency-Key was used for a different request",
+                        type="conflict",
+                        param="Idempotency-Key",
+                    )
+                if first.get("state") == "done":
+                    return ChatReply.model_validate_json(first["reply"])
+                await kv.put(claim.slot, pending)  # a run whose gateway died: taken over
+                return claim
+        except UNAVAILABLE as e:
+            raise _unavailable(e) from e
+
+    async def finish(self, claim: Claim, reply: ChatReply) -> None:
+        """Store the first run's reply (kept ``ttl_s``, the bucket's TTL)."""
+        done = _encode(state="done", fp=claim.fp, reply=reply.model_dump_json())
+        try:
+            await (await self._open()).put(claim.slot, done)
+        except UNAVAILABLE as e:
+            raise _unavailable(e) from e
+
+    async def abandon(self, claim: Claim) -> None:
+        """The run failed: free the key so a retry runs again (a claim left pending, the bucket
+        unavailable, is taken over by the retry all the same)."""
+        try:
+            await (await self._open()).purge(claim.slot)
+        except UNAVAILABLE as e:
+            log.warning("idempotency claim not freed: %s", type(e).__name__)
+
+    async def _open(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await ensure_kv(
+                self.bus, self.bucket, ttl_s=float(self.ttl_s), timeout=KV_TRY_S
             )
-        if got[0] == b"done":
-            return ChatReply.model_validate_json(got[2])
-        return record
+        return self._kv
 
-    async def finish(self, record: str, reply: ChatReply) -> None:
-        """Store the first run's reply for ``ttl_s``."""
-        await self.redis.transaction(
-            [
-                ("HSET", record, "state", "done", "reply", reply.model_dump_json()),
-                ("EXPIRE", record, self.ttl_s),
-            ]
-        )
 
-    async def abandon(self, record: str) -> None:
-        """The run failed: free the key so a retry runs again."""
-        await self.redis.call("DEL", record)
+# What a bucket that cannot answer right now raises (NATS down or reconnecting, no leader).
+UNAVAILABLE = (BusUnavailable, nats.errors.Error, nats.js.errors.Error)
+
+
+def _encode(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def _unavailable(e: Exception) -> ApiError:
+    return ApiError(503, "idempotency records are unavailable, try again", type="unavailable")
