@@ -50,3 +50,22 @@ async def test_failures_count_toward_the_address_limit(
     assert (await _get(http, gw.url, a.auth))[0] == 200  # the 4th request of the minute
     status, headers, _ = await _get(http, gw.url, bad)
     assert status == 429 and int(headers["Retry-After"]) >= 1
+
+
+async def test_a_client_cannot_choose_its_address_behind_the_proxy(
+    start_gateway: StartGateway, http: aiohttp.ClientSession, tenants: tuple[Tenant, Tenant]
+) -> None:
+    """Behind a proxy (``TRUST_FORWARDED_FOR``) the address is the one the proxy appended, the
+    last in ``X-Forwarded-For``: the first is whatever the client sent, and taking it let each
+    guess come from a new address and never meet a limit."""
+    gw = await start_gateway(
+        auth="on", trust_forwarded_for=True, rate_ip_per_min=100, rate_auth_fail_ip_per_min=3
+    )
+    statuses = []
+    for i in range(6):  # what a proxy that appends the client's address forwards
+        forwarded = {"X-Forwarded-For": f"198.51.100.{i}, 203.0.113.9"}
+        bad = {"Authorization": f"Bearer cbk_guess{i}_nope", **forwarded}
+        statuses.append((await _get(http, gw.url, bad))[0])
+    assert statuses == [401] * 3 + [429] * 3
+    other = {"X-Forwarded-For": "198.51.100.1, 203.0.113.10", **tenants[0].auth}
+    assert (await _get(http, gw.url, other))[0] == 200  # another client behind the proxy

@@ -24,7 +24,8 @@ class GatewaySettings(ServiceSettings):
     )
     # How long a looked-up API key is trusted before Redis is asked again (revocation delay).
     key_cache_s: float = Field(default=5.0, ge=0)
-    # Trust X-Forwarded-For for the client IP (only behind a proxy that sets it).
+    # Trust X-Forwarded-For for the client IP (only behind one proxy that sets or appends it:
+    # its last address is taken).
     trust_forwarded_for: bool = False
 
     # Prefix of every Redis key the gateway writes (replicas that share limits share it).

@@ -16,7 +16,7 @@ from chatbus.metrics import Metrics
 from chatbus.redis_link import RedisError
 from chatbus.telemetry import logging_context
 from chatbus_gateway.api.errors import ApiError, error_body
-from chatbus_gateway.api.params import check_path_ids
+from chatbus_gateway.api.params import check_headers, check_path_ids
 from chatbus_gateway.api.request_ids import client_request_id
 
 log = logging.getLogger("chatbus.gateway")
@@ -64,6 +64,7 @@ def error_middleware(metrics: Metrics) -> Middleware:
         try:
             with logging_context(client_request_id=client_request_id(request)):
                 check_path_ids(request)
+                check_headers(request)
                 response = await handler(request)
         except ApiError as e:
             response = e.response()

@@ -89,6 +89,30 @@ def check_path_ids(request: web.Request) -> None:
             raise ApiError(404, f"no such {name}", type="not_found", param=name)
 
 
+# The request headers the gateway reads (others, a browser's cookies say, are not its business).
+READ_HEADERS = (
+    "Authorization", "Idempotency-Key", "X-Session-Id", "X-Tenant-Id", "X-Request-Id",
+    "X-Forwarded-For", "Accept", "Content-Type",
+)  # fmt: skip
+
+
+def check_headers(request: web.Request) -> None:
+    """The headers the gateway reads are UTF-8 text; other bytes are a 400 here.
+
+    aiohttp keeps undecodable bytes as lone surrogates, which fail wherever a value is encoded
+    again (hashing an API key or an Idempotency-Key, a session id on the bus): a 502 before.
+    """
+    headers = request.headers
+    for name in READ_HEADERS:
+        value = headers.get(name)
+        if value is None or value.isascii():
+            continue
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ApiError(400, f"{name}: not UTF-8 text", param=name) from None
+
+
 def _addressable(value: str) -> str:
     if value in (".", ".."):  # a URL path cannot carry these as a segment
         raise ValueError("an id cannot be '.' or '..'")

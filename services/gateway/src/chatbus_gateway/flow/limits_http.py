@@ -25,7 +25,9 @@ def client_ip(request: web.Request, settings: GatewaySettings) -> str:
     if settings.trust_forwarded_for:
         forwarded = request.headers.get("X-Forwarded-For", "")
         if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
+            # The last address is the one our proxy appended; the ones before it are whatever
+            # the client sent (a new one per request would dodge every per-address limit).
+            return forwarded.rsplit(",", 1)[-1].strip()[:64]
     return request.remote or "unknown"
 
 
