@@ -3,17 +3,22 @@
 Point the OpenAI SDK at ``http://host:8080/v1`` with a chatbus API key and ``model=<agent id>``.
 The agent keeps each conversation's history, so only the **last user message** is sent; the
 earlier messages only identify the conversation. The chatbus session id is, in order: the
-``X-Session-Id`` header, a ``session_id`` body field (``extra_body``), else ``oa-`` + a hash
-of the tenant, the ``user`` field and the conversation's first user message. The ``user``
-field is the chatbus user id. Unknown fields are ignored, as OpenAI does.
+``X-Session-Id`` header, a ``session_id`` body field (``extra_body``), else the conversation's
+own: its first message starts a new session (derived from the ``Idempotency-Key`` when one is
+sent, so a retry finds its first answer), and the gateway remembers it under the conversation's
+first exchange (the first user message and the reply it got), which later turns carry. Two
+conversations that open with the same words are two sessions. The ``user`` field is the
+chatbus user id. Unknown fields are ignored, as OpenAI does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+import uuid
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from chatbus.contracts.chat import ChatReply, ChatRequest
@@ -44,14 +49,53 @@ from chatbus_gateway.flow.pipeline import PIPELINE, REPLAYED
 from chatbus_gateway.flow.traffic import CHAT_AGENT
 from chatbus_gateway.peers.agents import discover
 
+# How long the gateway remembers a conversation's session (as long as the agents keep history).
+CONVERSATION_TTL_S = 7 * 86400
 
-def session_for(request: web.Request, body: ChatCompletionsIn, tenant: str) -> str:
+
+def _derived(*parts: str) -> str:
+    return "oa-" + hashlib.sha256(orjson.dumps(parts)).hexdigest()[:32]
+
+
+def _first_exchange(messages: list[InMessage]) -> tuple[str, str | None]:
+    """The first user message, and the first assistant reply after it (None: a new one)."""
+    for i, m in enumerate(messages):
+        if m.role == "user":
+            reply = next((r.text() for r in messages[i + 1 :] if r.role == "assistant"), None)
+            return m.text(), reply
+    return "", None
+
+
+def _conversation_key(request: web.Request, opening: tuple[str, ...], reply: str) -> str:
+    """Where the gateway keeps the session of the conversation that opened so."""
+    return f"{request.app[DEPS].settings.redis_prefix}oa:{_derived(*opening, reply)}"
+
+
+async def session_for(
+    request: web.Request, body: ChatCompletionsIn, tenant: str
+) -> tuple[str, tuple[str, ...] | None]:
+    """The session, and for a new conversation what opened it (to remember once answered)."""
     given = request.headers.get("X-Session-Id") or body.session_id
     if given:
-        return check_id(given, "X-Session-Id")
-    first = next((m.text() for m in body.messages if m.role == "user"), "")
-    seed = "\0".join((tenant, body.user or "", first))
-    return "oa-" + hashlib.sha256(seed.encode()).hexdigest()[:32]
+        return check_id(given, "X-Session-Id"), None
+    first, reply = _first_exchange(body.messages)
+    opening = (tenant, body.user or "", first)
+    if reply is None:  # the conversation's first message: a session of its own
+        key = request.headers.get("Idempotency-Key")
+        session = _derived(*opening, "idem", key) if key else "oa-" + uuid.uuid4().hex
+        return session, opening
+    remembered = _conversation_key(request, opening, reply)
+    known = await request.app[DEPS].link.call("GET", remembered)
+    return (known.decode() if known else _derived(remembered)), None
+
+
+async def remember(
+    request: web.Request, opening: tuple[str, ...] | None, session: str, reply: str
+) -> None:
+    """Keep a new conversation's session under its first exchange, before the answer goes."""
+    if opening is not None:
+        key = _conversation_key(request, opening, reply)
+        await request.app[DEPS].link.call("SET", key, session, "EX", CONVERSATION_TTL_S)
 
 
 def last_user_message(messages: list[InMessage], max_chars: int) -> str:
@@ -75,11 +119,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         raise ApiError(404, f"unknown model {body.model[:80]!r}", type="not_found", param="model")
     request[CHAT_AGENT] = body.model
     tenant = tenant_of(request)
+    message = last_user_message(body.messages, deps.settings.max_message_chars)
+    session, opening = await session_for(request, body, tenant)
     req = ChatRequest(
         request_id=new_request_id(),
         agent=body.model,
-        session_id=session_for(request, body, tenant),
-        message=last_user_message(body.messages, deps.settings.max_message_chars),
+        session_id=session,
+        message=message,
         user_id=body.user,
         tenant_id=tenant,
     )
@@ -87,8 +133,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     headers = {"X-Session-Id": req.session_id, "X-Request-Id": req.request_id}
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(request, req, created, include_usage, headers)
+        return await _stream(request, req, created, include_usage, headers, opening)
     reply, replayed = await request.app[PIPELINE].reply(request, req)
+    await remember(request, opening, req.session_id, reply.reply)
     if replayed:
         headers["Idempotent-Replayed"] = "true"
     return json_response(completion(reply, body.model, created), headers=headers)
@@ -131,6 +178,7 @@ async def _stream(
     created: int,
     include_usage: bool,
     headers: dict[str, str],
+    opening: tuple[str, ...] | None,
 ) -> web.StreamResponse:
     items = request.app[PIPELINE].stream(request, req)
     try:
@@ -144,6 +192,7 @@ async def _stream(
                 if item.delta:
                     await send_event(resp, chunk(req, created, {"content": item.delta}, None))
                 item = await anext(items)
+            await remember(request, opening, req.session_id, item.reply)
             await send_event(resp, chunk(req, created, {}, "stop"))
             if include_usage:
                 final = chunk(req, created, {}, None)
