@@ -21,9 +21,9 @@ from chatbus.runtime import Runtime
 from chatbus_dev import offline_llm
 from chatbus_dev.offline_llm import OfflineLLM
 from chatbus_dev.testing import serving
-from tests.gateway.conftest import http, start_gateway
+from tests.gateway.conftest import callbacks, http, start_gateway
 
-__all__ = ["http", "start_gateway"]
+__all__ = ["callbacks", "http", "start_gateway"]
 
 
 @dataclass

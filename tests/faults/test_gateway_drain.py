@@ -24,8 +24,8 @@ async def test_sigterm_with_chats_streams_and_jobs_in_flight_loses_and_repeats_n
     llm, url = model
     llm.latency_s = 1.5  # everything is with the model when the stop comes
     spec = spec_for(uid)
-    stopping = await start_gateway(request_timeout_s=20)
-    other = await start_gateway(request_timeout_s=20)  # shares the jobs queue
+    stopping = await start_gateway(request_timeout_s=20, rate_ip_per_min=0)
+    other = await start_gateway(request_timeout_s=20, rate_ip_per_min=0)  # shares the jobs queue
 
     async def chat(i: int) -> tuple[int, Any]:
         async with http.post(

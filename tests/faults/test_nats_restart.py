@@ -48,7 +48,7 @@ async def test_a_nats_restart_with_work_in_flight_answers_everything_once(
     llm, url = model
     llm.latency_s = 2.0  # everything is with the model when NATS dies
     spec = spec_for(uid)
-    gateway = await start_gateway(request_timeout_s=20, nats_url=own_nats.url)
+    gateway = await start_gateway(request_timeout_s=20, nats_url=own_nats.url, rate_ip_per_min=0)
 
     async def chat(i: int) -> tuple[int, Any]:
         async with http.post(
@@ -124,7 +124,9 @@ async def test_a_nats_restart_mid_stream_loses_no_words_of_the_answers(
 
     async with serve_model(model) as url:
         spec = spec_for(uid)
-        gateway = await start_gateway(request_timeout_s=20, nats_url=own_nats.url)
+        gateway = await start_gateway(
+            request_timeout_s=20, nats_url=own_nats.url, rate_ip_per_min=0
+        )
         async with running_agent(spec, own_nats.url, redis_url, url):
             chat_url = f"{gateway.url}/api/chat/{spec.id}"
             streams = [asyncio.create_task(stream(chat_url, i)) for i in range(4)]

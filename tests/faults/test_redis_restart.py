@@ -45,7 +45,7 @@ async def test_a_redis_restart_with_work_in_flight_answers_everything_once(
     llm, url = model
     llm.latency_s = 1.5  # everything is with the model when Redis dies
     spec = spec_for(uid)
-    gateway = await start_gateway(request_timeout_s=20, redis_url=own_redis.url)
+    gateway = await start_gateway(request_timeout_s=20, redis_url=own_redis.url, rate_ip_per_min=0)
 
     async def chat(i: int) -> tuple[int, Any]:
         async with http.post(
@@ -106,7 +106,7 @@ async def test_an_idempotent_chat_repeated_after_redis_lost_its_data_is_not_paid
 ) -> None:
     llm, url = model
     spec = spec_for(uid)
-    gateway = await start_gateway(request_timeout_s=20, redis_url=own_redis.url)
+    gateway = await start_gateway(request_timeout_s=20, redis_url=own_redis.url, rate_ip_per_min=0)
     body = {"message": "Book it, please", "session_id": f"s{uid}"}
     headers = {"Idempotency-Key": f"k{uid}"}
     async with running_agent(spec, nats_url, own_redis.url, url):
