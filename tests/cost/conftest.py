@@ -39,6 +39,14 @@ class CostWorld:
     bus: Bus
     costs: BusCosts
     redis: aioredis.Redis
+    stopped: asyncio.Event | None = None
+    task: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        """Stop this cost service (as a deploy would, before starting the next)."""
+        assert self.stopped is not None and self.task is not None
+        self.stopped.set()
+        await asyncio.wait_for(self.task, 20)
 
     @property
     def prefix(self) -> str:
@@ -96,7 +104,7 @@ async def start_cost(own_nats: str, redis_url: str, uid: str) -> AsyncIterator[S
         bus = await Bus.connect(own_nats, service="test-client")
         client = aioredis.Redis.from_url(redis_url)
         clients.append((bus, client))
-        return CostWorld(settings, rt, bus, BusCosts(bus), client)
+        return CostWorld(settings, rt, bus, BusCosts(bus), client, stop, task)
 
     yield start
     for bus, client in clients:
@@ -104,7 +112,8 @@ async def start_cost(own_nats: str, redis_url: str, uid: str) -> AsyncIterator[S
         await client.aclose()
     for stop, task in stops:
         stop.set()
-        await asyncio.wait_for(task, 20)
+        if not task.done():
+            await asyncio.wait_for(task, 20)
 
 
 MakeEvent = Callable[..., UsageRecorded]

@@ -29,6 +29,25 @@ def test_rules_apply_to_the_right_requests(tmp_path: Path) -> None:
     assert [r.scope for r in sales_anon] == ["global", "agent", "tenant"]
 
 
+def test_which_tenants_and_agents_no_rule_can_limit() -> None:
+    """Calls no rule can ever limit may skip the ask (``unbudgeted_s``); any other may not."""
+    rule = {"period": "daily", "hard": 5}
+    book = BudgetBook.parse(
+        [
+            {**rule, "scope": "agent", "id": "sales"},
+            {**rule, "scope": "tenant", "id": "acme"},
+            {**rule, "scope": "user", "id": "u7", "tenant": "beta"},
+        ]
+    )
+    assert book.may_apply("acme", "support")  # the tenant's own budget
+    assert book.may_apply("default", "sales")  # the agent's
+    assert book.may_apply("beta", "support")  # one user of beta: any user of beta may be it
+    assert not book.may_apply("default", "support")
+    assert not BudgetBook.parse([]).may_apply("default", "support")
+    assert BudgetBook.parse([{**rule, "scope": "global"}]).may_apply("x", "y")
+    assert BudgetBook.parse([{**rule, "scope": "agent"}]).may_apply("x", "y")  # each agent
+
+
 @pytest.mark.parametrize(
     ("rule", "message"),
     [

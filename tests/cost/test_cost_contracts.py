@@ -28,6 +28,7 @@ def test_subjects_are_versioned_and_unique() -> None:
     subjects = [m.subject for m in messages().values() if m.subject]
     assert sorted(subjects) == [
         "cost.authorize.v1",
+        "cost.budgets.loaded.v1",
         "cost.budgets.v1",
         "cost.count.v1",
         "cost.report.v1",

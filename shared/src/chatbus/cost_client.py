@@ -8,6 +8,11 @@ are therefore not enforced while the cost service is down; usage is still publis
 
 ``record`` publishes a :class:`UsageRecorded` event to JetStream with ``Nats-Msg-Id`` = the event
 id (request id + reservation or step), so a retried publish counts once.
+
+Where no budget can apply (the cost service says so: ``unbudgeted_s``), ``authorize`` allows
+the calls of that tenant and agent without asking, for that long or until the cost service
+announces it (re)loaded its rules (:class:`BudgetsLoaded`): one bus round trip less per
+message; a budget added later is enforced from the service's restart on.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from chatbus.contracts.cost import (
     Authorization,
     AuthorizeSpend,
     BudgetReport,
+    BudgetsLoaded,
     BudgetState,
     CountTokens,
     GroupBy,
@@ -43,6 +49,8 @@ from chatbus.streams import stream_exists
 log = logging.getLogger("chatbus.cost_client")
 
 UNAVAILABLE = "cost service unavailable"
+# Tenants x agents remembered as unbudgeted; past this the memory starts again.
+MAX_UNBUDGETED = 10_000
 
 
 async def ensure_cost_stream(bus: Bus, max_age_s: float = 90 * 86400) -> None:
@@ -80,11 +88,27 @@ class BusCosts:
         self.timeout_s = timeout_s
         self.max_completion_tokens = max_completion_tokens
         self._stream_ready = False
+        # (tenant, agent) -> monotonic time until which no budget applies to their calls
+        self._unbudgeted: dict[tuple[str, str], float] = {}
+
+    async def watch_budgets(self) -> None:
+        """Forget what was unbudgeted whenever the cost service (re)loads its rules."""
+
+        async def loaded(_: BudgetsLoaded) -> None:
+            self._unbudgeted.clear()
+
+        await self.bus.subscribe(BudgetsLoaded.subject, BudgetsLoaded, loaded)
 
     async def authorize(
         self, req: ChatRequest, *, model: str, cheap_model: str | None, prompt_tokens: int
     ) -> Authorization:
         """Reserve the estimated cost of a call; allow, downgrade to ``cheap_model`` or deny."""
+        key = (req.tenant_id, req.agent)
+        until = self._unbudgeted.get(key)
+        if until is not None:
+            if time.monotonic() < until:
+                return Authorization(decision="allow", model=model)
+            del self._unbudgeted[key]
         ask = AuthorizeSpend(
             request_id=req.request_id,
             tenant_id=req.tenant_id,
@@ -105,6 +129,10 @@ class BusCosts:
         except RemoteError as e:
             log.warning("authorize %s refused by cost service: %s; allowing", req.request_id, e)
             return Authorization(decision="allow", model=model, reason=f"{UNAVAILABLE}: {e}")
+        if got.unbudgeted_s > 0:
+            if len(self._unbudgeted) >= MAX_UNBUDGETED:
+                self._unbudgeted.clear()
+            self._unbudgeted[key] = time.monotonic() + got.unbudgeted_s
         return Authorization(
             decision=got.decision,
             model=got.model,
@@ -128,8 +156,13 @@ class BusCosts:
         ``step`` numbers the calls of one request when there is no reservation to tell them
         apart. A publish that fails is logged, never raised: the user already has the answer.
         """
+        # A handed-off request is answered by several agents (maybe one twice), each with
+        # calls of its own to count.
+        call_of = req.request_id
+        if req.handoff_depth:
+            call_of = f"{req.request_id}:{req.agent}:{req.handoff_depth}"
         event = UsageRecorded(
-            event_id=event_id_for(req.request_id, auth, cached=cached, step=step),
+            event_id=event_id_for(call_of, auth, cached=cached, step=step),
             request_id=req.request_id,
             tenant_id=req.tenant_id,
             user_id=req.user_id,

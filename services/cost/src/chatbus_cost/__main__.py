@@ -10,6 +10,7 @@ Bad budgets or prices stop it at start-up with a message naming the rule, exit c
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 
 from prometheus_client import Counter
@@ -18,6 +19,7 @@ from pydantic import Field
 from chatbus.contracts.cost import (
     COST_STREAM,
     AuthorizeSpend,
+    BudgetsLoaded,
     CountTokens,
     ReportBudgets,
     ReportUsage,
@@ -61,6 +63,9 @@ class CostSettings(ServiceSettings):
     # An event taken but not acked (the service died) is redelivered after this long.
     usage_ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     stream_max_age_days: float = Field(default=90.0, gt=0)
+    # Agents skip asking before calls of a tenant and agent no budget applies to for this
+    # long (they also forget it when this service starts: BudgetsLoaded). 0: always ask.
+    unbudgeted_ttl_s: float = Field(default=30.0, ge=0, le=3600)
 
 
 def make_wire(settings: CostSettings) -> Wire:
@@ -84,6 +89,7 @@ async def wire(
             reservation_ttl_s=settings.reservation_ttl_s,
             default_completion_tokens=settings.default_completion_tokens,
             seen_ttl_s=settings.seen_ttl_s,
+            unbudgeted_ttl_s=settings.unbudgeted_ttl_s,
         ),
         unpriced=Counter(
             "chatbus_cost_unpriced_events_total",
@@ -117,6 +123,8 @@ async def wire(
         ack_wait=settings.usage_ack_wait_s,
     )
     rt.bus.spawn(consume_batches(rt.bus, spec, UsageRecorded, service.record_batch))
+    # Callers told "unbudgeted" by an earlier instance (other rules, perhaps) ask again.
+    await rt.bus.publish(BudgetsLoaded(ts=time.time()))
 
 
 def main() -> None:

@@ -122,6 +122,18 @@ class BudgetBook:
             out.append(r)
         return out
 
+    def may_apply(self, tenant_id: str, agent: str) -> bool:
+        """Whether any rule can apply to a request of ``agent`` in ``tenant_id``, whoever its
+        user (a per-user rule of the tenant counts, whichever user it names)."""
+        for r in self.rules:
+            if r.tenant is not None and r.tenant != tenant_id:
+                continue
+            if r.id is None or r.scope == "user":
+                return True
+            if {"tenant": tenant_id, "agent": agent}.get(r.scope) == r.id:
+                return True
+        return False
+
     @classmethod
     def parse(cls, raw: Any) -> BudgetBook:
         if raw is None:

@@ -46,6 +46,8 @@ class Tuning:
     reservation_ttl_s: float = 120.0
     default_completion_tokens: int = 512
     seen_ttl_s: int = 86400
+    # How long a caller may skip authorize where no budget can apply (0: never skip).
+    unbudgeted_ttl_s: float = 30.0
 
 
 def amount(rule: BudgetRule, units: int) -> str:
@@ -147,12 +149,14 @@ class CostService:
             )
         if rule is not None:
             reason += "; no cheaper model configured"
+        free = not ruled and not self.budgets.may_apply(ask.tenant_id, ask.agent)
         return SpendDecision(
             decision="allow",
             model=ask.model,
             reservation_id=rid,
             reason=reason,
             estimate_usd=usd(main[0]),
+            unbudgeted_s=self.tuning.unbudgeted_ttl_s if free else 0.0,
         )
 
     def counters(self, who: Who, ts: float) -> list[str]:

@@ -147,7 +147,9 @@ async def attach_services(
     if settings.cost_enabled:
         from chatbus.cost_client import BusCosts
 
-        deps.costs = BusCosts(rt.bus)
+        costs = BusCosts(rt.bus)
+        await costs.watch_budgets()
+        deps.costs = costs
     if settings.cache_enabled:
         from chatbus.agent.handoff import transfer_definitions
         from chatbus.agent.response_cache import RedisResponseCache, answer_scope

@@ -78,6 +78,19 @@ class SpendDecision(Message):
     reservation_id: str | None = None
     reason: str = ""
     estimate_usd: float = 0.0
+    # > 0: no budget rule applies to this tenant and agent, whoever the user: for this many
+    # seconds the caller may allow their calls without asking (until a BudgetsLoaded says
+    # the rules changed). 0: ask before every call.
+    unbudgeted_s: float = Field(default=0.0, ge=0)
+
+
+class BudgetsLoaded(Message):
+    """Published (core NATS) by the cost service when it (re)loads its budget rules: callers
+    drop what they were told was unbudgeted and ask again."""
+
+    subject: ClassVar[str] = "cost.budgets.loaded.v1"
+
+    ts: float = 0.0
 
 
 class UsageRecorded(Message):
