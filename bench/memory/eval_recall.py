@@ -5,6 +5,7 @@
     ./dev run python bench/memory/eval_recall.py --grid     # also tune the fusion
     ./dev run python bench/memory/eval_recall.py --embedder static   # or minilm (default)
     ./dev run python bench/memory/eval_recall.py --no-dense-second   # lever: 2nd speaker unembedded
+    LOCOMO_PATH=... ./dev run python bench/memory/eval_recall.py --locomo-lever  # same, on LoCoMo
 
 Each conversation (see ``conversations.py``) is stored as one session, with speaker names, in the
 embedded store through the service's own engine (same chunking, BM25 and fusion code). Every
@@ -14,6 +15,8 @@ among the first k results of a search scoped to that session (threshold 0).
 ``--no-dense-second`` stores the second speaker's turns (standing for an assistant's) with a
 random unit vector instead of their embedding, as if only user turns were embedded: BM25 still
 indexes them; recall is then also reported for the questions whose evidence they hold.
+``--locomo-lever`` measures that on LoCoMo (in process, the service's engine and defaults, each
+turn at its session's date), with and without the second speaker's vectors.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ async def build(
     settings: MemorySettings,
     path: Path,
     speaker: tuple[bool, bool] | None = None,
+    times: dict[str, float] | None = None,
 ) -> Engine:
     in_dense, in_sparse = speaker or (
         settings.memory_speaker_in_dense,
@@ -126,7 +130,12 @@ async def build(
                 "eval",
                 conv.id,
                 tid,
-                Turn(role="user", content=text, speaker=who, created_at=1000.0 + n),
+                Turn(
+                    role="user",
+                    content=text,
+                    speaker=who,
+                    created_at=times[tid] if times else 1000.0 + n,
+                ),
             )
             for n, (tid, who, text) in enumerate(conv.turns)
         ]
@@ -166,6 +175,55 @@ async def evaluate(
     return {k: found[k] / total for k in KS}
 
 
+async def locomo_lever(embedder: str, tmp: Path) -> None:
+    """LoCoMo hybrid recall with every turn embedded, then without the second speaker's vectors."""
+    from public_set import load
+
+    public = load()
+    convs = [
+        Conversation(c.id, c.speakers, [(t.id, t.speaker, t.text) for t in c.turns]) for c in public
+    ]
+    times = {f"{c.id}/{t.id}": t.at + n for c in public for n, t in enumerate(c.turns)}
+    for c in convs:  # turn ids are per conversation in LoCoMo ("D3:12")
+        c.turns = [(f"{c.id}/{tid}", who, text) for tid, who, text in c.turns]
+    settings = MemorySettings(_env_file=None)  # type: ignore[call-arg]
+    emb = Precomputed(offline(embedder, tmp / "embedder"))
+    t0 = time.perf_counter()
+    emb.warm([text for c in convs for _, _, text in c.turns])
+    emb.warm([q.text for c in public for q in c.questions])
+    print(f"LoCoMo: embedded {len(emb.known)} texts in {time.perf_counter() - t0:.1f}s")
+    second = {tid for c in convs for tid, who, _ in c.turns if who == c.speakers[1]}
+    firsts = {text for c in convs for tid, _, text in c.turns if tid not in second}
+    for label, unembedded in (
+        ("every turn embedded", set()),
+        (
+            "second speaker's turns unembedded",
+            {t for c in convs for tid, _, t in c.turns if tid in second} - firsts,
+        ),
+    ):
+        emb.unembedded = unembedded
+        engine = await build(convs, emb, settings, tmp / label.replace(" ", "_"), times=times)
+        found: dict[str, dict[int, int]] = {"all": dict.fromkeys(KS, 0), "in": dict.fromkeys(KS, 0)}
+        total = {"all": 0, "in": 0}
+        for c in public:
+            for q in c.questions:
+                msg = SearchMemory(
+                    tenant_id="eval", session_id=c.id, query=q.text, k=max(KS), threshold=0.0
+                )
+                hits = await engine.search_vector(msg, emb.known[q.text].tolist())
+                ids = [h.turn_id for h in hits]
+                evidence = [f"{c.id}/{e}" for e in q.evidence]
+                groups = ["all"] + (["in"] if all(e in second for e in evidence) else [])
+                for g in groups:
+                    total[g] += 1
+                    for k in KS:
+                        found[g][k] += any(e in ids[:k] for e in evidence)
+        await engine.store.close()
+        for g, name in (("all", "all questions"), ("in", "evidence only in 2nd speaker's turns")):
+            r = {k: found[g][k] / max(1, total[g]) for k in KS}
+            print(f"  {label:36s} {name:38s} {fmt(r)}  ({total[g]})")
+
+
 def fmt(r: dict[int, float]) -> str:
     return "  ".join(f"R@{k} {100 * r[k]:5.1f}%" for k in KS)
 
@@ -182,7 +240,11 @@ async def main() -> None:
         action="store_true",
         help="the second speaker's turns get no embedding (stand-ins for assistant turns)",
     )
+    ap.add_argument("--locomo-lever", action="store_true", help="--no-dense-second on LoCoMo")
     args = ap.parse_args()
+    if args.locomo_lever:
+        await locomo_lever(args.embedder, Path(tempfile.mkdtemp(prefix="memeval-")))
+        return
     n = args.conversations or (8 if args.quick else 40)
     convs = generate(n, seed=args.seed)
     questions = sum(len(c.questions) for c in convs)
