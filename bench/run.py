@@ -51,11 +51,12 @@ class Row:
 
 
 async def memory_backlog(nats_url: str) -> int:
-    """Turn events the memory service has not stored yet (both of its durable consumers)."""
+    """Turn events the memory service has not stored yet (its durable consumers; a batch of
+    concurrent messages' events counts as one)."""
     nc = await nats.connect(nats_url)
     try:
         total = 0
-        for durable in ("memory-turns", "memory-store"):
+        for durable in ("memory-turns", "memory-turns-batch", "memory-store"):
             info = await nc.jetstream().consumer_info("MEMORY", durable)
             total += int(info.num_pending + info.num_ack_pending)
         return total

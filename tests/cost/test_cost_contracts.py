@@ -32,6 +32,7 @@ def test_subjects_are_versioned_and_unique() -> None:
         "cost.budgets.v1",
         "cost.count.v1",
         "cost.report.v1",
+        "cost.usage.batch.v1",
         "cost.usage.recorded.v1",
     ]
 

@@ -17,6 +17,8 @@ message; a budget added later is enforced from the service's restart on.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import time
 from typing import Any
@@ -38,11 +40,13 @@ from chatbus.contracts.cost import (
     ReportUsage,
     SpendDecision,
     TokenCount,
+    UsageBatch,
     UsageRecorded,
     UsageReport,
 )
 from chatbus.deadline import budget
 from chatbus.errors import BusError, BusUnavailable, NoResponders, RemoteError, RequestTimeout
+from chatbus.group_publish import GroupPublisher
 from chatbus.jetstream import ensure_stream
 from chatbus.streams import stream_exists
 
@@ -58,7 +62,7 @@ async def ensure_cost_stream(bus: Bus, max_age_s: float = 90 * 86400) -> None:
     await ensure_stream(
         bus,
         COST_STREAM,
-        [UsageRecorded.subject],
+        [UsageRecorded.subject, UsageBatch.subject],
         max_age=max_age_s,
         storage=api.StorageType.FILE,
         duplicate_window=600.0,
@@ -90,6 +94,8 @@ class BusCosts:
         self._stream_ready = False
         # (tenant, agent) -> monotonic time until which no budget applies to their calls
         self._unbudgeted: dict[tuple[str, str], float] = {}
+        self._batches_seen = False
+        self._writes: GroupPublisher[UsageRecorded] = GroupPublisher(self._write)
 
     async def watch_budgets(self) -> None:
         """Forget what was unbudgeted whenever the cost service (re)loads its rules."""
@@ -176,7 +182,21 @@ class BusCosts:
             reservation_id=auth.reservation_id,
             ts=time.time(),
         )
-        await self.publish_usage(event, deadline=req.deadline)
+        await self._writes.publish(event, size=400, deadline=req.deadline)
+
+    async def _write(self, events: list[UsageRecorded], deadline: float | None) -> None:
+        """One JetStream write for the usage of concurrent messages (never raises)."""
+        if len(events) > 1 and self._stream_ready:
+            seed = "\0".join(e.event_id for e in events)
+            batch_id = "b:" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+            try:
+                wait = deadline if self._batches_seen else None
+                await self.bus.js_publish(UsageBatch(events=events), msg_id=batch_id, deadline=wait)
+                self._batches_seen = True
+                return
+            except Exception as e:  # a stream made by an older cost service: one by one
+                log.info("usage batch not published (%s); publishing its events one by one", e)
+        await asyncio.gather(*(self.publish_usage(e, deadline=deadline) for e in events))
 
     async def publish_usage(self, event: UsageRecorded, deadline: float | None = None) -> None:
         """Publish one usage event durably (creating the stream when it does not exist yet);

@@ -10,6 +10,7 @@ is answered without long-term memory (the reply says ``degraded: "memory"``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 
@@ -33,6 +34,7 @@ from chatbus.contracts.memory import (
     SearchResult,
     TurnsImported,
     TurnsStored,
+    TurnsStoredBatch,
     TurnStored,
     UpdateProfile,
     UserProfile,
@@ -45,6 +47,7 @@ from chatbus.errors import (
     RemoteError,
     RequestTimeout,
 )
+from chatbus.group_publish import GroupPublisher
 from chatbus.jetstream import ensure_stream
 from chatbus.streams import stream_exists
 
@@ -65,7 +68,7 @@ async def ensure_memory_stream(bus: Bus, *, max_age_s: float = 7 * 86400) -> Non
     await ensure_stream(
         bus,
         MEMORY_STREAM,
-        [TurnStored.subject, TurnsStored.subject, TurnsImported.subject],
+        [TurnStored.subject, TurnsStored.subject, TurnsStoredBatch.subject, TurnsImported.subject],
         retention=api.RetentionPolicy.WORK_QUEUE,
         storage=api.StorageType.FILE,
         max_age=max_age_s,
@@ -109,6 +112,8 @@ class BusMemory:
         self.recall_budget_s = recall_budget_s
         self.recall_share = recall_share
         self._stream_seen = False
+        self._batches_seen = False
+        self._writes: GroupPublisher[TurnsStored] = GroupPublisher(self._write)
 
     # -- the agent's port -------------------------------------------------------------------
 
@@ -164,24 +169,51 @@ class BusMemory:
             raise RecallSkipped(type(e).__name__) from e
 
     async def remember(self, req: ChatRequest, turns: list[Turn]) -> None:
-        """Publish the turns (one event) to the memory stream; retries store nothing twice."""
+        """Publish the turns (one event) to the memory stream; retries store nothing twice.
+
+        Events of concurrent messages share one JetStream write (:mod:`chatbus.group_publish`);
+        this returns once this one is on the stream.
+        """
         kept = [t for t in turns if t.content.strip()]
         if not kept:
             return
-        event_id = exchange_event_id(req)
         event = TurnsStored(
-            event_id=event_id,
+            event_id=exchange_event_id(req),
             tenant_id=req.tenant_id,
             session_id=req.session_id,
             user_id=req.user_id,
             turns=kept,
         )
+        size = sum(len(t.content) for t in kept) + 300
         # A stream electing a leader (a NATS node died) is asked again within the request's
         # deadline, once this process has seen the stream exist.
         deadline = req.deadline - WRITE_MARGIN_S if req.deadline else None
+        await self._writes.publish(event, size=size, deadline=deadline)
+
+    async def _write(self, events: list[TurnsStored], deadline: float | None) -> None:
+        if len(events) > 1:
+            batch = TurnsStoredBatch(events=events)
+            seed = "\0".join(e.event_id for e in events)
+            batch_id = "b:" + hashlib.sha256(seed.encode()).hexdigest()[:40]
+            # Retried within the deadline (a stream electing a leader) once batches got through:
+            # until then, no responders may mean a stream without the batch subject.
+            seen = deadline if self._batches_seen else None
+            try:
+                await self.bus.js_publish(
+                    batch, msg_id=batch_id, timeout=self.timeout, deadline=seen
+                )
+                self._batches_seen = True
+                return
+            except nats.js.errors.NoStreamResponseError:
+                # a stream made by an older memory service: no batch subject; one by one
+                await asyncio.gather(*(self._write([e], deadline) for e in events))
+                return
+        event = events[0]
         seen = deadline if self._stream_seen else None
         try:
-            await self.bus.js_publish(event, msg_id=event_id, timeout=self.timeout, deadline=seen)
+            await self.bus.js_publish(
+                event, msg_id=event.event_id, timeout=self.timeout, deadline=seen
+            )
         except nats.js.errors.NoStreamResponseError:
             if self._stream_seen:
                 raise
@@ -189,7 +221,7 @@ class BusMemory:
                 # nobody created the stream yet (memory service never started): do it, retry
                 await ensure_memory_stream(self.bus)
             await self.bus.js_publish(
-                event, msg_id=event_id, timeout=self.timeout, deadline=deadline
+                event, msg_id=event.event_id, timeout=self.timeout, deadline=deadline
             )
         self._stream_seen = True
 

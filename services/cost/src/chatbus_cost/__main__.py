@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import Counter
@@ -23,6 +24,7 @@ from chatbus.contracts.cost import (
     CountTokens,
     ReportBudgets,
     ReportUsage,
+    UsageBatch,
     UsageRecorded,
 )
 from chatbus.cost_client import ensure_cost_stream
@@ -123,6 +125,14 @@ async def wire(
         ack_wait=settings.usage_ack_wait_s,
     )
     rt.bus.spawn(consume_batches(rt.bus, spec, UsageRecorded, service.record_batch))
+
+    async def on_batches(batches: list[UsageBatch]) -> None:
+        await service.record_batch([e for b in batches for e in b.events])
+
+    grouped = replace(
+        spec, durable=f"{settings.usage_durable}-batch", subject=UsageBatch.subject, batch=8
+    )
+    rt.bus.spawn(consume_batches(rt.bus, grouped, UsageBatch, on_batches))
     # Callers told "unbudgeted" by an earlier instance (other rules, perhaps) ask again.
     await rt.bus.publish(BudgetsLoaded(ts=time.time()))
 

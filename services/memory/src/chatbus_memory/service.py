@@ -19,6 +19,7 @@ from chatbus.contracts.memory import (
     SearchMemory,
     TurnsIndexed,
     TurnsStored,
+    TurnsStoredBatch,
     TurnStored,
     UpdateProfile,
 )
@@ -49,6 +50,7 @@ SEARCH_BUCKETS = (
     *(0.075, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0),
 )
 DURABLE = "memory-turns"  # TurnsStored: one event per answered message
+DURABLE_GROUPED = "memory-turns-batch"  # TurnsStoredBatch: concurrent messages' events
 DURABLE_ONE_TURN = "memory-store"  # TurnStored, one turn per event (older publishers)
 
 
@@ -174,6 +176,13 @@ async def wire(settings: MemorySettings, rt: Runtime) -> None:
         )
 
     bus.spawn(consume_batches(bus, spec(DURABLE, TurnsStored.subject), TurnsStored, on_batch))
+
+    async def on_grouped(batches: Sequence[TurnsStoredBatch]) -> None:
+        await on_batch([e for b in batches for e in b.events])
+
+    grouped = spec(DURABLE_GROUPED, TurnsStoredBatch.subject)
+    grouped.batch = max(1, batch // 16)  # each holds the events of concurrent messages
+    bus.spawn(consume_batches(bus, grouped, TurnsStoredBatch, on_grouped))
     bus.spawn(  # the one-turn event of earlier agents, still stored
         consume_batches(bus, spec(DURABLE_ONE_TURN, TurnStored.subject), TurnStored, on_batch)
     )

@@ -114,6 +114,15 @@ class UsageRecorded(Message):
     ts: float = Field(gt=0)  # unix seconds when the call finished; it picks the day bucket
 
 
+class UsageBatch(Message):
+    """Several :class:`UsageRecorded` in one JetStream write (agents group the events of
+    concurrent messages); each counts once by its ``event_id``, as if it came alone."""
+
+    subject: ClassVar[str] = "cost.usage.batch.v1"
+
+    events: list[UsageRecorded] = Field(min_length=1, max_length=1024)
+
+
 class ReportUsage(Message):
     """Usage between two dates (inclusive, UTC), grouped by one dimension."""
 

@@ -82,6 +82,16 @@ class TurnsStored(Message):
         return f"{self.event_id}:{index}"
 
 
+class TurnsStoredBatch(Message):
+    """Event: several :class:`TurnsStored` written to the stream at once (agents group the
+    events of concurrent messages into one JetStream write). Each is stored as if it came
+    alone; storing one twice stores it once (its ``event_id``)."""
+
+    subject: ClassVar[str] = "memory.turns.batch.v1"
+
+    events: list[TurnsStored] = Field(min_length=1, max_length=1024)
+
+
 class TurnsIndexed(Message):
     """Notice (core NATS, after the fact): these turn events are stored and searchable now."""
 
