@@ -165,7 +165,9 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10 s runs")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument(
-        "--embeddings", choices=["openai", "local", "static", "minilm"], default="openai"
+        "--embeddings",
+        choices=["openai", "local", "static", "minilm", "minilm-q8"],
+        default="openai",
     )
     ap.add_argument(
         "--embedding-dims",

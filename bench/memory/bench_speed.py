@@ -39,6 +39,7 @@ from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import SearchMemory
 from chatbus_memory.embedder import LocalEmbedder, Vectors
 from chatbus_memory.engine import Caps, Engine, Incoming
+from chatbus_memory.quantized import quantized_model
 from chatbus_memory.static_embedder import StaticEmbedder
 from chatbus_memory.store_edge import EdgeStore
 from chatbus_memory.summarize import ExtractiveSummarizer
@@ -172,6 +173,10 @@ def bench_embedders(n: int) -> None:
         ("MiniLM, 128 tokens", LocalEmbedder(max_tokens=128).embed_sync),
         ("MiniLM, 64 tokens", LocalEmbedder(max_tokens=64).embed_sync),
         ("MiniLM, memory arena on", LocalEmbedder(mem_arena=True).embed_sync),
+        (
+            "MiniLM int8 products (minilm-q8), 1 thread",
+            LocalEmbedder(threads=1, model_path=quantized_model(cache)).embed_sync,
+        ),
     ]
     for label, embed in configs:
         few = texts[: max(64, len(texts) // 8)] if label.startswith("MiniLM") else texts

@@ -147,7 +147,7 @@ async def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the first 2 conversations only")
     ap.add_argument(
         "--embeddings",
-        choices=["local", "static", "minilm"],
+        choices=["local", "static", "minilm", "minilm-q8"],
         help="the memory service's offline embedder (default: EMBEDDINGS, else local)",
     )
     args = ap.parse_args()

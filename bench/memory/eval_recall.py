@@ -3,7 +3,7 @@
     ./dev run python bench/memory/eval_recall.py            # 40 conversations x 300 turns
     ./dev run python bench/memory/eval_recall.py --quick    # 8 conversations
     ./dev run python bench/memory/eval_recall.py --grid     # also tune the fusion
-    ./dev run python bench/memory/eval_recall.py --embedder static   # or minilm (default)
+    ./dev run python bench/memory/eval_recall.py --embedder static   # minilm (default), minilm-q8
     ./dev run python bench/memory/eval_recall.py --no-dense-second   # lever: 2nd speaker unembedded
     LOCOMO_PATH=... ./dev run python bench/memory/eval_recall.py --locomo-lever  # same, on LoCoMo
 
@@ -43,7 +43,7 @@ from chatbus_memory.engine import Caps, Engine, Incoming
 from chatbus_memory.fusion import FusionParams
 from chatbus_memory.rerank import Reranker
 from chatbus_memory.settings import MemorySettings
-from chatbus_memory.static_embedder import StaticEmbedder
+from chatbus_memory.static_embedder import StaticEmbedder, offline_embedder
 from chatbus_memory.store_edge import EdgeStore
 from chatbus_memory.summarize import ExtractiveSummarizer
 from chatbus_memory.text import Chunker, SparseEncoder
@@ -60,9 +60,10 @@ class SyncEmbedder(Protocol):
 
 def offline(name: str, cache: Path) -> SyncEmbedder:
     """The offline embedder of that name (the static one's table cached in ``cache``)."""
-    if name == "static":
-        return StaticEmbedder.open(cache)
-    return LocalEmbedder()
+    settings = MemorySettings(embeddings=name, embed_cache_dir=cache, _env_file=None)  # type: ignore[call-arg]
+    emb = offline_embedder(settings)
+    assert isinstance(emb, StaticEmbedder | LocalEmbedder)
+    return emb
 
 
 class Precomputed:
@@ -234,7 +235,7 @@ async def main() -> None:
     ap.add_argument("--conversations", type=int, default=0)
     ap.add_argument("--grid", action="store_true", help="try fusion and BM25 settings")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--embedder", choices=["minilm", "static"], default="minilm")
+    ap.add_argument("--embedder", choices=["minilm", "minilm-q8", "static"], default="minilm")
     ap.add_argument(
         "--no-dense-second",
         action="store_true",

