@@ -198,8 +198,15 @@ async def _run(
             idle_timeout_s=settings.http_idle_timeout_s,
             max_per_ip=settings.http_max_connections_per_ip,
         )
+        # A client that closes its connection cancels its request's handler: work nobody
+        # waits for stops (a chat's agent is told, and writes nothing) instead of running on.
         runner = GuardedAppRunner(
-            http, limits, access_log=None, handle_signals=False, shutdown_timeout=15
+            http,
+            limits,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=15,
+            handler_cancellation=True,
         )
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.port, reuse_address=True)

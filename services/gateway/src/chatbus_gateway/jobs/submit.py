@@ -8,6 +8,7 @@ record and message on JetStream. Only then the 202; if storing fails, nothing is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -43,7 +44,6 @@ async def submit_job(
     request: web.Request, req: ChatRequest, callback_url: str | None
 ) -> web.Response:
     deps = request.app[DEPS]
-    store = request.app[JOBS]
     key = request.headers.get("Idempotency-Key")
     if key is not None:
         check_key(key)
@@ -52,6 +52,17 @@ async def submit_job(
     await request.app[PIPELINE].admit(request, req)
     if not deps.bus.connected:
         raise ApiError(503, "the message bus is unavailable, try again", type="unavailable")
+    # Claiming the key, storing and queueing the job go together: a client that closes its
+    # connection meanwhile (its handler is cancelled) leaves an accepted job, never half of one
+    # (a key naming a job that was not stored); its retry with the key gets the job's id.
+    return await asyncio.shield(_accept(request, req, callback_url, key))
+
+
+async def _accept(
+    request: web.Request, req: ChatRequest, callback_url: str | None, key: str | None
+) -> web.Response:
+    deps = request.app[DEPS]
+    store = request.app[JOBS]
     job_id = new_job_id()
     if key is not None:
         fp = fingerprint(
