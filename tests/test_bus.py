@@ -6,6 +6,7 @@ import asyncio
 from typing import ClassVar
 
 import pytest
+from nats.aio.msg import Msg
 
 from chatbus.bus import Bus
 from chatbus.contracts.base import Message
@@ -102,3 +103,26 @@ async def test_listen_collects_answers_sent_to_its_inbox_until_left(bus: Bus, ui
         await bus.wake(inbox)
         await asyncio.wait_for(two.wait(), 5)
     assert got == [Ping(n=1).to_bytes(), b""]
+
+
+async def test_a_handler_passes_its_callers_trace_on_to_every_hop(bus: Bus, uid: str) -> None:
+    """No SDK records spans here (as in every service without an exporter): the trace id the
+    caller sent still reaches what the handler sends on, with the caller's flags and state."""
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    onward: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+
+    async def seen(raw: Msg) -> None:
+        onward.set_result(dict(raw.headers or {}))
+
+    await bus.nc.subscribe(f"t.{uid}.next", cb=seen)
+
+    async def relay(msg: Ping) -> Pong:
+        await bus.publish(msg, f"t.{uid}.next")
+        return Pong(n=msg.n)
+
+    await bus.subscribe(f"t.{uid}", Ping, relay)
+    headers = {"traceparent": caller, "tracestate": "vendor=1"}
+    await bus.request(Ping(n=1), Pong, f"t.{uid}", timeout=2, headers=headers)
+    got = await asyncio.wait_for(onward, 2)
+    assert got["traceparent"] == caller
+    assert got["tracestate"] == "vendor=1"

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import nats
@@ -22,7 +24,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from opentelemetry import propagate, trace
+from opentelemetry import baggage, propagate, trace
+from opentelemetry import context as otel_context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
@@ -52,11 +55,38 @@ JS_NOT_NOW = (
 )
 
 
+# Another propagator configured (b3, say): always through OpenTelemetry's API.
+_W3C_ONLY = os.environ.get("OTEL_PROPAGATORS", "tracecontext,baggage") == "tracecontext,baggage"
+
+
+def recording() -> bool:
+    """Whether an SDK records spans here (``setup_tracing`` installed one). Without one, a
+    span of ours would be the caller's context again: the bus then skips making them and
+    passes the caller's ``traceparent`` on itself (a few µs per message, on every hop)."""
+    return not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
+
+
 def trace_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
     """Headers carrying the current trace context (W3C traceparent)."""
     carrier: dict[str, str] = dict(headers or {})
+    if _W3C_ONLY and not recording() and not baggage.get_all():
+        sc = trace.get_current_span().get_span_context()
+        if sc.is_valid:
+            carrier["traceparent"] = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+            if sc.trace_state:
+                carrier["tracestate"] = sc.trace_state.to_header()
+        return carrier
     propagate.inject(carrier)
     return carrier
+
+
+def _span(name: str, kind: SpanKind) -> AbstractContextManager[trace.Span]:
+    """A span of ours, or (nothing records it) the current one, untouched."""
+    if recording():
+        return tracer.start_as_current_span(name, kind=kind)
+    return contextlib.nullcontext(trace.INVALID_SPAN)
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -137,7 +167,7 @@ class Bus:
     ) -> None:
         """Send ``msg``; answers to it, if any, go to ``reply`` (see :meth:`listen`)."""
         subject = subject or msg.subject
-        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER) as span:
+        with _span(f"publish {subject}", SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.destination.name", subject)
             data, hdrs = msg.to_bytes(), trace_headers(headers)
             await self._guard(self.nc.publish(subject, data, reply=reply, headers=hdrs))
@@ -196,7 +226,7 @@ class Bus:
             # (Only with a deadline: work a caller did not bound, a forget say, runs to its end.)
             stop = header_value(time.time() + timeout)
             headers = {DEADLINE_HEADER: stop, **(headers or {})}
-        with tracer.start_as_current_span(f"request {subject}", kind=SpanKind.CLIENT) as span:
+        with _span(f"request {subject}", SpanKind.CLIENT) as span:
             span.set_attribute("messaging.destination.name", subject)
             try:
                 resp = await self.nc.request(
@@ -286,23 +316,35 @@ class Bus:
     ) -> None:
         ctx = propagate.extract(raw.headers or {})
         try:
+            if not recording():  # the caller's context is current while the handler runs
+                token = otel_context.attach(ctx)
+                try:
+                    await self._answer(raw, model, handler, waited, trace.INVALID_SPAN)
+                finally:
+                    otel_context.detach(token)
+                return
             with tracer.start_as_current_span(
                 f"handle {raw.subject}", context=ctx, kind=SpanKind.SERVER
             ) as span:
                 span.set_attribute("messaging.destination.name", raw.subject)
                 span.set_attribute("chatbus.service", self.service)
-                reply = await self._run_in_time(raw, model, handler, waited)
-                if isinstance(reply, ErrorReply):
-                    span.set_status(Status(StatusCode.ERROR, reply.code))
-                if raw.reply and reply is not None:
-                    headers: dict[str, str] | None = (
-                        {ERROR_HEADER: reply.code} if isinstance(reply, ErrorReply) else None
-                    )
-                    await self.nc.publish(raw.reply, reply.to_bytes(), headers=headers)
+                await self._answer(raw, model, handler, waited, span)
         except Exception:  # the subscription must survive anything
             log.exception("failed to reply on %s", raw.subject)
         finally:
             limit.release()
+
+    async def _answer(
+        self, raw: Msg, model: type[M], handler: Handler[M], waited: float, span: trace.Span
+    ) -> None:
+        reply = await self._run_in_time(raw, model, handler, waited)
+        if isinstance(reply, ErrorReply):
+            span.set_status(Status(StatusCode.ERROR, reply.code))
+        if raw.reply and reply is not None:
+            headers: dict[str, str] | None = (
+                {ERROR_HEADER: reply.code} if isinstance(reply, ErrorReply) else None
+            )
+            await self.nc.publish(raw.reply, reply.to_bytes(), headers=headers)
 
     async def _run_in_time(
         self, raw: Msg, model: type[M], handler: Handler[M], waited: float
@@ -356,7 +398,7 @@ class Bus:
         if msg_id:
             h["Nats-Msg-Id"] = msg_id
         retry = msg_id is not None and deadline is not None
-        with tracer.start_as_current_span(f"publish {subject}", kind=SpanKind.PRODUCER) as span:
+        with _span(f"publish {subject}", SpanKind.PRODUCER) as span:
             span.set_attribute("messaging.destination.name", subject)
             data, hdrs = msg.to_bytes(), trace_headers(h)
             pause = 0.1
