@@ -95,3 +95,37 @@ def test_production_refuses_secrets_shorter_than_32_characters(
     monkeypatch.setenv("APP_ENV", "development")
     monkeypatch.setenv(name, "a")  # development keeps short keys for local use
     assert GatewaySettings(_env_file=None).app_env == "development"  # type: ignore[call-arg]
+
+
+def test_a_password_in_a_service_url_is_kept_out_of_logs(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``NATS_URL=nats://user:password@host`` (or a NATS token, a Redis password) is a plain
+    setting: the log redactor did not know its password, and the message of a service that
+    could not reach NATS named the URL whole."""
+    import logging
+
+    from chatbus.settings import ServiceSettings, without_credentials
+    from chatbus.telemetry import setup_logging
+
+    password, token, other = _secret(), _secret(), _secret()
+    settings = ServiceSettings(
+        nats_url=f"nats://svc:{password}@127.0.0.1:1,nats://{token}@127.0.0.1:2",
+        redis_url=f"redis://gw:{other}@127.0.0.1:1/0",
+    )
+    assert {password, token, other} <= set(settings.secrets())  # the log redactor knows them
+    named = without_credentials(settings.nats_url)
+    assert named == "nats://127.0.0.1:1,nats://127.0.0.1:2"
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("t", "INFO", "json", settings.secrets())
+        logging.getLogger("t").warning(
+            "cannot reach %s / %s", settings.nats_url, settings.redis_url
+        )
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    logged = capfd.readouterr().err
+    assert "cannot reach" in logged
+    assert not any(_leaks(s, logged) for s in (password, token, other)), logged

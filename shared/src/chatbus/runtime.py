@@ -28,7 +28,7 @@ from chatbus.bus import Bus
 from chatbus.http_guard import ConnectionLimits, GuardedAppRunner
 from chatbus.metrics import Metrics
 from chatbus.redis_link import RedisLink
-from chatbus.settings import ServiceSettings
+from chatbus.settings import ServiceSettings, without_credentials
 from chatbus.telemetry import Redactor, setup_logging, setup_tracing, trace_middleware
 
 log = logging.getLogger("chatbus.runtime")
@@ -113,11 +113,12 @@ async def connect_bus(settings: ServiceSettings, *, wait_s: float = 30.0) -> Bus
         try:
             return await Bus.connect(settings.nats_url, service=settings.service_name)
         except Exception as e:
+            where = without_credentials(settings.nats_url)
             if time.monotonic() > deadline:
                 raise SystemExit(
-                    f"{settings.service_name}: cannot reach NATS at {settings.nats_url}: {e}"
+                    f"{settings.service_name}: cannot reach NATS at {where}: {e}"
                 ) from e
-            log.warning("waiting for NATS at %s: %s", settings.nats_url, e)
+            log.warning("waiting for NATS at %s: %s", where, e)
             await asyncio.sleep(0.5)  # retry pacing while the server comes up
 
 

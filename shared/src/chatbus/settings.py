@@ -13,9 +13,11 @@ and puts what the environment lacks into it, so everything the runner starts see
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
@@ -122,7 +124,28 @@ class ServiceSettings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 out.append(value.get_secret_value())
+            elif isinstance(value, str) and "@" in value:  # a URL's password or token
+                out += url_credentials(value)
         return out
+
+
+def url_credentials(urls: str) -> list[str]:
+    """The passwords (and NATS tokens: a user name alone) in a URL or comma-separated URLs."""
+    out = []
+    for url in urls.split(","):
+        try:
+            parts = urlsplit(url.strip())
+            secret = parts.password or (parts.username if parts.scheme.startswith("nats") else "")
+        except ValueError:
+            continue
+        if secret:
+            out += [secret, unquote(secret)]
+    return out
+
+
+def without_credentials(urls: str) -> str:
+    """``urls`` with every user name and password dropped, to name a server in a message."""
+    return ",".join(re.sub(r"//[^/@]*@", "//", url) for url in urls.split(","))
 
 
 def _without_inputs(e: ValidationError) -> ValidationError:
