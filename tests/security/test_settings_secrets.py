@@ -129,3 +129,28 @@ def test_a_password_in_a_service_url_is_kept_out_of_logs(
     logged = capfd.readouterr().err
     assert "cannot reach" in logged
     assert not any(_leaks(s, logged) for s in (password, token, other)), logged
+
+
+@pytest.mark.parametrize("odd", ["\u00dcml\u00e4ut", 'a"quote', "a\\backslash", "tab\there"])
+def test_a_secret_that_json_escapes_is_still_redacted_in_json_logs(
+    capfd: pytest.CaptureFixture[str], odd: str
+) -> None:
+    """A JSON log line spells ``ü`` as ``\\u00fc`` and ``"`` as ``\\"``: the redactor looked
+    only for the secret as written, so such a secret went out whole."""
+    import json
+    import logging
+
+    from chatbus.telemetry import setup_logging
+
+    secret = odd + _secret(32)
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging("t", "INFO", "json", [secret])
+        logging.getLogger("t").warning("the key is %s", secret)
+    finally:
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
+    logged = capfd.readouterr().err
+    assert "the key is [REDACTED]" in json.loads(logged.splitlines()[-1])["message"]
+    assert not _leaks(secret[len(odd) :], logged), logged

@@ -47,11 +47,15 @@ class Redactor:
     """Replaces known secret values, and anything that looks like a bearer token, in text."""
 
     def __init__(self, secrets: list[str] | None = None) -> None:
-        self.secrets = [s for s in (secrets or []) if len(s) >= 4]
+        self.secrets: list[str] = []
+        for secret in secrets or []:
+            self.add(secret)
 
     def add(self, secret: str) -> None:
-        if len(secret) >= 4 and secret not in self.secrets:
-            self.secrets.append(secret)
+        # Also as a JSON log line spells it: quotes, backslashes and non-ASCII escaped.
+        for form in (secret, json.dumps(secret)[1:-1]):
+            if len(form) >= 4 and form not in self.secrets:
+                self.secrets.append(form)
 
     def __call__(self, text: str) -> str:
         for s in self.secrets:
