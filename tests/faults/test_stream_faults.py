@@ -162,3 +162,38 @@ async def test_a_user_leaving_mid_stream_stops_the_model_call_and_leaves_no_turn
             assert r.status == 200, await r.text()
     assert len(model.calls) == 2
     assert history_roles(model) == ["system", "user"]
+
+
+async def test_a_model_slower_than_the_deadline_gives_a_streaming_user_a_timely_504(
+    start_gateway: StartGateway,
+    http: aiohttp.ClientSession,
+    slow_model: tuple[SlowModel, str],
+    nats_url: str,
+    redis_url: str,
+    uid: str,
+) -> None:
+    model, url = slow_model
+    model.stall_after = 0  # nothing at all comes
+    spec = spec_for(uid)
+    gateway = await start_gateway(request_timeout_s=1.5)
+    async with running_agent(spec, nats_url, redis_url, url, llm_timeout_s=60, llm_retries=5):
+        started = time.monotonic()
+        async with http.post(
+            f"{gateway.url}/api/chat/{spec.id}",
+            json={"message": "Say hello", "session_id": f"s{uid}"},
+            headers={"Accept": "text/event-stream"},
+        ) as r:
+            status, body = r.status, await r.json()
+        took = time.monotonic() - started
+        model.stall_after = None
+        model.pause_s = 0.0
+        async with http.post(
+            f"{gateway.url}/api/chat/{spec.id}",
+            json={"message": "Hello again", "session_id": f"s{uid}"},
+        ) as r:
+            assert r.status == 200, await r.text()
+    # Nothing was streamed before the deadline: a plain JSON 504 in the documented shape.
+    assert status == 504 and body["error"]["type"] == "timeout", body
+    assert took < 1.5 + 1.0, f"the user waited {took:.1f}s for a 1.5s deadline"
+    assert len(model.calls) == 2  # no retry past the deadline
+    assert history_roles(model) == ["system", "user"]
