@@ -64,6 +64,39 @@ async def memory_backlog(nats_url: str) -> int:
         await nc.close()
 
 
+async def progress(stack: Stack, every: float) -> None:
+    """Every ``every`` s of a full-stack run: messages stored, memory CPU per message, RSS.
+
+    Messages count as the turn events published (one per answered message); memory's CPU is
+    per event it stored in the interval, so a store that slows down as it grows shows here.
+    """
+    pid = stack.pid_of("memory")
+    if pid is None:
+        return
+    nc = await nats.connect(stack.nats_url)
+    js = nc.jetstream()
+    started = time.perf_counter()
+    last = (0.0, 0, 0, cpu_seconds(pid))  # when, published, stored, memory CPU
+    try:
+        while True:
+            await asyncio.sleep(every)  # allowed: the reporting interval
+            published = int((await js.stream_info("MEMORY")).state.last_seq)
+            pending = await memory_backlog(stack.nats_url)
+            now, stored, cpu = time.perf_counter() - started, published - pending, cpu_seconds(pid)
+            rate = (published - last[1]) / max(now - last[0], 1e-9)
+            per = (cpu - last[3]) / max(stored - last[2], 1) * 1000
+            rss, heap = rss_mib(pid)
+            print(
+                f"    {now:5.0f} s: {rate:,.0f} msg/s, {stored:,} messages stored ({2 * stored:,} "
+                f"turns), backlog {pending:,}, memory {per:.2f} ms CPU per message, RSS {rss:.0f} "
+                f"MiB (heap {heap:.0f})",
+                flush=True,
+            )
+            last = (now, published, stored, cpu)
+    finally:
+        await nc.close()
+
+
 async def drain(nats_url: str, limit_s: float = 120.0) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < limit_s:
@@ -80,10 +113,16 @@ async def measure(stack: Stack, label: str, kind: str, args: argparse.Namespace)
     busy0, total0 = machine_busy()
     backlog0 = await memory_backlog(stack.nats_url) if stack.full else None
     search0 = await search_quantiles(stack.memory_url) if stack.full else None
-    if args.use_wrk:
-        load = await drive_wrk(url, kind, args.concurrency, args.seconds)
-    else:
-        load = await drive_python(url, kind, args.concurrency, args.seconds)
+    every = args.progress if args.progress is not None else (60.0 if args.seconds >= 300 else 0)
+    ticker = asyncio.create_task(progress(stack, every)) if stack.full and every > 0 else None
+    try:
+        if args.use_wrk:
+            load = await drive_wrk(url, kind, args.concurrency, args.seconds)
+        else:
+            load = await drive_python(url, kind, args.concurrency, args.seconds)
+    finally:
+        if ticker is not None:
+            ticker.cancel()
     busy1, total1 = machine_busy()
     spent = {p: cpu_seconds(p) - before[p] for p in pids}
     n = max(load.count, 1)
@@ -179,6 +218,12 @@ async def main() -> None:
     ap.add_argument("--no-core", action="store_true", help="skip the core path")
     ap.add_argument("--no-full", action="store_true", help="skip the full stack")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="the mock model's latency")
+    ap.add_argument(
+        "--progress",
+        type=float,
+        default=None,
+        help="a line every N s of a full-stack run (default 60 for runs of 5 minutes or more)",
+    )
     ap.add_argument("--client", choices=["auto", "wrk", "python"], default="auto")
     args = ap.parse_args()
     if args.quick:

@@ -60,6 +60,7 @@ def edge_config(dims: int) -> qe.EdgeConfig:
             m=0, ef_construct=100, full_scan_threshold=10_000, payload_m=0
         ),
         payload_memory=qe.Memory.Cold,
+        id_tracker_memory=qe.Memory.Cold,
         optimizers=qe.EdgeOptimizersConfig(
             default_segment_number=SEGMENTS, max_segment_size=max_segment_kb(dims)
         ),

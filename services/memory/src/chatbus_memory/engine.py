@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,7 +48,8 @@ class Caps:
         return max(1, self.session_cap // 20)
 
 
-# sessions whose turns since their last count are remembered (least recently stored go first)
+# sessions whose turns since their last count are remembered (least recently stored go first):
+# ~8 MiB of heap at the bound (a hash of tenant and session -> a count, in a plain dict)
 CAP_TRACKED_SESSIONS = 100_000
 
 
@@ -70,7 +71,10 @@ class Engine:
     date_in_sparse: bool = False
     reranker: Reranker | None = None
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
-    _since_check: OrderedDict[tuple[str, str], int] = field(default_factory=OrderedDict)
+    # turns stored per session since it was last counted, keyed by hash((tenant, session)): two
+    # strings a session cost ~220 bytes, ~22 MiB at the bound; a colliding pair of sessions
+    # only gets counted a little early
+    _since_check: dict[int, int] = field(default_factory=dict)
 
     # -- storing -----------------------------------------------------------------------------
 
@@ -135,14 +139,16 @@ class Engine:
         due: list[tuple[str, str]] = []
         pending = self._since_check
         for i in items:
-            key = (i.tenant_id, i.session_id)
+            key = hash((i.tenant_id, i.session_id))
             n = pending.pop(key, 0) + 1
             if n >= step:
-                due.append(key)
+                due.append((i.tenant_id, i.session_id))
                 n = 0
-            pending[key] = n
-        while len(pending) > CAP_TRACKED_SESSIONS:
-            pending.popitem(last=False)  # least recently stored
+            pending[key] = n  # (re)inserted last: the dict is ordered by last store
+        excess = len(pending) - CAP_TRACKED_SESSIONS
+        if excess > 0:  # the least recently stored go
+            for key in list(itertools.islice(pending, excess)):
+                del pending[key]
         due = list(dict.fromkeys(due))
         if not due:
             return
@@ -151,6 +157,14 @@ class Engine:
         for (tenant_id, session_id), n in zip(due, counts, strict=True):
             if n > self.caps.session_cap:
                 await self.enforce_cap(tenant_id, session_id)
+
+    def tracked_sessions(self) -> int:
+        """Sessions whose stored turns since their last count are remembered (bounded)."""
+        return len(self._since_check)
+
+    def locked_sessions(self) -> int:
+        """Sessions with a lock held or awaited right now (their locks go when released)."""
+        return len(self._locks)
 
     @asynccontextmanager
     async def session_lock(self, tenant_id: str, session_id: str) -> AsyncIterator[None]:

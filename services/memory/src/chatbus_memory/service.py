@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import tracemalloc
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,7 +127,24 @@ async def build(settings: MemorySettings, redis: RedisLink) -> tuple[Engine, Han
     return engine, Handlers(engine, redis, settings.redis_prefix, cache)
 
 
+async def trace_heap(every_s: float, top: int = 8) -> None:
+    """Log the Python heap (traced by tracemalloc) and its largest allocation sites, forever.
+
+    Against the process's anonymous RSS it tells Python objects from the engine's (native)
+    memory; the sites show what grows. Opt-in (``MEMORY_HEAP_TRACE_S``): tracing is slow.
+    """
+    tracemalloc.start(1)
+    while True:
+        await asyncio.sleep(every_s)  # allowed: the reporting interval
+        traced, peak = tracemalloc.get_traced_memory()
+        stats = tracemalloc.take_snapshot().statistics("lineno")[:top]
+        sites = "; ".join(f"{s.traceback[0]} {s.size / 2**20:.1f} MiB ({s.count})" for s in stats)
+        log.warning("heap: Python %.1f MiB (peak %.1f): %s", traced / 2**20, peak / 2**20, sites)
+
+
 async def wire(settings: MemorySettings, rt: Runtime) -> None:
+    if settings.memory_heap_trace_s > 0:
+        rt.bus.spawn(trace_heap(settings.memory_heap_trace_s))
     redis = rt.redis_link()
     engine, handlers = await build(settings, redis)
     handlers.search_seconds = Histogram(

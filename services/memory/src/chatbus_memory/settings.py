@@ -60,6 +60,9 @@ class MemorySettings(ServiceSettings):
     memory_chunk_max_tokens: int = Field(default=200, ge=32, le=256)
     memory_consumer_batch: int = Field(default=256, ge=1, le=1024)
     memory_stream_max_age_s: float = Field(default=7 * 86400, gt=0)
+    # Diagnosis: > 0 traces Python allocations (tracemalloc, slows the service) and logs the
+    # traced total and the largest allocation sites every this many seconds.
+    memory_heap_trace_s: float = Field(default=0.0, ge=0)
 
     # Recall: chosen on the tune split of the public set (bench/memory/train_rerank.py), checked
     # on the generated set (bench/memory/eval_recall.py).
