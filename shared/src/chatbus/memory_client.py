@@ -113,7 +113,9 @@ class BusMemory:
         self.recall_share = recall_share
         self._stream_seen = False
         self._batches_seen = False
-        self._writes: GroupPublisher[TurnsStored] = GroupPublisher(self._write)
+        # Sizes are counted in characters: 128k keeps a batch (UTF-8, JSON) under NATS's
+        # default 1 MB payload limit.
+        self._writes: GroupPublisher[TurnsStored] = GroupPublisher(self._write, max_bytes=128_000)
 
     # -- the agent's port -------------------------------------------------------------------
 
