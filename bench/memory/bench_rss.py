@@ -4,6 +4,15 @@
     ./dev run python bench/memory/bench_rss.py --dims 1536     # text-embedding-3-small's size
     ./dev run python bench/memory/bench_rss.py --trace         # + Python heap (tracemalloc; slow)
     ./dev run python bench/memory/bench_rss.py --embedder no-arena   # the local embedder's RSS
+    ./dev run python bench/memory/bench_rss.py --dims 64 --session-turns 2   # the bench's sessions
+    ./dev run python bench/memory/bench_rss.py --service --dims 64 --turns 1200000 --window 130000
+
+``--service`` runs the memory service itself (with its own NATS, Redis and the offline model for
+embeddings) and feeds it ``TurnsStored`` events through JetStream as agents do, every event a
+new session of two turns, keeping at most ``--window`` events pending (``--rate``: a fixed
+rate instead); every ``--interval`` s it prints stored turns, the backlog, the service's CPU per
+event and its RSS (heap, mapped files). ``MEMORY_HEAP_TRACE_S=60`` in the environment makes the
+service log its Python heap (tracemalloc) too.
 
 Stores turns through the service's engine into the embedded store exactly as the JetStream
 consumer does (batches of 256; random unit vectors stand in for embeddings, real BM25 vectors
