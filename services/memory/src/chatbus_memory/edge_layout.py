@@ -29,7 +29,9 @@ def edge_config(dims: int) -> qe.EdgeConfig:
     used, yet building it cost ~2 ms of CPU per stored 1536-dimension vector. So ``m=0`` (no
     graph, nor per-tenant ones). Dense vectors and payloads live in memory-mapped files
     (``Memory.Cold``: read from the page cache when touched, not held on the heap), so the
-    process's RSS does not grow with the number of stored turns; the sparse (BM25) index too.
+    process's RSS does not grow with the number of stored turns; the sparse (BM25) index and the
+    point id tracker of merged segments too (in RAM, the engine's default, it held ~7 MiB of heap
+    per 100k points: ``bench/memory/bench_rss.py --dims 64 --session-turns 2``).
 
     :data:`SEGMENTS` segments, not the engine's default of one per core: with two, every
     optimiser run (each 5,000 stored points) merged the new points into the one large segment,
