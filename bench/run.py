@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import nats
@@ -65,34 +67,40 @@ async def memory_backlog(nats_url: str) -> int:
 
 
 async def progress(stack: Stack, every: float) -> None:
-    """Every ``every`` s of a full-stack run: messages stored, memory CPU per message, RSS.
+    """Every ``every`` s of a full-stack run: turns stored, memory CPU per message, backlog, RSS.
 
-    Messages count as the turn events published (one per answered message); memory's CPU is
-    per event it stored in the interval, so a store that slows down as it grows shows here.
+    Stored turns are counted from the service's ``memory.indexed.v1`` notices (two per answered
+    message), so memory's CPU per message is over what it stored in the interval: a store that
+    slows down as it grows shows here. The backlog is in events (a batch of messages is one).
     """
     pid = stack.pid_of("memory")
     if pid is None:
         return
     nc = await nats.connect(stack.nats_url)
-    js = nc.jetstream()
+    turns = 0
+
+    async def on_notice(msg: Any) -> None:
+        nonlocal turns
+        turns += len(json.loads(msg.data).get("event_ids") or [])
+
+    await nc.subscribe("memory.indexed.v1", cb=on_notice)
     started = time.perf_counter()
-    last = (0.0, 0, 0, cpu_seconds(pid))  # when, published, stored, memory CPU
+    last = (0.0, 0, cpu_seconds(pid))  # when, turns stored, memory CPU
     try:
         while True:
             await asyncio.sleep(every)  # allowed: the reporting interval
-            published = int((await js.stream_info("MEMORY")).state.last_seq)
             pending = await memory_backlog(stack.nats_url)
-            now, stored, cpu = time.perf_counter() - started, published - pending, cpu_seconds(pid)
-            rate = (published - last[1]) / max(now - last[0], 1e-9)
-            per = (cpu - last[3]) / max(stored - last[2], 1) * 1000
+            now, stored, cpu = time.perf_counter() - started, turns, cpu_seconds(pid)
+            messages = (stored - last[1]) / 2
             rss, heap = rss_mib(pid)
             print(
-                f"    {now:5.0f} s: {rate:,.0f} msg/s, {stored:,} messages stored ({2 * stored:,} "
-                f"turns), backlog {pending:,}, memory {per:.2f} ms CPU per message, RSS {rss:.0f} "
-                f"MiB (heap {heap:.0f})",
+                f"    {now:5.0f} s: {messages / max(now - last[0], 1e-9):,.0f} msg/s stored, "
+                f"{stored:,} turns stored, backlog {pending:,} events, memory "
+                f"{(cpu - last[2]) / max(messages, 1) * 1000:.2f} ms CPU per message, RSS "
+                f"{rss:.0f} MiB (heap {heap:.0f})",
                 flush=True,
             )
-            last = (now, published, stored, cpu)
+            last = (now, stored, cpu)
     finally:
         await nc.close()
 
