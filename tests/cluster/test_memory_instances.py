@@ -9,7 +9,6 @@ of the service running in this process (its API is the server client's).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -63,7 +62,11 @@ async def stores(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[SharedSt
 
 
 async def remember(memory: BusMemory, sessions: list[str], n: int, tag: str) -> list[str]:
-    """``n`` user turns spread over ``sessions``, all published at once."""
+    """``n`` user turns spread over ``sessions``, one after another.
+
+    One at a time, so each is its own JetStream message: turns published at once would go
+    out as one grouped write, which a single instance takes whole.
+    """
 
     async def one(i: int) -> str:
         session = sessions[i % len(sessions)]
@@ -72,7 +75,7 @@ async def remember(memory: BusMemory, sessions: list[str], n: int, tag: str) -> 
         await memory.remember(req, [Turn(role="user", content=text)])
         return turn_event_id(req, 0)
 
-    return list(await asyncio.gather(*(one(i) for i in range(n))))
+    return [await one(i) for i in range(n)]
 
 
 async def test_two_memory_instances_share_turns_and_survive_one_leaving(
