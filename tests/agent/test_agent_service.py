@@ -157,7 +157,7 @@ async def test_two_replicas_share_work_and_both_answer_discovery(
         await bus.nc.publish(AgentPing.subject, AgentPing().to_bytes(), reply=inbox)
         infos: list[AgentInfo] = []
         while len([i for i in infos if i.id == spec.id]) < 2:
-            infos.append(AgentInfo.from_bytes((await sub.next_msg(timeout=2)).data))
+            infos.append(AgentInfo.from_bytes((await sub.next_msg(timeout=15)).data))
         mine = {i.instance_id for i in infos if i.id == spec.id}
         assert len(mine) == 2
 

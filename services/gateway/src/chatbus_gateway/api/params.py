@@ -143,6 +143,16 @@ UserId = Annotated[
 ]
 
 
+# :data:`BodyId` as a JSON schema, for an id carried in a header (``X-Session-Id``).
+ID_SCHEMA: dict[str, object] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID,
+    "pattern": _PRINTABLE,
+    "not": {"enum": [".", ".."]},
+}
+
+
 def check_id(value: str, name: str) -> str:
     """``value`` when it is a usable id (as :data:`BodyId`), else a 422 naming ``name``."""
     if not 0 < len(value) <= MAX_ID or _UNADDRESSABLE.search(value) or value in (".", ".."):

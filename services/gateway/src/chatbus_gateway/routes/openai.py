@@ -31,15 +31,15 @@ from chatbus_gateway.api.openai_schemas import (
     ModelList,
     usage_of,
 )
-from chatbus_gateway.api.params import check_id
+from chatbus_gateway.api.params import ID_SCHEMA, check_id
 from chatbus_gateway.api.request_ids import new_request_id
 from chatbus_gateway.api.route_table import (
     CHAT_ERRORS,
     IDEMPOTENCY_KEY,
     Answer,
+    Param,
     Route,
     add_routes,
-    header,
 )
 from chatbus_gateway.api.sse import open_sse, send_event
 from chatbus_gateway.auth.caller import tenant_of
@@ -231,7 +231,7 @@ def setup_openai_routes(app: web.Application) -> None:
         ChatCompletion,
         events="data: chat.completion.chunk ... data: [DONE]",
     )
-    session = header("X-Session-Id", "The chatbus session of this conversation")
+    session = Param("X-Session-Id", "header", ID_SCHEMA, "The chatbus session of this conversation")
     add_routes(
         app,
         [
