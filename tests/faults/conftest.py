@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest_asyncio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -101,3 +102,36 @@ def sse_events(raw: str) -> list[tuple[str, dict[str, Any]]]:
                 data += line[6:]
         out.append((name, json.loads(data)))
     return out
+
+
+@dataclass
+class Traffic:
+    """Chats, streams and async jobs sent to one gateway while a fault is injected."""
+
+    http: aiohttp.ClientSession
+    url: str
+    agent: str
+    uid: str
+
+    async def chat(self, i: int) -> tuple[int, Any]:
+        async with self.http.post(
+            f"{self.url}/api/chat/{self.agent}",
+            json={"message": f"chat {i}", "session_id": f"c{self.uid}-{i}"},
+        ) as r:
+            return r.status, await r.json()
+
+    async def stream(self, i: int) -> tuple[int, str]:
+        async with self.http.post(
+            f"{self.url}/api/chat/{self.agent}",
+            json={"message": f"stream {i}", "session_id": f"t{self.uid}-{i}"},
+            headers={"Accept": "text/event-stream"},
+        ) as r:
+            return r.status, await r.text()
+
+    async def submit(self, i: int) -> str:
+        async with self.http.post(
+            f"{self.url}/api/chat/{self.agent}?mode=async",
+            json={"message": f"job {i}", "session_id": f"j{self.uid}-{i}"},
+        ) as r:
+            assert r.status == 202, await r.text()
+            return str((await r.json())["job_id"])

@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.faults.conftest import TimedLLM, running_agent, spec_for, sse_events, until
+from tests.faults.conftest import TimedLLM, Traffic, running_agent, spec_for, sse_events, until
 from tests.gateway.gw_harness import StartGateway
 
 
@@ -27,28 +27,8 @@ async def test_sigterm_with_chats_streams_and_jobs_in_flight_loses_and_repeats_n
     stopping = await start_gateway(request_timeout_s=20, rate_ip_per_min=0)
     other = await start_gateway(request_timeout_s=20, rate_ip_per_min=0)  # shares the jobs queue
 
-    async def chat(i: int) -> tuple[int, Any]:
-        async with http.post(
-            f"{stopping.url}/api/chat/{spec.id}",
-            json={"message": f"chat {i}", "session_id": f"c{uid}-{i}"},
-        ) as r:
-            return r.status, await r.json()
-
-    async def stream(i: int) -> tuple[int, str]:
-        async with http.post(
-            f"{stopping.url}/api/chat/{spec.id}",
-            json={"message": f"stream {i}", "session_id": f"t{uid}-{i}"},
-            headers={"Accept": "text/event-stream"},
-        ) as r:
-            return r.status, await r.text()
-
-    async def submit(i: int) -> str:
-        async with http.post(
-            f"{stopping.url}/api/chat/{spec.id}?mode=async",
-            json={"message": f"job {i}", "session_id": f"j{uid}-{i}"},
-        ) as r:
-            assert r.status == 202, await r.text()
-            return str((await r.json())["job_id"])
+    traffic = Traffic(http, stopping.url, spec.id, uid)
+    chat, stream, submit = traffic.chat, traffic.stream, traffic.submit
 
     async with running_agent(spec, nats_url, redis_url, url):
         jobs = [await submit(i) for i in range(4)]

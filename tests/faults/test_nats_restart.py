@@ -13,7 +13,7 @@ import pytest
 
 from chatbus_dev.nats_server import start_nats
 from chatbus_dev.servers import ServerProcess, free_port
-from tests.faults.conftest import TimedLLM, running_agent, spec_for, sse_events, until
+from tests.faults.conftest import TimedLLM, Traffic, running_agent, spec_for, sse_events, until
 from tests.faults.test_stream_faults import SlowModel, serve_model
 from tests.gateway.gw_harness import StartGateway
 
@@ -50,28 +50,8 @@ async def test_a_nats_restart_with_work_in_flight_answers_everything_once(
     spec = spec_for(uid)
     gateway = await start_gateway(request_timeout_s=20, nats_url=own_nats.url, rate_ip_per_min=0)
 
-    async def chat(i: int) -> tuple[int, Any]:
-        async with http.post(
-            f"{gateway.url}/api/chat/{spec.id}",
-            json={"message": f"chat {i}", "session_id": f"c{uid}-{i}"},
-        ) as r:
-            return r.status, await r.json()
-
-    async def stream(i: int) -> tuple[int, str]:
-        async with http.post(
-            f"{gateway.url}/api/chat/{spec.id}",
-            json={"message": f"stream {i}", "session_id": f"t{uid}-{i}"},
-            headers={"Accept": "text/event-stream"},
-        ) as r:
-            return r.status, await r.text()
-
-    async def submit(i: int) -> str:
-        async with http.post(
-            f"{gateway.url}/api/chat/{spec.id}?mode=async",
-            json={"message": f"job {i}", "session_id": f"j{uid}-{i}"},
-        ) as r:
-            assert r.status == 202, await r.text()
-            return str((await r.json())["job_id"])
+    traffic = Traffic(http, gateway.url, spec.id, uid)
+    chat, stream, submit = traffic.chat, traffic.stream, traffic.submit
 
     async with running_agent(spec, own_nats.url, redis_url, url):
         jobs = [await submit(i) for i in range(3)]

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from chatbus_dev.servers import ServerProcess, free_port, start_redis
-from tests.faults.conftest import TimedLLM, running_agent, spec_for, sse_events, until
+from tests.faults.conftest import TimedLLM, Traffic, running_agent, spec_for, sse_events, until
 from tests.gateway.gw_harness import StartGateway
 
 
@@ -47,28 +47,8 @@ async def test_a_redis_restart_with_work_in_flight_answers_everything_once(
     spec = spec_for(uid)
     gateway = await start_gateway(request_timeout_s=20, redis_url=own_redis.url, rate_ip_per_min=0)
 
-    async def chat(i: int) -> tuple[int, Any]:
-        async with http.post(
-            f"{gateway.url}/api/chat/{spec.id}",
-            json={"message": f"chat {i}", "session_id": f"c{uid}-{i}"},
-        ) as r:
-            return r.status, await r.json()
-
-    async def stream(i: int) -> tuple[int, str]:
-        async with http.post(
-            f"{gateway.url}/api/chat/{spec.id}",
-            json={"message": f"stream {i}", "session_id": f"t{uid}-{i}"},
-            headers={"Accept": "text/event-stream"},
-        ) as r:
-            return r.status, await r.text()
-
-    async def submit(i: int) -> str:
-        async with http.post(
-            f"{gateway.url}/api/chat/{spec.id}?mode=async",
-            json={"message": f"job {i}", "session_id": f"j{uid}-{i}"},
-        ) as r:
-            assert r.status == 202, await r.text()
-            return str((await r.json())["job_id"])
+    traffic = Traffic(http, gateway.url, spec.id, uid)
+    chat, stream, submit = traffic.chat, traffic.stream, traffic.submit
 
     async with running_agent(spec, nats_url, own_redis.url, url):
         jobs = [await submit(i) for i in range(3)]
